@@ -1,0 +1,44 @@
+//! The one error type of the Kafka plumbing.
+
+/// What went wrong talking to Kafka.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    /// The client configuration was refused by librdkafka.
+    #[error("invalid Kafka client configuration: {0}")]
+    Config(String),
+    /// A record could not be delivered (after librdkafka's own retries).
+    #[error("delivery to topic {topic} failed: {source}")]
+    Delivery {
+        /// Topic the record was meant for.
+        topic: String,
+        /// The broker's or client's error.
+        source: rdkafka::error::KafkaError,
+    },
+    /// Committing consumer offsets failed.
+    #[error("offset commit failed: {0}")]
+    Commit(rdkafka::error::KafkaError),
+    /// An admin request (topic creation, metadata) failed.
+    #[error("admin request failed for {what}: {message}")]
+    Admin {
+        /// What was being done (topic name, request).
+        what: String,
+        /// The broker's message.
+        message: String,
+    },
+    /// Any other client error.
+    #[error(transparent)]
+    Client(#[from] rdkafka::error::KafkaError),
+}
+
+impl KafkaError {
+    /// Bounded label for metrics (`error_type`).
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Config(_) => "config",
+            Self::Delivery { .. } => "delivery",
+            Self::Commit(_) => "commit",
+            Self::Admin { .. } => "admin",
+            Self::Client(_) => "client",
+        }
+    }
+}

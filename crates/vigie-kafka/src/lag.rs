@@ -1,0 +1,106 @@
+//! Consumer lag: the group's committed offset against the partition's high
+//! watermark, per partition.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::error::KafkaError;
+use crate::metrics::KafkaMetrics;
+
+/// Lag of one partition for one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Next offset the group will read, if it committed one.
+    pub committed: Option<i64>,
+    /// Offset the next produced record will get.
+    pub high_watermark: i64,
+    /// Low watermark (earliest retained offset).
+    pub low_watermark: i64,
+    /// Records produced and not yet committed: high watermark minus the
+    /// committed offset, or minus the low watermark when nothing is committed.
+    pub lag: i64,
+}
+
+/// Lag of `group` on every partition of `topics`.
+///
+/// Runs on a blocking thread: these are synchronous metadata requests. The
+/// client used does not join the group, so asking does not rebalance it.
+pub async fn group_lag(
+    brokers: &str,
+    group: &str,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<Vec<PartitionLag>, KafkaError> {
+    let brokers = brokers.to_owned();
+    let group = group.to_owned();
+    let topics = topics.to_vec();
+    tokio::task::spawn_blocking(move || group_lag_blocking(&brokers, &group, &topics, timeout))
+        .await
+        .map_err(|e| KafkaError::Admin {
+            what: "lag".into(),
+            message: e.to_string(),
+        })?
+}
+
+fn group_lag_blocking(
+    brokers: &str,
+    group: &str,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<Vec<PartitionLag>, KafkaError> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| KafkaError::Config(e.to_string()))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in topics {
+        let md = c.fetch_metadata(Some(t), timeout)?;
+        for mt in md.topics() {
+            if let Some(err) = mt.error() {
+                return Err(KafkaError::Admin {
+                    what: t.clone(),
+                    message: format!("{:?}", rdkafka::types::RDKafkaRespErr::from(err)),
+                });
+            }
+            for p in mt.partitions() {
+                tpl.add_partition(t, p.id());
+            }
+        }
+    }
+    let committed = c.committed_offsets(tpl, timeout)?;
+    let mut out = Vec::new();
+    for e in committed.elements() {
+        let (low, high) = c.fetch_watermarks(e.topic(), e.partition(), timeout)?;
+        let committed = match e.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        };
+        out.push(PartitionLag {
+            topic: e.topic().to_owned(),
+            partition: e.partition(),
+            committed,
+            high_watermark: high,
+            low_watermark: low,
+            lag: (high - committed.unwrap_or(low)).max(0),
+        });
+    }
+    Ok(out)
+}
+
+/// Sets the lag gauge from a fresh reading.
+pub fn export(metrics: &KafkaMetrics, group: &str, lags: &[PartitionLag]) {
+    for l in lags {
+        metrics
+            .lag
+            .with_label_values(&[group, &l.topic, &l.partition.to_string()])
+            .set(l.lag);
+    }
+}

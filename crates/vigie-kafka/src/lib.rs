@@ -1,0 +1,26 @@
+//! Kafka plumbing shared by every Vigie producer and consumer.
+//!
+//! Everything here is standard Kafka through librdkafka (rdkafka): it runs
+//! unchanged on Apache Kafka, Redpanda and Tansu. Where Tansu 0.6 answers an
+//! API wrongly, the gap is documented in `docs/tansu.md`, never worked
+//! around with broker-specific code.
+
+pub mod admin;
+pub mod config;
+pub mod consumer;
+pub mod dlq;
+pub mod error;
+pub mod lag;
+pub mod metrics;
+pub mod producer;
+pub mod record;
+
+pub use admin::{TopicOutcome, TopicSpec, ensure_topics};
+pub use config::{ConsumerConfig, ProducerConfig};
+pub use consumer::{Batch, BatchConsumer};
+pub use dlq::{DeadLetter, DlqPublisher, dlq_topic};
+pub use error::KafkaError;
+pub use lag::{PartitionLag, group_lag};
+pub use metrics::KafkaMetrics;
+pub use producer::{EventProducer, OutRecord};
+pub use record::Record;

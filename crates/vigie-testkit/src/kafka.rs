@@ -1,0 +1,125 @@
+//! Topic helpers for tests: unique names, creation, raw produce and read.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// A name no other test uses: `<prefix>-<uuid>`.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Creates `topic` with `partitions` partitions (error if it exists).
+pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let res = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .expect("create_topics request");
+    for r in res {
+        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+}
+
+/// Produces `(key, value, headers)` records with a plain client and waits
+/// for every acknowledgement. Used to inject input, including invalid input.
+pub async fn produce_raw(
+    bootstrap: &str,
+    topic: &str,
+    records: &[(Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>)],
+) {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("message.max.bytes", "10000000")
+        .create()
+        .expect("producer");
+    let mut futs = Vec::new();
+    for (k, v, hs) in records {
+        let mut h = OwnedHeaders::new();
+        for (hk, hv) in hs {
+            h = h.insert(Header {
+                key: hk,
+                value: Some(hv),
+            });
+        }
+        let rec = FutureRecord::to(topic).key(k).payload(v).headers(h);
+        futs.push(p.send(rec, Duration::from_secs(30)));
+    }
+    for f in futs {
+        f.await.map_err(|(e, _)| e).expect("delivery");
+    }
+}
+
+/// A record read back by [`read_topic`].
+pub type RawRecord = (i32, i64, Option<Vec<u8>>, Vec<u8>, Vec<(String, Vec<u8>)>);
+
+/// Reads exactly `expected` records from every partition of `topic`, from
+/// the beginning, without a consumer group: `(partition, offset, key, value,
+/// headers)`. Panics if they do not arrive within `deadline`.
+pub fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    expected: usize,
+    deadline: Duration,
+) -> Vec<RawRecord> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique_name("reader"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.message.max.bytes", "10000000")
+        .create()
+        .expect("consumer");
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .expect("partition offset");
+        }
+    }
+    c.assign(&tpl).expect("assign");
+    let start = std::time::Instant::now();
+    let mut out = Vec::new();
+    while out.len() < expected {
+        assert!(
+            start.elapsed() < deadline,
+            "read {} of {expected} records from {topic} before the deadline",
+            out.len()
+        );
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m.expect("fetch");
+            let headers = m
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push((
+                m.partition(),
+                m.offset(),
+                m.key().map(<[u8]>::to_vec),
+                m.payload().unwrap_or_default().to_vec(),
+                headers,
+            ));
+        }
+    }
+    out
+}
