@@ -136,3 +136,21 @@ pub async fn ensure_topics(
     }
     Ok(out)
 }
+
+/// A real round trip to the cluster (a metadata request), for `/readyz`.
+pub async fn ping(brokers: &str, timeout: Duration) -> Result<(), KafkaError> {
+    let brokers = brokers.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let c: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .map_err(|e| KafkaError::Config(e.to_string()))?;
+        rdkafka::consumer::Consumer::fetch_metadata(&c, None, timeout)?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| KafkaError::Admin {
+        what: "ping".into(),
+        message: e.to_string(),
+    })?
+}

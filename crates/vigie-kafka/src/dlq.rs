@@ -92,17 +92,18 @@ impl<'p> DlqPublisher<'p> {
                 h
             })
             .collect();
-        let records = letters
-            .iter()
-            .zip(&owned)
-            .zip(&headers)
-            .map(|((l, o), h)| OutRecord {
+        // Built with a loop, not a lazy `map`: a closure held across the
+        // await below would make this future not `Send` for every lifetime.
+        let mut records: Vec<OutRecord<'_>> = Vec::with_capacity(letters.len());
+        for ((l, o), h) in letters.iter().zip(&owned).zip(&headers) {
+            records.push(OutRecord {
                 topic: &o.topic,
                 key: l.record.key.as_deref(),
                 payload: l.record.payload.as_deref().unwrap_or_default(),
                 headers: h,
                 timestamp_ms: l.record.timestamp_ms,
             });
+        }
         self.producer.send_all(records).await?;
         for l in letters {
             self.metrics

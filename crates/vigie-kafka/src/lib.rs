@@ -15,7 +15,7 @@ pub mod metrics;
 pub mod producer;
 pub mod record;
 
-pub use admin::{TopicOutcome, TopicSpec, ensure_topics};
+pub use admin::{TopicOutcome, TopicSpec, ensure_topics, ping};
 pub use config::{ConsumerConfig, ProducerConfig};
 pub use consumer::{Batch, BatchConsumer};
 pub use dlq::{DeadLetter, DlqPublisher, dlq_topic};

@@ -1,1 +1,91 @@
-//! Placeholder.
+//! Vigie's upstream simulator: seeded, deterministic generators of the three
+//! public-health sources Vigie ingests, so that the pipeline can be run,
+//! load-tested and drift-tested without the real upstream systems.
+//!
+//! - [`CaseGenerator`]: CDC "COVID-19 Case Surveillance Public Use Data with
+//!   Geography" rows, the high-volume stream (millions of rows).
+//! - [`CountryDayGenerator`]: WHO COVID-19 global daily counts per country.
+//! - [`NewsGenerator`]: WHO Disease Outbreak News articles and their
+//!   revisions.
+//!
+//! Every record is a pure function of a seed and an index, so any record can
+//! be regenerated on its own and the same seed gives the same data forever,
+//! as long as the algorithms and tables here are unchanged: changing them
+//! changes the data, which is why the tests pin a fingerprint of it.
+
+mod cases;
+mod countries;
+mod error;
+mod geo;
+mod news;
+mod sample;
+
+use chrono::{DateTime, Utc};
+use vigie_core::Envelope;
+use vigie_core::health::{Case, CountryDay, InvalidValue, OutbreakNews};
+
+pub use cases::{CaseGenConfig, CaseGenerator, Drift};
+pub use countries::CountryDayGenerator;
+pub use error::ConfigError;
+pub use news::{DEFAULT_BASE_URL, NewsGenerator, content_hash};
+
+/// Envelope source of the CDC case rows.
+pub const CDC_CASES_SOURCE: &str = "cdc-cases";
+/// Envelope source of the WHO daily country rows.
+pub const WHO_COVID_SOURCE: &str = "who-covid";
+/// Envelope source of the WHO Disease Outbreak News articles.
+pub const WHO_DON_SOURCE: &str = "who-don";
+
+/// Case row `index` of `generator` in its envelope, source [`CDC_CASES_SOURCE`].
+pub fn case_envelope(
+    generator: &CaseGenerator,
+    index: u64,
+    ingested_at: DateTime<Utc>,
+) -> Envelope<Case> {
+    Envelope::new(CDC_CASES_SOURCE, generator.row(index), ingested_at)
+}
+
+/// The rows of day `day_index` of `generator` in their envelopes, source
+/// [`WHO_COVID_SOURCE`]. Like [`CountryDayGenerator::day`], this replays the
+/// days before it.
+///
+/// # Panics
+///
+/// If the date falls after 9999-12-31.
+pub fn country_day_envelopes(
+    generator: &CountryDayGenerator,
+    day_index: u32,
+    ingested_at: DateTime<Utc>,
+) -> Vec<Envelope<CountryDay>> {
+    generator
+        .day(day_index)
+        .into_iter()
+        .map(|row| Envelope::new(WHO_COVID_SOURCE, row, ingested_at))
+        .collect()
+}
+
+/// Article `index` of `generator` after `revision` revisions (0 for the
+/// original) in its envelope, source [`WHO_DON_SOURCE`]. Every revision of an
+/// article has the same event id, since the id derives from the URL.
+///
+/// # Panics
+///
+/// If `index` is not below [`NewsGenerator::capacity`].
+pub fn news_envelope(
+    generator: &NewsGenerator,
+    index: u64,
+    revision: u32,
+    ingested_at: DateTime<Utc>,
+) -> Envelope<OutbreakNews> {
+    Envelope::new(
+        WHO_DON_SOURCE,
+        generator.edited(index, revision),
+        ingested_at,
+    )
+}
+
+/// Checks a value built by this crate from its own tables, which the tests
+/// show are valid: a failure here is a bug in the tables, not bad input.
+pub(crate) fn checked<T: TryFrom<String, Error = InvalidValue>>(text: impl Into<String>) -> T {
+    T::try_from(text.into()).unwrap_or_else(|e| panic!("built-in value is invalid: {e}"))
+}

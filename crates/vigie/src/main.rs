@@ -1,1 +1,73 @@
-fn main() {}
+//! `vigie`: the one binary of the Vigie platform. Each subcommand is a
+//! component (producer, consumer) or a tool (topics, lag, schemas, config,
+//! bench); the work is done by the library crates.
+
+mod bench;
+mod commands;
+mod settings;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Vigie: event streaming for public-health surveillance data.
+#[derive(Debug, Parser)]
+#[command(name = "vigie", version, about)]
+struct Cli {
+    /// Configuration file (TOML), layered over the embedded defaults and
+    /// under `VIGIE__SECTION__KEY` environment variables.
+    #[arg(long, short, global = true, env = "VIGIE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a consumer-group component: validate, write to a sink, DLQ, commit.
+    Consume(commands::consume::Args),
+    /// Publish events to a topic (from a file, stdin, or the built-in sample generator).
+    Produce(commands::produce::Args),
+    /// Topic administration.
+    #[command(subcommand)]
+    Topics(commands::topics::Cmd),
+    /// Print consumer lag per partition (committed offset vs high watermark).
+    Lag(commands::lag::Args),
+    /// Schema tools.
+    #[command(subcommand)]
+    Schemas(commands::schemas::Cmd),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(commands::config::Cmd),
+    /// Run a benchmark side by side with its baseline and record the result.
+    #[command(subcommand)]
+    Bench(bench::Cmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async move {
+        let config = cli.config.as_deref();
+        match cli.command {
+            Command::Consume(a) => commands::consume::run(config, a).await,
+            Command::Produce(a) => commands::produce::run(config, a).await,
+            Command::Topics(c) => commands::topics::run(config, c).await,
+            Command::Lag(a) => commands::lag::run(config, a).await,
+            Command::Schemas(c) => commands::schemas::run(c),
+            Command::Config(c) => commands::config::run(config, c),
+            Command::Bench(c) => bench::run(config, c).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

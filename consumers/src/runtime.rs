@@ -1,0 +1,295 @@
+//! The consumer loop shared by every sink: batch, validate at the edge,
+//! write, dead-letter, commit; lag exported on the side; graceful stop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use vigie_core::SchemaRegistry;
+use vigie_kafka::{
+    Batch, BatchConsumer, ConsumerConfig, DeadLetter, DlqPublisher, EventProducer, KafkaError,
+    KafkaMetrics, ProducerConfig, group_lag,
+};
+
+use crate::sink::{Accepted, Sink, SinkError};
+
+/// Stage name in DLQ headers for records refused at the edge.
+pub const STAGE_VALIDATE: &str = "validate";
+
+/// Metrics of a consumer component.
+#[derive(Clone, Debug)]
+pub struct ConsumerMetrics {
+    /// Events written by the sink, by component.
+    pub written: IntCounterVec,
+    /// Seconds to process one batch (validate, write, DLQ, commit).
+    pub batch_seconds: HistogramVec,
+    /// Batch write retries, by component.
+    pub retries: IntCounterVec,
+}
+
+impl ConsumerMetrics {
+    /// Creates and registers the metrics.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            written: IntCounterVec::new(
+                Opts::new("vigie_sink_events_total", "Events written by a sink."),
+                &["component"],
+            )?,
+            batch_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "vigie_consumer_batch_duration_seconds",
+                    "Time to validate, write, dead-letter and commit one batch.",
+                )
+                .buckets(vec![
+                    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+                &["component"],
+            )?,
+            retries: IntCounterVec::new(
+                Opts::new(
+                    "vigie_sink_retries_total",
+                    "Batch writes retried after a transient error.",
+                ),
+                &["component"],
+            )?,
+        };
+        registry.register(Box::new(m.written.clone()))?;
+        registry.register(Box::new(m.batch_seconds.clone()))?;
+        registry.register(Box::new(m.retries.clone()))?;
+        Ok(m)
+    }
+}
+
+/// Why a consumer run stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Kafka refused or failed (consume, DLQ publish, commit).
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// The sink failed in a way retrying cannot fix; the batch was not committed.
+    #[error("sink {component}: {source}")]
+    Sink {
+        /// The component.
+        component: &'static str,
+        /// The sink's error.
+        source: SinkError,
+    },
+}
+
+/// What a run did, for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Records read and committed.
+    pub consumed: u64,
+    /// Events the sink accepted.
+    pub written: u64,
+    /// Records sent to the DLQ.
+    pub dead_lettered: u64,
+}
+
+/// Everything a consumer component runs with.
+#[derive(Debug)]
+pub struct Runtime {
+    /// Component name (the sink's name): metric label and DLQ stage.
+    pub component: &'static str,
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Consumer settings.
+    pub consumer: ConsumerConfig,
+    /// Producer settings for the DLQ.
+    pub producer: ProducerConfig,
+    /// Schemas to validate against.
+    pub schemas: Arc<SchemaRegistry>,
+    /// Kafka metrics.
+    pub kafka_metrics: KafkaMetrics,
+    /// Component metrics.
+    pub metrics: ConsumerMetrics,
+}
+
+impl Runtime {
+    /// Consumes until `shutdown`; then finishes and commits the batch in
+    /// flight and leaves the group.
+    pub async fn run(
+        self,
+        sink: &mut dyn Sink,
+        shutdown: CancellationToken,
+    ) -> Result<RunSummary, RunError> {
+        let consumer = BatchConsumer::new(
+            &self.brokers,
+            self.consumer.clone(),
+            self.kafka_metrics.clone(),
+        )?;
+        let producer =
+            EventProducer::new(&self.brokers, &self.producer, self.kafka_metrics.clone())?;
+        let lag_task = self.spawn_lag_exporter(shutdown.child_token());
+        info!(
+            component = self.component,
+            group = %self.consumer.group_id,
+            topics = ?self.consumer.topics,
+            "Consumer started"
+        );
+        let result = self.consume(&consumer, &producer, sink, &shutdown).await;
+        consumer.close().await;
+        if let Some(t) = lag_task {
+            t.abort();
+        }
+        if let Ok(s) = &result {
+            info!(
+                consumed = s.consumed,
+                written = s.written,
+                dead_lettered = s.dead_lettered,
+                "Consumer stopped"
+            );
+        }
+        result
+    }
+
+    async fn consume(
+        &self,
+        consumer: &BatchConsumer,
+        producer: &EventProducer,
+        sink: &mut dyn Sink,
+        shutdown: &CancellationToken,
+    ) -> Result<RunSummary, RunError> {
+        let dlq = DlqPublisher::new(producer, self.kafka_metrics.clone());
+        let mut summary = RunSummary::default();
+        while let Some(batch) = consumer.next_batch(shutdown).await? {
+            let started = Instant::now();
+            let (accepted, mut dead) = self.validate(&batch);
+            let rejected = match self.write_with_retry(sink, &accepted, shutdown).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // Nothing of this batch is committed: a restart reads it again.
+                    warn!(component = self.component, error = %e, "Sink failed; stopping without committing");
+                    self.kafka_metrics
+                        .errors
+                        .with_label_values(&["sink", self.component])
+                        .inc();
+                    return Err(RunError::Sink {
+                        component: self.component,
+                        source: e,
+                    });
+                }
+            };
+            let written = accepted.len() - rejected.len();
+            for r in &rejected {
+                dead.push(DeadLetter {
+                    record: &batch.records[r.index],
+                    reason: r.reason,
+                    error: r.error.clone(),
+                    stage: self.component,
+                });
+            }
+            dlq.publish(&dead).await?;
+            consumer.commit(&batch)?;
+            self.metrics
+                .written
+                .with_label_values(&[self.component])
+                .inc_by(written as u64);
+            self.metrics
+                .batch_seconds
+                .with_label_values(&[self.component])
+                .observe(started.elapsed().as_secs_f64());
+            summary.consumed += batch.len() as u64;
+            summary.written += written as u64;
+            summary.dead_lettered += dead.len() as u64;
+            if shutdown.is_cancelled() {
+                break;
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Splits a batch into valid events and dead letters.
+    fn validate<'b>(&self, batch: &'b Batch) -> (Vec<Accepted>, Vec<DeadLetter<'b>>) {
+        let mut accepted = Vec::with_capacity(batch.len());
+        let mut dead = Vec::new();
+        for (index, record) in batch.records.iter().enumerate() {
+            let refuse = |reason: &'b str, error: String| DeadLetter {
+                record,
+                reason,
+                error,
+                stage: STAGE_VALIDATE,
+            };
+            let Some(payload) = record.payload.as_deref() else {
+                dead.push(refuse("empty_payload", "record has no value".into()));
+                continue;
+            };
+            if payload.len() > self.consumer.max_record_bytes {
+                dead.push(refuse(
+                    "oversized",
+                    format!(
+                        "record of {} bytes exceeds max_record_bytes = {}",
+                        payload.len(),
+                        self.consumer.max_record_bytes
+                    ),
+                ));
+                continue;
+            }
+            match self.schemas.validate(payload) {
+                Ok(envelope) => accepted.push(Accepted { index, envelope }),
+                Err(e) => dead.push(refuse(e.kind().as_str(), e.to_string())),
+            }
+        }
+        (accepted, dead)
+    }
+
+    async fn write_with_retry(
+        &self,
+        sink: &mut dyn Sink,
+        events: &[Accepted],
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<crate::sink::Rejected>, SinkError> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match sink.write(events).await {
+                Err(SinkError::Retryable(e)) if !shutdown.is_cancelled() => {
+                    warn!(component = self.component, error = %e, ?delay, "Sink write failed; retrying");
+                    self.metrics
+                        .retries
+                        .with_label_values(&[self.component])
+                        .inc();
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn spawn_lag_exporter(&self, stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+        if self.consumer.lag_interval_ms == 0 {
+            return None;
+        }
+        let brokers = self.brokers.clone();
+        let group = self.consumer.group_id.clone();
+        let topics = self.consumer.topics.clone();
+        let metrics = self.kafka_metrics.clone();
+        let every = Duration::from_millis(self.consumer.lag_interval_ms);
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                match group_lag(&brokers, &group, &topics, Duration::from_secs(5)).await {
+                    Ok(lags) => vigie_kafka::lag::export(&metrics, &group, &lags),
+                    Err(e) => {
+                        metrics
+                            .errors
+                            .with_label_values(&[e.error_type(), "lag"])
+                            .inc();
+                        warn!(error = %e, "Lag reading failed");
+                    }
+                }
+            }
+        }))
+    }
+}

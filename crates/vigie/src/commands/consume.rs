@@ -1,0 +1,92 @@
+//! `vigie consume`: run a consumer-group component until SIGTERM / SIGINT.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use prometheus::Registry;
+use tracing::error;
+use vigie_consumers::{ConsumerMetrics, Runtime, SinkKind};
+use vigie_core::SchemaRegistry;
+use vigie_kafka::KafkaMetrics;
+use vigie_telemetry::{Readiness, TelemetryServer, init_logging, shutdown_on_signals};
+
+/// How long the batch in flight may take to finish after a stop signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Arguments of `vigie consume`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The sink to write to.
+    #[arg(long, default_value = "blackhole")]
+    sink: SinkKind,
+    /// Consumer group (overrides `kafka.consumer.group_id`).
+    #[arg(long)]
+    group: Option<String>,
+    /// Topic to consume, repeatable (overrides `kafka.consumer.topics`).
+    #[arg(long = "topic")]
+    topics: Vec<String>,
+}
+
+pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCode> {
+    let s = super::load(config)?;
+    init_logging(&s.log);
+    let mut consumer = s.consumer();
+    if let Some(g) = a.group {
+        consumer.group_id = g;
+    }
+    if !a.topics.is_empty() {
+        consumer.topics = a.topics;
+    }
+    anyhow::ensure!(
+        !consumer.topics.is_empty(),
+        "no topic to consume: set kafka.consumer.topics or --topic"
+    );
+
+    let registry = Registry::new();
+    let kafka_metrics = KafkaMetrics::register(&registry)?;
+    let metrics = ConsumerMetrics::register(&registry)?;
+    let shutdown = shutdown_on_signals();
+    let brokers = s.kafka.brokers.clone();
+    let readiness = Readiness::default().with("kafka", move || {
+        let brokers = brokers.clone();
+        async move {
+            vigie_kafka::ping(&brokers, Duration::from_secs(3))
+                .await
+                .map_err(|e| e.to_string())
+        }
+    });
+    let server = TelemetryServer::start(&s.telemetry, registry, readiness, shutdown.child_token())
+        .await
+        .with_context(|| format!("cannot serve telemetry on {}", s.telemetry.listen))?;
+
+    let component = a.sink.name();
+    let runtime = Runtime {
+        component,
+        brokers: s.kafka.brokers.clone(),
+        consumer,
+        producer: s.producer(),
+        schemas: Arc::new(SchemaRegistry::embedded()?),
+        kafka_metrics,
+        metrics,
+    };
+    let mut sink = a.sink.build();
+    let run = runtime.run(sink.as_mut(), shutdown.clone());
+    let grace = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let result = tokio::select! {
+        r = run => r,
+        _ = grace => {
+            error!(grace = ?SHUTDOWN_GRACE, "Batch in flight did not finish in time; exiting without committing it");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    shutdown.cancel();
+    server.join().await;
+    result?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,43 @@
+//! `vigie lag`: consumer lag per partition.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Arguments of `vigie lag`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Consumer group (default: `kafka.consumer.group_id`).
+    #[arg(long)]
+    group: Option<String>,
+    /// Topics (default: `kafka.consumer.topics`).
+    #[arg(long = "topic")]
+    topics: Vec<String>,
+}
+
+pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCode> {
+    let s = super::load(config)?;
+    let group = a.group.unwrap_or(s.kafka.consumer.group_id.clone());
+    let topics = if a.topics.is_empty() {
+        s.kafka.consumer.topics.clone()
+    } else {
+        a.topics
+    };
+    let lags =
+        vigie_kafka::group_lag(&s.kafka.brokers, &group, &topics, Duration::from_secs(10)).await?;
+    println!(
+        "{:<40} {:>9} {:>12} {:>12} {:>10}",
+        "topic", "partition", "committed", "high", "lag"
+    );
+    let mut total = 0;
+    for l in &lags {
+        let committed = l.committed.map_or("-".to_owned(), |c| c.to_string());
+        println!(
+            "{:<40} {:>9} {:>12} {:>12} {:>10}",
+            l.topic, l.partition, committed, l.high_watermark, l.lag
+        );
+        total += l.lag;
+    }
+    println!("total lag of group {group}: {total}");
+    Ok(ExitCode::SUCCESS)
+}

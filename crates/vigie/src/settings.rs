@@ -1,0 +1,113 @@
+//! The whole configuration of the `vigie` binary: one struct per section,
+//! every field documented, unknown keys refused.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use vigie_config::{ConfigError, Loader, Secret};
+use vigie_kafka::{ConsumerConfig, ProducerConfig, TopicSpec};
+use vigie_telemetry::{LogConfig, TelemetryConfig};
+
+/// Embedded defaults: `defaults.toml` plus the topic definitions of `infra/`.
+pub(crate) fn defaults_toml() -> String {
+    format!(
+        "{}\n{}",
+        include_str!("defaults.toml"),
+        include_str!("../../../infra/topics.toml")
+    )
+}
+
+/// Keys that may only come from the environment or a `<key>_file`.
+pub(crate) const SECRET_KEYS: &[&str] = &["kafka.security.sasl_password"];
+
+/// Top-level configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Settings {
+    /// Kafka connection and client settings.
+    pub(crate) kafka: KafkaSettings,
+    /// The operations endpoint.
+    pub(crate) telemetry: TelemetryConfig,
+    /// Logs.
+    pub(crate) log: LogConfig,
+    /// Topics `vigie topics create` makes sure exist.
+    pub(crate) topics: Vec<TopicSpec>,
+}
+
+/// The `[kafka]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KafkaSettings {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    pub(crate) brokers: String,
+    /// Transport security and authentication.
+    pub(crate) security: SecuritySettings,
+    /// Producer settings.
+    pub(crate) producer: ProducerConfig,
+    /// Consumer settings shared by consumer components.
+    pub(crate) consumer: ConsumerConfig,
+}
+
+/// The `[kafka.security]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SecuritySettings {
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub(crate) protocol: String,
+    /// SASL mechanism, e.g. `SCRAM-SHA-512`.
+    #[serde(default)]
+    pub(crate) sasl_mechanism: Option<String>,
+    /// SASL user name.
+    #[serde(default)]
+    pub(crate) sasl_username: Option<String>,
+    /// SASL password: only from `VIGIE__KAFKA__SECURITY__SASL_PASSWORD` or
+    /// `sasl_password_file`, never written in a config file.
+    #[serde(default)]
+    pub(crate) sasl_password: Option<Secret>,
+}
+
+impl Settings {
+    /// Loads defaults, then `file`, then the environment.
+    pub(crate) fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut loader = Loader::new(defaults_toml()).secret_keys(SECRET_KEYS.iter().copied());
+        if let Some(f) = file {
+            loader = loader.file(f);
+        }
+        loader.load()
+    }
+
+    /// Producer settings with the security properties applied. Kept out of
+    /// `self` so that printing the settings never prints the password.
+    pub(crate) fn producer(&self) -> ProducerConfig {
+        let mut p = self.kafka.producer.clone();
+        for (k, v) in self.security_props() {
+            p.extra.entry(k).or_insert(v);
+        }
+        p
+    }
+
+    /// Consumer settings with the security properties applied.
+    pub(crate) fn consumer(&self) -> ConsumerConfig {
+        let mut c = self.kafka.consumer.clone();
+        for (k, v) in self.security_props() {
+            c.extra.entry(k).or_insert(v);
+        }
+        c
+    }
+
+    /// Security settings as librdkafka properties.
+    fn security_props(&self) -> Vec<(String, String)> {
+        let sec = &self.kafka.security;
+        let mut props = vec![("security.protocol".to_owned(), sec.protocol.clone())];
+        if let Some(m) = &sec.sasl_mechanism {
+            props.push(("sasl.mechanism".into(), m.clone()));
+        }
+        if let Some(u) = &sec.sasl_username {
+            props.push(("sasl.username".into(), u.clone()));
+        }
+        if let Some(p) = &sec.sasl_password {
+            props.push(("sasl.password".into(), p.expose().to_owned()));
+        }
+        props
+    }
+}

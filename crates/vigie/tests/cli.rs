@@ -1,0 +1,265 @@
+//! The `vigie` binary as a user runs it: configuration errors, schema
+//! checks, and a consumer stopped by SIGTERM mid-stream.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use vigie_testkit::{create_topic, durable_broker, unique_name, wait_for};
+
+fn vigie() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vigie"));
+    // Only what a test sets: never the developer's own VIGIE__ variables.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("VIGIE__") || k == "VIGIE_CONFIG" {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn a_config_typo_is_an_error_naming_the_key_and_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vigie.toml");
+    std::fs::write(
+        &file,
+        "[kafka]\nbrokers = \"b:9092\"\n\n[kafka.consumer]\ngroup_id = \"g\"\nbatch_max_recrods = 5\n",
+    )
+    .unwrap();
+    let out = vigie()
+        .args(["config", "check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(err.contains("kafka.consumer.batch_max_recrods"), "{err}");
+    assert!(err.contains("line 6"), "{err}");
+    assert!(
+        err.contains("batch_max_records"),
+        "the error lists the valid keys: {err}"
+    );
+}
+
+#[test]
+fn config_check_prints_the_effective_config_with_secrets_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vigie.toml");
+    std::fs::write(&file, "[kafka]\nbrokers = \"kafka-1:9092\"\n").unwrap();
+    let out = vigie()
+        .args(["config", "check"])
+        .arg(&file)
+        .env("VIGIE__KAFKA__SECURITY__SASL_PASSWORD", "hunter2")
+        .env("VIGIE__KAFKA__PRODUCER__LINGER_MS", "7")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("kafka-1:9092"), "file layer applied: {text}");
+    assert!(
+        text.contains("linger_ms = 7"),
+        "environment layer applied: {text}"
+    );
+    assert!(
+        text.contains("health.case.v1"),
+        "embedded topics present: {text}"
+    );
+    assert!(text.contains("***") && !text.contains("hunter2"), "{text}");
+
+    // A secret written in the file is refused.
+    std::fs::write(
+        &file,
+        "[kafka.security]\nprotocol = \"sasl_ssl\"\nsasl_password = \"x\"\n",
+    )
+    .unwrap();
+    let out = vigie()
+        .args(["config", "check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("kafka.security.sasl_password") && err.contains("line 3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn schemas_check_passes_on_the_repository_and_fails_on_a_breaking_version() {
+    let out = vigie()
+        .args(["schemas", "check"])
+        .arg(repo_root().join("schemas"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("ok    health.case"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = std::fs::read_to_string(repo_root().join("schemas/health.case.v1.json")).unwrap();
+    std::fs::write(dir.path().join("health.case.v1.json"), &v1).unwrap();
+    let mut v2: serde_json::Value = serde_json::from_str(&v1).unwrap();
+    v2["properties"].as_object_mut().unwrap().remove("hosp_yn");
+    v2["required"] = serde_json::Value::Array(
+        v2["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| *f != "hosp_yn")
+            .cloned()
+            .collect(),
+    );
+    std::fs::write(dir.path().join("health.case.v2.json"), v2.to_string()).unwrap();
+    let out = vigie()
+        .args(["schemas", "check"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("FAIL  health.case") && text.contains("hosp_yn"),
+        "{text}"
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn metric(port: u16, name: &str) -> Option<f64> {
+    let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let total: f64 = body
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    Some(total)
+}
+
+#[tokio::test]
+async fn sigterm_mid_stream_commits_the_batch_and_exits_cleanly() {
+    // Committed offsets are read back: the durable broker (docs/tansu.md).
+    let b = durable_broker();
+    let topic = unique_name("health.case.v1");
+    let group = unique_name("g");
+    create_topic(&b.bootstrap, &topic, 2).await;
+    create_topic(&b.bootstrap, &format!("{topic}.dlq"), 2).await;
+    let total = 20_000u64;
+    let out = vigie()
+        .args([
+            "produce",
+            "--topic",
+            &topic,
+            "--sample",
+            "cases",
+            "--count",
+            &total.to_string(),
+        ])
+        .env("VIGIE__KAFKA__BROKERS", &b.bootstrap)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let port = free_port();
+    let mut child = vigie()
+        .args(["consume", "--group", &group, "--topic", &topic])
+        .env("VIGIE__KAFKA__BROKERS", &b.bootstrap)
+        .env("VIGIE__KAFKA__CONSUMER__BATCH_MAX_RECORDS", "200")
+        .env("VIGIE__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
+        .env("VIGIE__LOG__FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    wait_for(
+        "the consumer to commit a first batch",
+        Duration::from_secs(60),
+        || async {
+            metric(port, "vigie_consumer_records_total")
+                .await
+                .filter(|n| *n > 0.0)
+        },
+    )
+    .await;
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    assert!(ready.text().await.unwrap().contains("kafka: ok"));
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::task::spawn_blocking(move || {
+        let stderr = child.stderr.take().unwrap();
+        let logs: Vec<String> = BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect();
+        (child.wait().unwrap(), logs)
+    });
+    let (status, logs) = tokio::time::timeout(Duration::from_secs(45), status)
+        .await
+        .expect("the consumer exits within 45 s of SIGTERM")
+        .unwrap();
+    assert!(
+        status.success(),
+        "exit status {status:?}; logs:\n{}",
+        logs.join("\n")
+    );
+    let stopped: serde_json::Value = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "Consumer stopped")
+        .unwrap_or_else(|| panic!("no 'Consumer stopped' line in:\n{}", logs.join("\n")));
+    let consumed = stopped["consumed"].as_u64().unwrap();
+    assert!(consumed > 0 && consumed <= total);
+
+    // Everything processed was committed, and nothing more.
+    let lags = vigie_kafka::group_lag(
+        &b.bootstrap,
+        &group,
+        &[topic.clone()],
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let committed: i64 = lags.iter().map(|l| l.committed.unwrap_or(0)).sum();
+    assert_eq!(
+        committed as u64, consumed,
+        "committed offsets match the records processed"
+    );
+    let lag: i64 = lags.iter().map(|l| l.lag).sum();
+    assert_eq!(lag as u64, total - consumed);
+}
