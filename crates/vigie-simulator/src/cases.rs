@@ -20,7 +20,7 @@ use vigie_core::health::{
 use crate::checked;
 use crate::error::ConfigError;
 use crate::geo::US_STATES;
-use crate::sample::{Draw, PPM, Weighted, derive_key, splitmix64};
+use crate::sample::{Draw, Weighted, derive_key, splitmix64};
 
 /// Domain of the per-row draws, see [`derive_key`].
 const ROW_DOMAIN: u64 = 0x4341_5345_5f52_4f57;

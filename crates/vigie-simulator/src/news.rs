@@ -341,12 +341,7 @@ impl NewsGenerator {
     pub fn capacity(&self) -> u64 {
         let days = self.latest.num_days_from_ce() - 1;
         // `days` is non-negative: `latest` is in year 1 or later.
-        let days = days as u64;
-        if days < SPACING - 1 {
-            0
-        } else {
-            (days - (SPACING - 1)) / SPACING + 1
-        }
+        (days as u64) / SPACING + 1
     }
 
     /// Publication date of article `index`: strictly earlier for each
@@ -436,11 +431,15 @@ impl NewsGenerator {
         range.map(|index| self.article(index))
     }
 
-    /// Days between `latest` and article `index`'s publication: between
-    /// `SPACING × index` and `SPACING × index + SPACING - 1`, so strictly
-    /// increasing with the index.
+    /// Days between `latest` and article `index`'s publication: 0 for
+    /// article 0, else between `SPACING × (index - 1) + 1` and
+    /// `SPACING × index`, so strictly increasing with the index.
     fn days_back(&self, index: u64) -> u64 {
-        SPACING * index + splitmix64(self.spacing_key ^ index) % SPACING
+        if index == 0 {
+            0
+        } else {
+            SPACING * index - splitmix64(self.spacing_key ^ index) % SPACING
+        }
     }
 
     fn date_of(&self, index: u64) -> NaiveDate {

@@ -2,18 +2,16 @@
 //! stdin, each line `value` or `key<TAB>value`, as `kcat -K '\t'` reads them)
 //! or from the built-in sample generator.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use vigie_core::SchemaRegistry;
 use vigie_kafka::{EventProducer, KafkaMetrics, OutRecord};
 
-/// Lines sent per `send_all` call: large enough to keep librdkafka's queue
-/// full, small enough to bound memory.
-const CHUNK: usize = 20_000;
+use vigie_producers::raw::{CHUNK, produce_lines};
 
 /// Built-in sample data sets.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -83,69 +81,6 @@ pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCo
         sent as f64 / secs.max(1e-9)
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Splits `key<TAB>value` (or a bare value) without copying.
-fn split_line(line: &[u8]) -> (Option<&[u8]>, &[u8]) {
-    match line.iter().position(|b| *b == b'\t') {
-        Some(i) => (Some(&line[..i]), &line[i + 1..]),
-        None => (None, line),
-    }
-}
-
-async fn produce_lines(
-    producer: &EventProducer,
-    topic: &str,
-    mut input: impl BufRead,
-    schemas: Option<&SchemaRegistry>,
-) -> anyhow::Result<u64> {
-    let mut sent = 0u64;
-    let mut line_no = 0u64;
-    let mut lines: Vec<Vec<u8>> = Vec::with_capacity(CHUNK);
-    loop {
-        lines.clear();
-        let mut invalid = None;
-        while lines.len() < CHUNK {
-            let mut buf = Vec::new();
-            if input.read_until(b'\n', &mut buf)? == 0 {
-                break;
-            }
-            line_no += 1;
-            while matches!(buf.last(), Some(b'\n' | b'\r')) {
-                buf.pop();
-            }
-            if buf.is_empty() {
-                continue;
-            }
-            if let Some(reg) = schemas {
-                if let Err(e) = reg.validate(split_line(&buf).1) {
-                    invalid = Some(format!("line {line_no}: {e}"));
-                    break;
-                }
-            }
-            lines.push(buf);
-        }
-        if lines.is_empty() && invalid.is_none() {
-            return Ok(sent);
-        }
-        let records: Vec<OutRecord<'_>> = lines
-            .iter()
-            .map(|l| {
-                let (key, payload) = split_line(l);
-                OutRecord {
-                    topic,
-                    key,
-                    payload,
-                    headers: &[],
-                    timestamp_ms: None,
-                }
-            })
-            .collect();
-        sent += producer.send_all(records).await?.len() as u64;
-        if let Some(why) = invalid {
-            bail!("invalid input, stopped after sending the {sent} records before it: {why}");
-        }
-    }
 }
 
 async fn produce_sample(
