@@ -244,13 +244,30 @@ def c04_offsets_for_times(ctx):
 
 def c05_fetch_mid_batch(ctx):
     t = ctx.topic("midbatch")
-    ctx.produce(t, [dict(partition=0, value=f"v{i}".encode()) for i in range(250)],
-                linger_ms=200, batch_num_messages=10000)
-    got = ctx.read([TopicPartition(t, 0, 100)], 150)
-    offsets = [m.offset() for m in got]
-    summary = (len(got), offsets[0] if got else None, offsets[-1] if got else None)
-    expect("records read from offset 100 (count, first, last)", summary, (150, 100, 249))
-    return "150 records, offsets 100..249"
+    batch = dict(linger_ms=200, batch_num_messages=10000)
+    ctx.produce(t, [dict(partition=0, value=f"v{i}".encode()) for i in range(250)], **batch)
+    c = ctx.consumer()
+    c.assign([TopicPartition(t, 0, 100)])
+    got = []
+
+    def read(want):
+        end = time.monotonic() + min(READ_WAIT, ctx.left())
+        while len(got) < want and time.monotonic() < end:
+            m = c.poll(0.2)
+            if m is not None and not m.error():
+                got.append(m.offset())
+        return (len(got), len(set(got)), min(got, default=None), max(got, default=None))
+
+    try:
+        first = read(150)
+        # Then a second batch arrives, as it would in a live topic.
+        ctx.produce(t, [dict(partition=0, value=f"v{i}".encode()) for i in range(250, 260)], **batch)
+        second = read(160)
+    finally:
+        c.close()
+    expect("records from offset 100 (count, distinct, first, last), then after 10 more in a new batch",
+           (first, second), ((150, 150, 100, 249), (160, 160, 100, 259)))
+    return "150 records 100..249, then 160 records 100..259"
 
 
 def c06_group_two_members(ctx):
