@@ -9,8 +9,7 @@ use std::io::BufRead;
 use vigie_core::SchemaRegistry;
 use vigie_kafka::{EventProducer, KafkaError, OutRecord};
 
-/// Lines sent per `send_all` call: large enough to keep librdkafka's queue
-/// full, small enough to bound memory.
+/// Sample events generated per step of `vigie produce --sample`.
 pub const CHUNK: usize = 20_000;
 
 /// Why a raw produce run stopped.
@@ -50,53 +49,44 @@ pub async fn produce_lines(
     mut input: impl BufRead,
     schemas: Option<&SchemaRegistry>,
 ) -> Result<u64, RawError> {
-    let mut sent = 0u64;
+    let mut pipeline = producer.pipeline(false);
     let mut line_no = 0u64;
-    let mut lines: Vec<Vec<u8>> = Vec::with_capacity(CHUNK);
+    let mut buf = Vec::with_capacity(4096);
     loop {
-        lines.clear();
-        let mut invalid = None;
-        while lines.len() < CHUNK {
-            let mut buf = Vec::new();
-            if input.read_until(b'\n', &mut buf)? == 0 {
-                break;
-            }
-            line_no += 1;
-            while matches!(buf.last(), Some(b'\n' | b'\r')) {
-                buf.pop();
-            }
-            if buf.is_empty() {
-                continue;
-            }
-            if let Some(reg) = schemas {
-                if let Err(e) = reg.validate(split_line(&buf).1) {
-                    invalid = Some((line_no, e.to_string()));
-                    break;
-                }
-            }
-            lines.push(buf);
+        buf.clear();
+        if input.read_until(b'\n', &mut buf)? == 0 {
+            break;
         }
-        if lines.is_empty() && invalid.is_none() {
-            return Ok(sent);
+        line_no += 1;
+        while matches!(buf.last(), Some(b'\n' | b'\r')) {
+            buf.pop();
         }
-        let records: Vec<OutRecord<'_>> = lines
-            .iter()
-            .map(|l| {
-                let (key, payload) = split_line(l);
-                OutRecord {
-                    topic,
-                    key,
-                    payload,
-                    headers: &[],
-                    timestamp_ms: None,
-                }
+        if buf.is_empty() {
+            continue;
+        }
+        let (key, payload) = split_line(&buf);
+        if let Some(reg) = schemas {
+            if let Err(e) = reg.validate(payload) {
+                // Everything before the bad line is delivered before we stop.
+                let (sent, _) = pipeline.finish().await?;
+                return Err(RawError::Invalid {
+                    line: line_no,
+                    sent,
+                    reason: e.to_string(),
+                });
+            }
+        }
+        pipeline
+            .push(OutRecord {
+                topic,
+                key,
+                payload,
+                headers: &[],
+                timestamp_ms: None,
             })
-            .collect();
-        sent += producer.send_all(records).await?.len() as u64;
-        if let Some((line, reason)) = invalid {
-            return Err(RawError::Invalid { line, sent, reason });
-        }
+            .await?;
     }
+    Ok(pipeline.finish().await?.0)
 }
 
 #[cfg(test)]
@@ -105,7 +95,10 @@ mod tests {
 
     #[test]
     fn splits_on_the_first_tab_only() {
-        assert_eq!(split_line(b"NY\t{\"a\":\"b\\tc\"}"), (Some(&b"NY"[..]), &b"{\"a\":\"b\\tc\"}"[..]));
+        assert_eq!(
+            split_line(b"NY\t{\"a\":\"b\\tc\"}"),
+            (Some(&b"NY"[..]), &b"{\"a\":\"b\\tc\"}"[..])
+        );
         assert_eq!(split_line(b"{}"), (None, &b"{}"[..]));
         assert_eq!(split_line(b"\t{}"), (Some(&b""[..]), &b"{}"[..]));
     }

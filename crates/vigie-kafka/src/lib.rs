@@ -22,5 +22,5 @@ pub use dlq::{DeadLetter, DlqPublisher, dlq_topic};
 pub use error::KafkaError;
 pub use lag::{PartitionLag, group_lag};
 pub use metrics::KafkaMetrics;
-pub use producer::{EventProducer, OutRecord};
+pub use producer::{Delivered, EventProducer, OutRecord, Pipeline};
 pub use record::Record;

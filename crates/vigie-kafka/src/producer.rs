@@ -100,71 +100,45 @@ impl EventProducer {
     where
         I: IntoIterator<Item = OutRecord<'a>>,
     {
-        let mut pending: VecDeque<(DeliveryFuture, &'a str)> = VecDeque::new();
-        let mut out = Vec::new();
+        let mut p = self.pipeline(true);
         for r in records {
-            loop {
-                match self.enqueue(&r) {
-                    Ok(f) => {
-                        pending.push_back((f, r.topic));
-                        break;
-                    }
-                    Err(rdkafka::error::KafkaError::MessageProduction(
-                        RDKafkaErrorCode::QueueFull,
-                    )) => match pending.pop_front() {
-                        // The queue is full: wait for the oldest record
-                        // instead of spinning.
-                        Some((f, topic)) => out.push(self.settle(f, topic).await?),
-                        None => tokio::time::sleep(Duration::from_millis(1)).await,
-                    },
-                    Err(e) => {
-                        self.metrics
-                            .errors
-                            .with_label_values(&["delivery", "produce"])
-                            .inc();
-                        return Err(KafkaError::Delivery {
-                            topic: r.topic.to_owned(),
-                            source: e,
-                        });
-                    }
-                }
-            }
+            p.push(r).await?;
         }
-        while let Some((f, topic)) = pending.pop_front() {
-            out.push(self.settle(f, topic).await?);
+        p.finish().await.map(|(_, d)| d)
+    }
+
+    /// A stream of sends with no pause between records: each record is
+    /// handed to librdkafka (which copies it) as soon as it is pushed, and
+    /// acknowledgements are collected as they come.
+    pub fn pipeline(&self, collect: bool) -> Pipeline<'_> {
+        Pipeline {
+            producer: self,
+            pending: VecDeque::new(),
+            topics: Vec::new(),
+            acked: Vec::new(),
+            delivered: Vec::new(),
+            collect,
         }
-        Ok(out)
     }
 
     async fn settle(&self, f: DeliveryFuture, topic: &str) -> Result<Delivered, KafkaError> {
+        let failed = |source| {
+            self.metrics
+                .errors
+                .with_label_values(&["delivery", "produce"])
+                .inc();
+            KafkaError::Delivery {
+                topic: topic.to_owned(),
+                source,
+            }
+        };
         match f.await {
-            Ok(Ok(d)) => {
-                self.metrics.produced.with_label_values(&[topic]).inc();
-                Ok(Delivered {
-                    partition: d.partition,
-                    offset: d.offset,
-                })
-            }
-            Ok(Err((e, _))) => {
-                self.metrics
-                    .errors
-                    .with_label_values(&["delivery", "produce"])
-                    .inc();
-                Err(KafkaError::Delivery {
-                    topic: topic.to_owned(),
-                    source: e,
-                })
-            }
-            Err(_) => {
-                self.metrics
-                    .errors
-                    .with_label_values(&["delivery", "produce"])
-                    .inc();
-                Err(KafkaError::Delivery {
-                    topic: topic.to_owned(),
-                    source: rdkafka::error::KafkaError::Canceled,
-                })
-            }
+            Ok(Ok(d)) => Ok(Delivered {
+                partition: d.partition,
+                offset: d.offset,
+            }),
+            Ok(Err((e, _))) => Err(failed(e)),
+            Err(_) => Err(failed(rdkafka::error::KafkaError::Canceled)),
         }
     }
 
@@ -178,5 +152,110 @@ impl EventProducer {
     /// The underlying client, for metadata requests.
     pub fn client(&self) -> &FutureProducer {
         &self.inner
+    }
+}
+
+/// Records in flight; see [`EventProducer::pipeline`].
+pub struct Pipeline<'p> {
+    producer: &'p EventProducer,
+    pending: VecDeque<(DeliveryFuture, usize)>,
+    /// Distinct topics seen, so a pending record holds an index, not a String.
+    topics: Vec<String>,
+    /// Acknowledged records per topic index, added to the metrics once at the end.
+    acked: Vec<u64>,
+    delivered: Vec<Delivered>,
+    collect: bool,
+}
+
+impl std::fmt::Debug for Pipeline<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline<'_> {
+    /// Most records awaiting acknowledgement before `push` waits for the oldest.
+    const MAX_PENDING: usize = 200_000;
+
+    /// Enqueues one record; waits only when librdkafka's queue is full.
+    pub async fn push(&mut self, r: OutRecord<'_>) -> Result<(), KafkaError> {
+        let topic = match self.topics.iter().position(|t| t == r.topic) {
+            Some(i) => i,
+            None => {
+                self.topics.push(r.topic.to_owned());
+                self.acked.push(0);
+                self.topics.len() - 1
+            }
+        };
+        if self.pending.len() >= Self::MAX_PENDING {
+            self.settle_oldest().await?;
+        }
+        loop {
+            match self.producer.enqueue(&r) {
+                Ok(f) => {
+                    self.pending.push_back((f, topic));
+                    return Ok(());
+                }
+                Err(rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
+                    // Wait for the oldest record instead of spinning.
+                    if !self.settle_oldest().await? {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                Err(e) => {
+                    self.flush_metrics();
+                    self.producer
+                        .metrics
+                        .errors
+                        .with_label_values(&["delivery", "produce"])
+                        .inc();
+                    return Err(KafkaError::Delivery {
+                        topic: r.topic.to_owned(),
+                        source: e,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn settle_oldest(&mut self) -> Result<bool, KafkaError> {
+        let Some((f, t)) = self.pending.pop_front() else {
+            return Ok(false);
+        };
+        match self.producer.settle(f, &self.topics[t]).await {
+            Ok(d) => {
+                self.acked[t] += 1;
+                if self.collect {
+                    self.delivered.push(d);
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                self.flush_metrics();
+                Err(e)
+            }
+        }
+    }
+
+    fn flush_metrics(&mut self) {
+        for (t, n) in self.topics.iter().zip(self.acked.iter_mut()) {
+            self.producer
+                .metrics
+                .produced
+                .with_label_values(&[t])
+                .inc_by(*n);
+            *n = 0;
+        }
+    }
+
+    /// Waits for every acknowledgement; returns how many records were
+    /// acknowledged and, if collecting, where each landed, in push order.
+    pub async fn finish(mut self) -> Result<(u64, Vec<Delivered>), KafkaError> {
+        while self.settle_oldest().await? {}
+        let total = self.acked.iter().sum();
+        self.flush_metrics();
+        Ok((total, std::mem::take(&mut self.delivered)))
     }
 }

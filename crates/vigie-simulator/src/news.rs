@@ -335,9 +335,9 @@ impl NewsGenerator {
         self.latest
     }
 
-    /// How many articles there are: going back about three days per
-    /// article, the oldest is published in year 1 (about 246,000 articles
-    /// with the default latest date).
+    /// How many articles can be generated: going back about three days per
+    /// article from [`latest`](Self::latest), all of them are published in
+    /// year 1 or later (about 246,000 articles with the default latest date).
     pub fn capacity(&self) -> u64 {
         let days = self.latest.num_days_from_ce() - 1;
         // `days` is non-negative: `latest` is in year 1 or later.
@@ -411,11 +411,14 @@ impl NewsGenerator {
             .checked_add_days(Days::new(7 * u64::from(revision)))
             .unwrap_or(article.published_on);
         let update = format!(
-            " Update {revision}: as of {}, a cumulative total of {} cases, including {} deaths, \
-             have been reported.",
+            " Update {revision}: as of {}, a cumulative total of {} has been reported, {}.",
             long_date(as_of),
-            cases + cases_per_revision * u64::from(revision),
-            deaths + deaths_per_revision * u64::from(revision),
+            counted(
+                cases + cases_per_revision * u64::from(revision),
+                "case",
+                "cases"
+            ),
+            deaths_clause(deaths + deaths_per_revision * u64::from(revision)),
         );
         article.summary.push_str(&update);
         article.content_hash = content_hash(&article.title, &article.summary);
@@ -494,15 +497,15 @@ impl NewsGenerator {
 
         let mut summary = match scope {
             Scope::One => format!(
-                "On {}, the Ministry of Health of {} notified WHO of {} of {}, including {}.",
+                "On {}, the Ministry of Health of {} notified WHO of {} of {}, {}.",
                 long_date(reported_on),
                 countries[0],
                 counted(cases, "case", "cases"),
                 disease.name,
-                counted(deaths, "death", "deaths"),
+                deaths_clause(deaths),
             ),
             Scope::Several => format!(
-                "Between {} and {}, {} countries ({}) reported a total of {} of {}, including {}.",
+                "Between {} and {}, {} countries ({}) reported a total of {} of {}, {}.",
                 long_date(
                     reported_on
                         .checked_sub_days(Days::new(60))
@@ -513,20 +516,21 @@ impl NewsGenerator {
                 countries.join(", "),
                 counted(cases, "case", "cases"),
                 disease.name,
-                counted(deaths, "death", "deaths"),
+                deaths_clause(deaths),
             ),
             Scope::Global => format!(
-                "Since the beginning of {}, WHO has received reports of {} of {}, including {}, \
+                "Since the beginning of {}, WHO has received reports of {} of {}, {}, \
                  from {} WHO regions.",
                 reported_on.year(),
                 counted(cases, "case", "cases"),
                 disease.name,
-                counted(deaths, "death", "deaths"),
+                deaths_clause(deaths),
                 2 + d.below(5),
             ),
         };
-        if cases > 0 {
-            let tenths = (deaths * 1000 / cases + 5) / 10;
+        if deaths > 0 {
+            // In tenths of a percent, rounded half up.
+            let tenths = (deaths * 10_000 / cases + 5) / 10;
             summary.push_str(&format!(
                 " The case fatality ratio is {}.{}%.",
                 tenths / 10,
@@ -609,6 +613,14 @@ fn pick<'a>(d: &mut Draw, items: &[&'a str]) -> &'a str {
 /// A date as WHO writes it in prose, e.g. `4 March 2024`.
 fn long_date(date: NaiveDate) -> String {
     date.format("%-d %B %Y").to_string()
+}
+
+/// `including 3 deaths`, or `with no deaths reported`.
+fn deaths_clause(deaths: u64) -> String {
+    match deaths {
+        0 => "with no deaths reported".to_owned(),
+        n => format!("including {}", counted(n, "death", "deaths")),
+    }
 }
 
 /// `1 case`, `12 cases`.

@@ -98,7 +98,9 @@ fn distributions_are_roughly_as_published() {
     let male = share(&rows, |r| r.sex == Sex::Male);
     assert!((female - 0.51).abs() < 0.015, "{female}");
     assert!((male - 0.47).abs() < 0.015, "{male}");
-    let confirmed = share(&rows, |r| r.current_status == CurrentStatus::LaboratoryConfirmed);
+    let confirmed = share(&rows, |r| {
+        r.current_status == CurrentStatus::LaboratoryConfirmed
+    });
     assert!((confirmed - 0.85).abs() < 0.015, "{confirmed}");
     let suppressed = share(&rows, |r| r.res_county.is_none());
     assert!((suppressed - 0.10).abs() < 0.01, "{suppressed}");
@@ -189,7 +191,11 @@ fn case_months_follow_the_waves() {
     let months = generator.case_months();
     assert_eq!(months.len(), 36);
     assert!(rows.iter().all(|r| months.contains(&r.case_month)));
-    let in_month = |text: &str| rows.iter().filter(|r| r.case_month.to_string() == text).count();
+    let in_month = |text: &str| {
+        rows.iter()
+            .filter(|r| r.case_month.to_string() == text)
+            .count()
+    };
     assert!(in_month("2022-01") > 3 * in_month("2021-05"));
     assert!(in_month("2020-03") > 0);
     assert!(in_month("2023-02") > 0);
@@ -238,7 +244,10 @@ fn hospitalisation_doubles_in_listed_states_from_its_index_only() {
     let plain_rate = hosp_rate(&after_base, listed);
     let drifted_rate = hosp_rate(&after_drift, listed);
     let ratio = drifted_rate / plain_rate;
-    assert!((1.7..2.3).contains(&ratio), "{plain_rate} -> {drifted_rate}");
+    assert!(
+        (1.7..2.3).contains(&ratio),
+        "{plain_rate} -> {drifted_rate}"
+    );
 }
 
 #[test]

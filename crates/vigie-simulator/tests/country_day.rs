@@ -96,3 +96,24 @@ fn bad_configurations_are_refused() {
         ConfigError::StartDate(far)
     );
 }
+
+/// Pins the data: if this fails, the generated rows changed, which must be a
+/// deliberate decision (then update the fingerprint).
+#[test]
+fn data_is_pinned() {
+    use sha2::{Digest, Sha256};
+    let generator = CountryDayGenerator::new(42, start(), 12).unwrap();
+    let mut hasher = Sha256::new();
+    for rows in generator.days(0..30) {
+        hasher.update(serde_json::to_vec(&rows).unwrap());
+    }
+    let fingerprint: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        fingerprint,
+        "8b8299d5380deccffa53ca31e732992cd575690054ce5f962e7ea9ab9f5db444"
+    );
+}

@@ -42,10 +42,7 @@ fn articles_go_back_in_time_with_unique_urls() {
         assert!(article.title.contains(" - "));
         assert!(!article.summary.is_empty());
     }
-    let single = articles
-        .iter()
-        .find(|a| a.countries.len() == 1)
-        .unwrap();
+    let single = articles.iter().find(|a| a.countries.len() == 1).unwrap();
     assert_eq!(
         single.title,
         format!("{} - {}", single.disease, single.countries[0])
@@ -87,10 +84,33 @@ fn article_numbers_count_within_the_year() {
     for pair in articles.windows(2) {
         let (newer, older) = (&pair[0], &pair[1]);
         let (n_newer, n_older) = (number(newer.url.as_str()), number(older.url.as_str()));
-        if newer.published_on.format("%Y").to_string() == older.published_on.format("%Y").to_string() {
+        if newer.published_on.format("%Y").to_string()
+            == older.published_on.format("%Y").to_string()
+        {
             assert_eq!(n_newer, n_older + 1);
         } else {
             assert_eq!(n_newer, 1);
         }
     }
+}
+
+/// Pins the data: if this fails, the generated articles changed, which must
+/// be a deliberate decision (then update the fingerprint).
+#[test]
+fn data_is_pinned() {
+    use sha2::{Digest, Sha256};
+    let generator = generator(42);
+    let mut hasher = Sha256::new();
+    for index in 0..50 {
+        hasher.update(serde_json::to_vec(&generator.edited(index, index as u32 % 3)).unwrap());
+    }
+    let fingerprint: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        fingerprint,
+        "d1bdeada1a1ca0e4d95ecea158992c5bef8966fbf93ecb34b3731ff2508ae078"
+    );
 }

@@ -19,7 +19,10 @@ async fn each_test_gets_a_fresh_database_that_is_dropped_afterwards() {
     let (a, b) = (TestDb::create().await, TestDb::create().await);
     assert_ne!(a.name, b.name);
     let pool = a.pool().await;
-    let current: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&pool).await.unwrap();
+    let current: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(current, a.name);
     let tables: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
@@ -39,7 +42,12 @@ async fn each_test_gets_a_fresh_database_that_is_dropped_afterwards() {
 #[tokio::test]
 #[should_panic(expected = "timed out after 200ms waiting for a condition that never holds")]
 async fn wait_for_fails_with_what_it_waited_for() {
-    wait_for("a condition that never holds", Duration::from_millis(200), || async { None::<()> }).await;
+    wait_for(
+        "a condition that never holds",
+        Duration::from_millis(200),
+        || async { None::<()> },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -47,7 +55,12 @@ async fn the_shared_broker_answers() {
     let b = vigie_testkit::broker();
     let topic = vigie_testkit::unique_name("harness");
     vigie_testkit::create_topic(&b.bootstrap, &topic, 1).await;
-    vigie_testkit::produce_raw(&b.bootstrap, &topic, &[(b"k".to_vec(), b"v".to_vec(), vec![])]).await;
+    vigie_testkit::produce_raw(
+        &b.bootstrap,
+        &topic,
+        &[(b"k".to_vec(), b"v".to_vec(), vec![])],
+    )
+    .await;
     let got = vigie_testkit::read_topic(&b.bootstrap, &topic, 1, Duration::from_secs(30));
     assert_eq!(got[0].3, b"v");
 }
