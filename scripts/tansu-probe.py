@@ -448,9 +448,9 @@ def main():
     args = ap.parse_args()
     if args.fetch_child:
         fetch_child(*args.fetch_child)
-    binary = os.environ.get("TANSU_BIN") or shutil.which("tansu")
+    binary = shutil.which(os.environ.get("TANSU_BIN") or "tansu")
     if not binary:
-        sys.exit("tansu not found: put it on the PATH or set TANSU_BIN")
+        sys.exit("tansu not found: set TANSU_BIN or put tansu on the PATH")
     version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the finally that kills brokers
     with tempfile.TemporaryDirectory(prefix="tansu-probe-") as tmp:

@@ -65,16 +65,14 @@ pub async fn produce_lines(
             continue;
         }
         let (key, payload) = split_line(&buf);
-        if let Some(reg) = schemas {
-            if let Err(e) = reg.validate(payload) {
-                // Everything before the bad line is delivered before we stop.
-                let (sent, _) = pipeline.finish().await?;
-                return Err(RawError::Invalid {
-                    line: line_no,
-                    sent,
-                    reason: e.to_string(),
-                });
-            }
+        if let Some(Err(e)) = schemas.map(|reg| reg.validate(payload)) {
+            // Everything before the bad line is delivered before we stop.
+            let (sent, _) = pipeline.finish().await?;
+            return Err(RawError::Invalid {
+                line: line_no,
+                sent,
+                reason: e.to_string(),
+            });
         }
         pipeline
             .push(OutRecord {

@@ -67,7 +67,7 @@ fn group_lag_blocking(
             if let Some(err) = mt.error() {
                 return Err(KafkaError::Admin {
                     what: t.clone(),
-                    message: format!("{:?}", rdkafka::types::RDKafkaRespErr::from(err)),
+                    message: format!("{err:?}"),
                 });
             }
             for p in mt.partitions() {

@@ -162,7 +162,9 @@ async fn two_members_split_partitions_and_a_rebalance_loses_nothing() {
     produce(&b.bootstrap, &topic, 0, 400).await;
 
     // Each member "applies" a batch by recording its coordinates, then commits.
-    let applied: Arc<Mutex<Vec<(i32, i64, &'static str)>>> = Arc::default();
+    // (partition, offset, member) of every record applied.
+    type Applied = Vec<(i32, i64, &'static str)>;
+    let applied: Arc<Mutex<Applied>> = Arc::default();
     let stop = CancellationToken::new();
     let run = |name: &'static str| {
         let applied = applied.clone();
@@ -262,7 +264,7 @@ async fn lag_per_partition_equals_produced_minus_committed() {
     let lags = group_lag(
         &b.bootstrap,
         &group,
-        &[topic.clone()],
+        std::slice::from_ref(&topic),
         Duration::from_secs(10),
     )
     .await

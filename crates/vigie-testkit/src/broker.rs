@@ -78,6 +78,10 @@ fn port_open(addr: &str) -> bool {
     .is_ok()
 }
 
+#[expect(
+    clippy::zombie_processes,
+    reason = "the broker is detached on purpose: it outlives this process and serves the next ones"
+)]
 fn start_or_reuse(storage: Storage, env: &str, port: u16) -> Broker {
     if let Ok(b) = std::env::var(env) {
         return Broker {

@@ -34,13 +34,12 @@ pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     }
 }
 
+/// A record to inject: `(key, value, headers)`.
+pub type RawInput = (Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
+
 /// Produces `(key, value, headers)` records with a plain client and waits
 /// for every acknowledgement. Used to inject input, including invalid input.
-pub async fn produce_raw(
-    bootstrap: &str,
-    topic: &str,
-    records: &[(Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>)],
-) {
+pub async fn produce_raw(bootstrap: &str, topic: &str, records: &[RawInput]) {
     let p: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")

@@ -16,6 +16,6 @@ mod postgres;
 mod wait;
 
 pub use broker::{Broker, Storage, broker, durable_broker, tansu_bin};
-pub use kafka::{RawRecord, create_topic, produce_raw, read_topic, unique_name};
+pub use kafka::{RawInput, RawRecord, create_topic, produce_raw, read_topic, unique_name};
 pub use postgres::{TestDb, admin_url};
 pub use wait::wait_for;

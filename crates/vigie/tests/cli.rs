@@ -250,7 +250,7 @@ async fn sigterm_mid_stream_commits_the_batch_and_exits_cleanly() {
     let lags = vigie_kafka::group_lag(
         &b.bootstrap,
         &group,
-        &[topic.clone()],
+        std::slice::from_ref(&topic),
         Duration::from_secs(10),
     )
     .await
@@ -262,4 +262,47 @@ async fn sigterm_mid_stream_commits_the_batch_and_exits_cleanly() {
     );
     let lag: i64 = lags.iter().map(|l| l.lag).sum();
     assert_eq!(lag as u64, total - consumed);
+}
+
+#[tokio::test]
+async fn produce_with_validation_stops_at_the_first_bad_line_and_keeps_what_came_before() {
+    let b = vigie_testkit::broker();
+    let topic = unique_name("health.case.v1");
+    create_topic(&b.bootstrap, &topic, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.tsv");
+    // Two valid events, a schema violation, then another valid one.
+    let good = |i: u64| {
+        let row = vigie_simulator::CaseGenerator::new(vigie_simulator::CaseGenConfig::default())
+            .unwrap()
+            .row(i);
+        let env = vigie_core::Envelope::new("cdc-cases", row, chrono::Utc::now());
+        String::from_utf8(env.to_json_bytes().unwrap()).unwrap()
+    };
+    let bad = good(2).replace("\"sex\":\"", "\"sex\":\"Unsure-");
+    std::fs::write(
+        &input,
+        format!(
+            "NY\t{}\nCA\t{}\nTX\t{bad}\nWY\t{}\n",
+            good(0),
+            good(1),
+            good(3)
+        ),
+    )
+    .unwrap();
+
+    let out = vigie()
+        .args(["produce", "--validate", "--topic", &topic, "--input"])
+        .arg(&input)
+        .env("VIGIE__KAFKA__BROKERS", &b.bootstrap)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("line 3") && err.contains("/data/sex"), "{err}");
+    assert!(err.contains("the 2 records before it were sent"), "{err}");
+
+    let got = vigie_testkit::read_topic(&b.bootstrap, &topic, 2, Duration::from_secs(30));
+    let keys: Vec<_> = got.iter().map(|r| r.2.clone().unwrap()).collect();
+    assert_eq!(keys, vec![b"NY".to_vec(), b"CA".to_vec()]);
 }
