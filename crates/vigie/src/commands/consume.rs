@@ -22,24 +22,15 @@ pub(crate) struct Args {
     /// The sink to write to.
     #[arg(long, default_value = "blackhole")]
     sink: SinkKind,
-    /// Consumer group (overrides `kafka.consumer.group_id`).
-    #[arg(long)]
-    group: Option<String>,
-    /// Topic to consume, repeatable (overrides `kafka.consumer.topics`).
-    #[arg(long = "topic")]
-    topics: Vec<String>,
+    #[command(flatten)]
+    target: super::GroupArgs,
 }
 
 pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCode> {
     let s = super::load(config)?;
     init_logging(&s.log);
     let mut consumer = s.consumer();
-    if let Some(g) = a.group {
-        consumer.group_id = g;
-    }
-    if !a.topics.is_empty() {
-        consumer.topics = a.topics;
-    }
+    a.target.apply(&mut consumer);
     anyhow::ensure!(
         !consumer.topics.is_empty(),
         "no topic to consume: set kafka.consumer.topics or --topic"

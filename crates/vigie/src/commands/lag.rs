@@ -7,22 +7,15 @@ use std::time::Duration;
 /// Arguments of `vigie lag`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Consumer group (default: `kafka.consumer.group_id`).
-    #[arg(long)]
-    group: Option<String>,
-    /// Topics (default: `kafka.consumer.topics`).
-    #[arg(long = "topic")]
-    topics: Vec<String>,
+    #[command(flatten)]
+    target: super::GroupArgs,
 }
 
 pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCode> {
     let s = super::load(config)?;
-    let group = a.group.unwrap_or(s.kafka.consumer.group_id.clone());
-    let topics = if a.topics.is_empty() {
-        s.kafka.consumer.topics.clone()
-    } else {
-        a.topics
-    };
+    let mut c = s.kafka.consumer.clone();
+    a.target.apply(&mut c);
+    let (group, topics) = (c.group_id, c.topics);
     let lags =
         vigie_kafka::group_lag(&s.kafka.brokers, &group, &topics, Duration::from_secs(10)).await?;
     println!(
