@@ -2,7 +2,7 @@
 //! sink of the same name. It proves the pipeline end to end (validation,
 //! DLQ, commits, lag) without a store.
 
-use crate::sink::{Accepted, Rejected, Sink, SinkError};
+use crate::sink::{Accepted, BatchContext, Rejects, Sink, SinkError};
 
 /// A sink that keeps nothing.
 #[derive(Debug, Default)]
@@ -19,8 +19,13 @@ impl Blackhole {
 
 #[async_trait::async_trait]
 impl Sink for Blackhole {
-    async fn write(&mut self, events: &[Accepted]) -> Result<Vec<Rejected>, SinkError> {
+    async fn write(
+        &mut self,
+        events: &[Accepted],
+        _ctx: &BatchContext<'_>,
+        _rejects: &mut dyn Rejects,
+    ) -> Result<usize, SinkError> {
         self.written += events.len() as u64;
-        Ok(Vec::new())
+        Ok(events.len())
     }
 }

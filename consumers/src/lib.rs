@@ -7,6 +7,9 @@
 pub mod blackhole;
 pub mod runtime;
 pub mod sink;
+pub mod sink_postgres;
 
 pub use runtime::{ConsumerMetrics, RunError, RunSummary, Runtime};
-pub use sink::{Accepted, Rejected, Sink, SinkError, SinkKind};
+pub use sink::{
+    Accepted, BatchContext, HealthProbe, Rejected, Rejects, Sink, SinkError, SinkKind, SinksConfig,
+};

@@ -1,6 +1,7 @@
 //! The consumer loop shared by every sink: batch, validate at the edge,
 //! write, dead-letter, commit; lag exported on the side; graceful stop.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,12 +9,43 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vigie_core::SchemaRegistry;
+use vigie_kafka::consumer::TopicPartition;
 use vigie_kafka::{
     Batch, BatchConsumer, ConsumerConfig, DeadLetter, DlqPublisher, EventProducer, KafkaError,
     KafkaMetrics, ProducerConfig, group_lag,
 };
 
-use crate::sink::{Accepted, Sink, SinkError};
+use crate::sink::{Accepted, BatchContext, Rejected, Rejects, Sink, SinkError};
+
+/// The runtime's side of [`Rejects`]: dead letters for a batch's records.
+struct BatchRejects<'a> {
+    dlq: &'a DlqPublisher<'a>,
+    batch: &'a Batch,
+    stage: &'static str,
+    /// Batch indices already published (a retried write may refuse them again).
+    published: BTreeSet<usize>,
+}
+
+#[async_trait::async_trait]
+impl Rejects for BatchRejects<'_> {
+    async fn publish(&mut self, rejected: &[Rejected]) -> Result<(), SinkError> {
+        let letters: Vec<DeadLetter<'_>> = rejected
+            .iter()
+            .map(|r| DeadLetter {
+                record: &self.batch.records[r.index],
+                reason: r.reason,
+                error: r.error.clone(),
+                stage: self.stage,
+            })
+            .collect();
+        self.dlq
+            .publish(&letters)
+            .await
+            .map_err(|e| SinkError::Retryable(format!("DLQ publish: {e}")))?;
+        self.published.extend(rejected.iter().map(|r| r.index));
+        Ok(())
+    }
+}
 
 /// Stage name in DLQ headers for records refused at the edge.
 pub const STAGE_VALIDATE: &str = "validate";
@@ -154,12 +186,66 @@ impl Runtime {
         shutdown: &CancellationToken,
     ) -> Result<RunSummary, RunError> {
         let dlq = DlqPublisher::new(producer, self.kafka_metrics.clone());
+        let group = self.consumer.group_id.as_str();
         let mut summary = RunSummary::default();
-        while let Some(batch) = consumer.next_batch(shutdown).await? {
+        // For a sink that stores offsets: the next offset it holds per
+        // partition. Records below it were applied already and are skipped.
+        let mut applied: Option<BTreeMap<TopicPartition, i64>> =
+            self.stored_offsets(sink, shutdown).await?;
+        let mut generation = consumer.assignment_generation();
+        while let Some(mut batch) = consumer.next_batch(shutdown).await? {
+            if let Some(applied) = applied.as_mut() {
+                let g = consumer.assignment_generation();
+                if g != generation {
+                    generation = g;
+                    // Partitions (re)assigned: another member may have moved
+                    // their stored offsets. Start each one from the store.
+                    *applied = self
+                        .stored_offsets(sink, shutdown)
+                        .await?
+                        .unwrap_or_default();
+                    for tp in consumer.assigned() {
+                        if let Some(next) = applied.get(&tp) {
+                            batch
+                                .records
+                                .retain(|r| r.topic != tp.0 || r.partition != tp.1);
+                            if let Err(e) = consumer.seek(&tp, *next) {
+                                // Skipping applied records below still holds.
+                                warn!(topic = %tp.0, partition = tp.1, offset = next, error = %e, "Seek to stored offset failed");
+                            }
+                        }
+                    }
+                }
+                batch.records.retain(|r| {
+                    applied
+                        .get(&(r.topic.clone(), r.partition))
+                        .is_none_or(|next| r.offset >= *next)
+                });
+            }
+            if batch.is_empty() {
+                continue;
+            }
             let started = Instant::now();
-            let (accepted, mut dead) = self.validate(&batch);
-            let rejected = match self.write_with_retry(sink, &accepted, shutdown).await {
-                Ok(r) => r,
+            let (accepted, dead) = self.validate(&batch);
+            // Dead letters first: once the sink commits, this batch is never
+            // read again, so they must already be safe.
+            dlq.publish(&dead).await?;
+            let next_offsets = batch.next_offsets();
+            let ctx = BatchContext {
+                group,
+                next_offsets: &next_offsets,
+            };
+            let mut rejects = BatchRejects {
+                dlq: &dlq,
+                batch: &batch,
+                stage: self.component,
+                published: BTreeSet::new(),
+            };
+            let written = match self
+                .write_with_retry(sink, &accepted, &ctx, &mut rejects, shutdown)
+                .await
+            {
+                Ok(n) => n,
                 Err(e) => {
                     // Nothing of this batch is committed: a restart reads it again.
                     warn!(component = self.component, error = %e, "Sink failed; stopping without committing");
@@ -173,17 +259,19 @@ impl Runtime {
                     });
                 }
             };
-            let written = accepted.len() - rejected.len();
-            for r in &rejected {
-                dead.push(DeadLetter {
-                    record: &batch.records[r.index],
-                    reason: r.reason,
-                    error: r.error.clone(),
-                    stage: self.component,
-                });
+            let rejected = rejects.published.len();
+            match consumer.commit(&batch) {
+                Ok(()) => {}
+                // The store holds the offsets: Kafka's copy only feeds the
+                // lag metric, and the next commit repairs it.
+                Err(e) if applied.is_some() => {
+                    warn!(error = %e, "Kafka commit failed; the sink's stored offsets stand")
+                }
+                Err(e) => return Err(e.into()),
             }
-            dlq.publish(&dead).await?;
-            consumer.commit(&batch)?;
+            if let Some(applied) = applied.as_mut() {
+                applied.extend(next_offsets);
+            }
             self.metrics
                 .written
                 .with_label_values(&[self.component])
@@ -194,12 +282,44 @@ impl Runtime {
                 .observe(started.elapsed().as_secs_f64());
             summary.consumed += batch.len() as u64;
             summary.written += written as u64;
-            summary.dead_lettered += dead.len() as u64;
+            summary.dead_lettered += (dead.len() + rejected) as u64;
             if shutdown.is_cancelled() {
                 break;
             }
         }
         Ok(summary)
+    }
+
+    /// The sink's stored offsets, retrying transient failures.
+    async fn stored_offsets(
+        &self,
+        sink: &mut dyn Sink,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<BTreeMap<TopicPartition, i64>>, RunError> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match sink.stored_offsets(&self.consumer.group_id).await {
+                Ok(o) => return Ok(o),
+                Err(SinkError::Retryable(e)) if !shutdown.is_cancelled() => {
+                    warn!(component = self.component, error = %e, ?delay, "Reading stored offsets failed; retrying");
+                    self.metrics
+                        .retries
+                        .with_label_values(&[self.component])
+                        .inc();
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => {
+                    return Err(RunError::Sink {
+                        component: self.component,
+                        source: e,
+                    });
+                }
+            }
+        }
     }
 
     /// Splits a batch into valid events and dead letters.
@@ -240,11 +360,13 @@ impl Runtime {
         &self,
         sink: &mut dyn Sink,
         events: &[Accepted],
+        ctx: &BatchContext<'_>,
+        rejects: &mut dyn Rejects,
         shutdown: &CancellationToken,
-    ) -> Result<Vec<crate::sink::Rejected>, SinkError> {
+    ) -> Result<usize, SinkError> {
         let mut delay = Duration::from_millis(100);
         loop {
-            match sink.write(events).await {
+            match sink.write(events, ctx, rejects).await {
                 Err(SinkError::Retryable(e)) if !shutdown.is_cancelled() => {
                     warn!(component = self.component, error = %e, ?delay, "Sink write failed; retrying");
                     self.metrics

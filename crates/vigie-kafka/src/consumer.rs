@@ -35,6 +35,8 @@ struct RebalanceState {
     assigned: BTreeSet<TopicPartition>,
     /// Revocations not yet applied to the in-flight batch.
     revoked: BTreeSet<TopicPartition>,
+    /// Incremented on every assignment.
+    generation: u64,
 }
 
 /// Consumer context: records assignment changes for the batch loop.
@@ -71,6 +73,7 @@ impl ConsumerContext for GroupContext {
                 let assigned = partitions(tpl);
                 info!(partitions = ?assigned, "Partitions assigned");
                 let mut s = self.state.lock().expect("rebalance state lock");
+                s.generation += 1;
                 for tp in assigned {
                     s.revoked.remove(&tp);
                     s.assigned.insert(tp);
@@ -171,6 +174,22 @@ impl BatchConsumer {
             .expect("rebalance state lock")
             .assigned
             .clone()
+    }
+
+    /// A number that changes whenever partitions are assigned to this member.
+    pub fn assignment_generation(&self) -> u64 {
+        self.context
+            .state
+            .lock()
+            .expect("rebalance state lock")
+            .generation
+    }
+
+    /// Moves the next fetch of an assigned partition to `offset`.
+    pub fn seek(&self, tp: &TopicPartition, offset: i64) -> Result<(), KafkaError> {
+        self.consumer
+            .seek(&tp.0, tp.1, Offset::Offset(offset), Duration::from_secs(10))
+            .map_err(KafkaError::Client)
     }
 
     /// Drops from `batch` the records of partitions revoked since the last call.

@@ -5,6 +5,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use vigie_config::{ConfigError, Loader, Secret};
+use vigie_consumers::SinksConfig;
+use vigie_consumers::sink_postgres::PostgresConfig;
 use vigie_kafka::{ConsumerConfig, ProducerConfig, TopicSpec};
 use vigie_telemetry::{LogConfig, TelemetryConfig};
 
@@ -18,7 +20,7 @@ pub(crate) fn defaults_toml() -> String {
 }
 
 /// Keys that may only come from the environment or a `<key>_file`.
-pub(crate) const SECRET_KEYS: &[&str] = &["kafka.security.sasl_password"];
+pub(crate) const SECRET_KEYS: &[&str] = &["kafka.security.sasl_password", "sink_postgres.password"];
 
 /// Top-level configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,6 +34,8 @@ pub(crate) struct Settings {
     pub(crate) log: LogConfig,
     /// Topics `vigie topics create` makes sure exist.
     pub(crate) topics: Vec<TopicSpec>,
+    /// The PostgreSQL sink.
+    pub(crate) sink_postgres: PostgresConfig,
 }
 
 /// The `[kafka]` section.
@@ -74,6 +78,13 @@ impl Settings {
             loader = loader.file(f);
         }
         loader.load()
+    }
+
+    /// The sink sections, as the sink registry takes them.
+    pub(crate) fn sinks(&self) -> SinksConfig {
+        SinksConfig {
+            sink_postgres: self.sink_postgres.clone(),
+        }
     }
 
     /// Producer settings with the security properties applied. Kept out of

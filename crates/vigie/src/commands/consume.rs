@@ -40,8 +40,13 @@ pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCo
     let kafka_metrics = KafkaMetrics::register(&registry)?;
     let metrics = ConsumerMetrics::register(&registry)?;
     let shutdown = shutdown_on_signals();
+    let mut sink = a
+        .sink
+        .build(&s.sinks())
+        .await
+        .with_context(|| format!("cannot start sink {}", a.sink.name()))?;
     let brokers = s.kafka.brokers.clone();
-    let readiness = Readiness::default().with("kafka", move || {
+    let mut readiness = Readiness::default().with("kafka", move || {
         let brokers = brokers.clone();
         async move {
             vigie_kafka::ping(&brokers, Duration::from_secs(3))
@@ -49,6 +54,9 @@ pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCo
                 .map_err(|e| e.to_string())
         }
     });
+    if let Some(probe) = sink.health_probe() {
+        readiness = readiness.with(a.sink.name(), move || probe());
+    }
     let server = TelemetryServer::start(&s.telemetry, registry, readiness, shutdown.child_token())
         .await
         .with_context(|| format!("cannot serve telemetry on {}", s.telemetry.listen))?;
@@ -63,7 +71,6 @@ pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCo
         kafka_metrics,
         metrics,
     };
-    let mut sink = a.sink.build();
     let run = runtime.run(sink.as_mut(), shutdown.clone());
     let grace = async {
         shutdown.cancelled().await;

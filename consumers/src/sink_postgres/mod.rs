@@ -1,0 +1,325 @@
+//! `sink_postgres`: writes events to the relational health model in
+//! PostgreSQL, exactly once.
+//!
+//! Per batch, in one transaction: COPY each event type into its staging
+//! table, move the staged rows into the model with `INSERT ... ON CONFLICT`
+//! (idempotent by envelope id, the newer `ingested_at` wins), and write the
+//! batch's next offset per partition into `sink_offsets`. On assignment the
+//! runtime starts each partition from `sink_offsets`, so a crash at any
+//! point leaves every event stored once. A row that violates a constraint
+//! is isolated by splitting its range under savepoints and sent to the DLQ
+//! before the commit; the rest of the batch commits.
+
+mod csv;
+pub mod migrate;
+mod tables;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool, Postgres, Transaction};
+use vigie_config::Secret;
+use vigie_kafka::consumer::TopicPartition;
+
+use crate::sink::{Accepted, BatchContext, HealthProbe, Rejected, Rejects, Sink, SinkError};
+use tables::{Target, stage_row};
+
+/// The `[sink_postgres]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// Connection URL, without the password, e.g.
+    /// `postgres://vigie@db:5432/vigie?sslmode=require`.
+    pub url: String,
+    /// Password: only from `VIGIE__SINK_POSTGRES__PASSWORD` or `password_file`.
+    pub password: Option<Secret>,
+    /// Connections in the pool.
+    pub pool_size: u32,
+    /// How long to wait for a connection, in milliseconds.
+    pub acquire_timeout_ms: u64,
+    /// Apply the embedded migrations at start-up.
+    pub migrate: bool,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@localhost:5432/vigie".into(),
+            password: None,
+            pool_size: 4,
+            acquire_timeout_ms: 10_000,
+            migrate: true,
+        }
+    }
+}
+
+/// Reason code of a row refused by a database constraint.
+pub const REASON_CONSTRAINT: &str = "constraint_violation";
+/// Reason code of an event whose schema this sink does not store.
+pub const REASON_UNSUPPORTED: &str = "unsupported_schema";
+
+/// The rows of one target, ready to COPY; `index[rn]` is the batch index
+/// of staged row `rn`.
+#[derive(Debug)]
+struct Staged {
+    target: Target,
+    csv: Vec<u8>,
+    index: Vec<usize>,
+}
+
+/// The PostgreSQL sink.
+#[derive(Debug)]
+pub struct PostgresSink {
+    pool: PgPool,
+}
+
+/// True for errors worth retrying with a new connection.
+fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            // serialization failure, deadlock, connection exceptions, shutdown.
+            c == "40001" || c == "40P01" || c.starts_with("08") || c.starts_with("57P")
+        }),
+        _ => false,
+    }
+}
+
+fn is_constraint(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("23")))
+}
+
+fn classify(e: sqlx::Error) -> SinkError {
+    if is_transient(&e) {
+        SinkError::Retryable(e.to_string())
+    } else {
+        SinkError::Fatal(e.to_string())
+    }
+}
+
+impl PostgresSink {
+    /// Connects (and migrates, if configured).
+    pub async fn connect(config: &PostgresConfig) -> Result<Self, SinkError> {
+        let mut opts: PgConnectOptions = config
+            .url
+            .parse()
+            .map_err(|e| SinkError::Fatal(format!("sink_postgres.url: {e}")))?;
+        if let Some(p) = &config.password {
+            opts = opts.password(p.expose());
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(config.pool_size)
+            .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
+            .connect_with(opts)
+            .await
+            .map_err(|e| SinkError::Fatal(format!("cannot connect to PostgreSQL: {e}")))?;
+        if config.migrate {
+            migrate::migrate(&pool)
+                .await
+                .map_err(|e| SinkError::Fatal(format!("migrations failed: {e}")))?;
+        }
+        Ok(Self { pool })
+    }
+
+    /// The pool (tests, tools).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// One attempt at the whole batch; any error rolls everything back.
+    async fn write_once(
+        &self,
+        staged: &[Staged],
+        ctx: &BatchContext<'_>,
+        rejects: &mut dyn Rejects,
+    ) -> Result<usize, SinkError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut refused: Vec<Rejected> = Vec::new();
+        for Staged { target, csv, index } in staged {
+            sqlx::raw_sql(target.stage_ddl())
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            let mut copy = tx.copy_in_raw(target.copy_sql()).await.map_err(classify)?;
+            copy.send(csv.as_slice()).await.map_err(classify)?;
+            copy.finish().await.map_err(classify)?;
+            let mut bad = Vec::new();
+            load_range(&mut tx, *target, 0, index.len() as i32 - 1, &mut bad).await?;
+            for (rn, error) in bad {
+                refused.push(Rejected {
+                    index: index[rn as usize],
+                    reason: REASON_CONSTRAINT,
+                    error,
+                });
+            }
+        }
+        if !ctx.next_offsets.is_empty() {
+            let (mut topics, mut partitions, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
+            for ((t, p), o) in ctx.next_offsets {
+                topics.push(t.clone());
+                partitions.push(*p);
+                offsets.push(*o);
+            }
+            sqlx::query(
+                "INSERT INTO sink_offsets (consumer_group, topic, partition, next_offset, updated_at)
+                 SELECT $1, t, p, o, now() FROM unnest($2::text[], $3::int[], $4::bigint[]) AS x(t, p, o)
+                 ON CONFLICT (consumer_group, topic, partition)
+                 DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()",
+            )
+            .bind(ctx.group)
+            .bind(&topics)
+            .bind(&partitions)
+            .bind(&offsets)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        // Refused rows are safe in the DLQ before their batch commits.
+        if !refused.is_empty() {
+            rejects.publish(&refused).await?;
+        }
+        tx.commit().await.map_err(classify)?;
+        let total: usize = staged.iter().map(|s| s.index.len()).sum();
+        Ok(total - refused.len())
+    }
+}
+
+/// Moves staged rows `lo..=hi` into the model; on a constraint violation,
+/// splits the range under savepoints until the offending rows are alone,
+/// and reports them in `bad` as `(rn, error)`.
+async fn load_range(
+    tx: &mut Transaction<'static, Postgres>,
+    target: Target,
+    lo: i32,
+    hi: i32,
+    bad: &mut Vec<(i32, String)>,
+) -> Result<(), SinkError> {
+    // An explicit stack instead of recursion: async recursion needs boxing.
+    let mut ranges = vec![(lo, hi)];
+    while let Some((lo, hi)) = ranges.pop() {
+        if lo > hi {
+            continue;
+        }
+        sqlx::raw_sql("SAVEPOINT load_range")
+            .execute(&mut **tx)
+            .await
+            .map_err(classify)?;
+        let mut failed = None;
+        for sql in target.upsert_sql() {
+            if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(*sql))
+                .bind(lo)
+                .bind(hi)
+                .execute(&mut **tx)
+                .await
+            {
+                failed = Some(e);
+                break;
+            }
+        }
+        match failed {
+            None => {
+                sqlx::raw_sql("RELEASE SAVEPOINT load_range")
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(classify)?;
+            }
+            Some(e) if is_constraint(&e) => {
+                sqlx::raw_sql("ROLLBACK TO SAVEPOINT load_range")
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(classify)?;
+                if lo == hi {
+                    bad.push((lo, e.to_string()));
+                } else {
+                    let mid = lo + (hi - lo) / 2;
+                    ranges.push((mid + 1, hi));
+                    ranges.push((lo, mid));
+                }
+            }
+            Some(e) => return Err(classify(e)),
+        }
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Sink for PostgresSink {
+    async fn write(
+        &mut self,
+        events: &[Accepted],
+        ctx: &BatchContext<'_>,
+        rejects: &mut dyn Rejects,
+    ) -> Result<usize, SinkError> {
+        // Stage rows per target; `row_index[rn]` maps a staged row back to
+        // its record in the batch.
+        let mut staged: BTreeMap<Target, (Vec<u8>, Vec<usize>)> = BTreeMap::new();
+        let mut refused = Vec::new();
+        for ev in events {
+            let Some(target) = Target::of(&ev.envelope.schema, ev.envelope.schema_version) else {
+                refused.push(Rejected {
+                    index: ev.index,
+                    reason: REASON_UNSUPPORTED,
+                    error: format!(
+                        "sink_postgres does not store schema {} v{}",
+                        ev.envelope.schema, ev.envelope.schema_version
+                    ),
+                });
+                continue;
+            };
+            let (csv, idx) = staged.entry(target).or_default();
+            if let Err(e) = stage_row(target, idx.len(), &ev.envelope, csv) {
+                refused.push(Rejected {
+                    index: ev.index,
+                    reason: "conversion",
+                    error: e,
+                });
+                continue;
+            }
+            idx.push(ev.index);
+        }
+        if !refused.is_empty() {
+            rejects.publish(&refused).await?;
+        }
+        if staged.is_empty() && ctx.next_offsets.is_empty() {
+            return Ok(0);
+        }
+        let staged: Vec<Staged> = staged
+            .into_iter()
+            .map(|(target, (csv, index))| Staged { target, csv, index })
+            .collect();
+        self.write_once(&staged, ctx, rejects).await
+    }
+
+    async fn stored_offsets(
+        &mut self,
+        group: &str,
+    ) -> Result<Option<BTreeMap<TopicPartition, i64>>, SinkError> {
+        let rows: Vec<(String, i32, i64)> = sqlx::query_as(
+            "SELECT topic, partition, next_offset FROM sink_offsets WHERE consumer_group = $1",
+        )
+        .bind(group)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(Some(
+            rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect(),
+        ))
+    }
+
+    fn health_probe(&self) -> Option<HealthProbe> {
+        let pool = self.pool.clone();
+        Some(std::sync::Arc::new(move || {
+            let pool = pool.clone();
+            Box::pin(async move {
+                let mut c = pool.acquire().await.map_err(|e| e.to_string())?;
+                c.ping().await.map_err(|e| e.to_string())
+            })
+        }))
+    }
+}

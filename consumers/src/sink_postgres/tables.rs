@@ -1,0 +1,237 @@
+//! How each event type lands in its tables: the staging table it is copied
+//! into, and the statements that move a range of staged rows into the model.
+//!
+//! Every statement takes the staged row range as `$1` and `$2`, so that a
+//! batch whose range violates a constraint can be split until the offending
+//! rows are isolated.
+
+use chrono::SecondsFormat;
+use vigie_core::{Case, CountryDay, Envelope, OutbreakNews, Payload};
+
+use super::csv::Line;
+
+/// One target of the sink: a family of event types and its tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Target {
+    /// `health.case` -> `dim_county`, `health_case`.
+    Case,
+    /// `health.country_day` -> `dim_country`, `country_day`.
+    CountryDay,
+    /// `health.outbreak_news` -> `outbreak_news`, `outbreak_news_version`.
+    OutbreakNews,
+}
+
+impl Target {
+    /// The target of an envelope's schema, if the sink stores it.
+    pub(crate) fn of(schema: &str, version: u32) -> Option<Self> {
+        match (schema, version) {
+            (Case::SCHEMA, Case::VERSION) => Some(Target::Case),
+            (CountryDay::SCHEMA, CountryDay::VERSION) => Some(Target::CountryDay),
+            (OutbreakNews::SCHEMA, OutbreakNews::VERSION) => Some(Target::OutbreakNews),
+            _ => None,
+        }
+    }
+
+    /// The staging table: a per-session temporary table emptied at commit.
+    pub(crate) fn stage_ddl(self) -> &'static str {
+        match self {
+            Target::Case => {
+                "CREATE TEMP TABLE IF NOT EXISTS stage_case (
+                    rn integer NOT NULL, event_id uuid, row_id text, case_month date,
+                    res_state text, res_county text, county_fips text, age_group text, sex text,
+                    race text, ethnicity text, case_positive_specimen_interval integer,
+                    case_onset_interval integer, process text, exposure_yn text,
+                    current_status text, symptom_status text, hosp_yn text, icu_yn text,
+                    death_yn text, underlying_conditions_yn text, source text,
+                    occurred_at timestamptz, ingested_at timestamptz
+                ) ON COMMIT DELETE ROWS"
+            }
+            Target::CountryDay => {
+                "CREATE TEMP TABLE IF NOT EXISTS stage_country_day (
+                    rn integer NOT NULL, event_id uuid, country_code text, country text,
+                    who_region text, date_reported date, new_cases bigint,
+                    cumulative_cases bigint, new_deaths bigint, cumulative_deaths bigint,
+                    source text, ingested_at timestamptz
+                ) ON COMMIT DELETE ROWS"
+            }
+            Target::OutbreakNews => {
+                "CREATE TEMP TABLE IF NOT EXISTS stage_outbreak_news (
+                    rn integer NOT NULL, event_id uuid, url text, title text, published_on date,
+                    disease text, countries text[], summary text, content_hash text,
+                    source text, ingested_at timestamptz
+                ) ON COMMIT DELETE ROWS"
+            }
+        }
+    }
+
+    /// The `COPY` statement filling the staging table.
+    pub(crate) fn copy_sql(self) -> &'static str {
+        match self {
+            Target::Case => "COPY stage_case FROM STDIN (FORMAT csv)",
+            Target::CountryDay => "COPY stage_country_day FROM STDIN (FORMAT csv)",
+            Target::OutbreakNews => "COPY stage_outbreak_news FROM STDIN (FORMAT csv)",
+        }
+    }
+
+    /// Statements moving staged rows `$1..=$2` into the model. Within a
+    /// batch the newest `ingested_at` of an id wins; against the table, a
+    /// stored row is replaced only by a newer one.
+    pub(crate) fn upsert_sql(self) -> &'static [&'static str] {
+        match self {
+            Target::Case => &[
+                "INSERT INTO dim_county (county_fips, state_code, name)
+                 SELECT DISTINCT ON (county_fips) county_fips, res_state, res_county
+                 FROM stage_case
+                 WHERE rn BETWEEN $1 AND $2 AND county_fips IS NOT NULL AND res_county IS NOT NULL
+                 ORDER BY county_fips, ingested_at DESC
+                 ON CONFLICT (county_fips) DO NOTHING",
+                "INSERT INTO health_case (event_id, row_id, case_month, res_state, county_fips,
+                    age_group, sex, race, ethnicity, case_positive_specimen_interval,
+                    case_onset_interval, process, exposure_yn, current_status, symptom_status,
+                    hosp_yn, icu_yn, death_yn, underlying_conditions_yn, source, occurred_at,
+                    ingested_at)
+                 SELECT DISTINCT ON (event_id) event_id, row_id, case_month, res_state,
+                    county_fips, age_group, sex, race, ethnicity, case_positive_specimen_interval,
+                    case_onset_interval, process, exposure_yn, current_status, symptom_status,
+                    hosp_yn, icu_yn, death_yn, underlying_conditions_yn, source, occurred_at,
+                    ingested_at
+                 FROM stage_case WHERE rn BETWEEN $1 AND $2
+                 ORDER BY event_id, ingested_at DESC
+                 ON CONFLICT (event_id) DO UPDATE SET
+                    row_id = EXCLUDED.row_id, case_month = EXCLUDED.case_month,
+                    res_state = EXCLUDED.res_state, county_fips = EXCLUDED.county_fips,
+                    age_group = EXCLUDED.age_group, sex = EXCLUDED.sex, race = EXCLUDED.race,
+                    ethnicity = EXCLUDED.ethnicity,
+                    case_positive_specimen_interval = EXCLUDED.case_positive_specimen_interval,
+                    case_onset_interval = EXCLUDED.case_onset_interval,
+                    process = EXCLUDED.process, exposure_yn = EXCLUDED.exposure_yn,
+                    current_status = EXCLUDED.current_status,
+                    symptom_status = EXCLUDED.symptom_status, hosp_yn = EXCLUDED.hosp_yn,
+                    icu_yn = EXCLUDED.icu_yn, death_yn = EXCLUDED.death_yn,
+                    underlying_conditions_yn = EXCLUDED.underlying_conditions_yn,
+                    source = EXCLUDED.source, occurred_at = EXCLUDED.occurred_at,
+                    ingested_at = EXCLUDED.ingested_at
+                 WHERE health_case.ingested_at < EXCLUDED.ingested_at",
+            ],
+            Target::CountryDay => &[
+                "INSERT INTO dim_country (country_code, name, who_region)
+                 SELECT DISTINCT ON (country_code) country_code, country, who_region
+                 FROM stage_country_day WHERE rn BETWEEN $1 AND $2
+                 ORDER BY country_code, ingested_at DESC
+                 ON CONFLICT (country_code) DO UPDATE SET
+                    name = EXCLUDED.name, who_region = EXCLUDED.who_region",
+                "INSERT INTO country_day (event_id, country_code, date_reported, new_cases,
+                    cumulative_cases, new_deaths, cumulative_deaths, source, ingested_at)
+                 SELECT DISTINCT ON (event_id) event_id, country_code, date_reported, new_cases,
+                    cumulative_cases, new_deaths, cumulative_deaths, source, ingested_at
+                 FROM stage_country_day WHERE rn BETWEEN $1 AND $2
+                 ORDER BY event_id, ingested_at DESC
+                 ON CONFLICT (event_id) DO UPDATE SET
+                    new_cases = EXCLUDED.new_cases, cumulative_cases = EXCLUDED.cumulative_cases,
+                    new_deaths = EXCLUDED.new_deaths,
+                    cumulative_deaths = EXCLUDED.cumulative_deaths,
+                    source = EXCLUDED.source, ingested_at = EXCLUDED.ingested_at
+                 WHERE country_day.ingested_at < EXCLUDED.ingested_at",
+            ],
+            Target::OutbreakNews => &[
+                "INSERT INTO outbreak_news_version (event_id, content_hash, title, summary, first_seen_at)
+                 SELECT DISTINCT ON (event_id, content_hash) event_id, content_hash, title, summary, ingested_at
+                 FROM stage_outbreak_news WHERE rn BETWEEN $1 AND $2
+                 ORDER BY event_id, content_hash, ingested_at
+                 ON CONFLICT (event_id, content_hash) DO NOTHING",
+                "INSERT INTO outbreak_news (event_id, url, title, published_on, disease, countries,
+                    summary, content_hash, source, ingested_at)
+                 SELECT DISTINCT ON (event_id) event_id, url, title, published_on, disease,
+                    countries, summary, content_hash, source, ingested_at
+                 FROM stage_outbreak_news WHERE rn BETWEEN $1 AND $2
+                 ORDER BY event_id, ingested_at DESC
+                 ON CONFLICT (event_id) DO UPDATE SET
+                    title = EXCLUDED.title, published_on = EXCLUDED.published_on,
+                    disease = EXCLUDED.disease, countries = EXCLUDED.countries,
+                    summary = EXCLUDED.summary, content_hash = EXCLUDED.content_hash,
+                    source = EXCLUDED.source, ingested_at = EXCLUDED.ingested_at
+                 WHERE outbreak_news.ingested_at < EXCLUDED.ingested_at",
+            ],
+        }
+    }
+}
+
+fn ts(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Appends one staged CSV row for `env` (its data already validated).
+/// Returns an error naming what did not convert.
+pub(crate) fn stage_row(
+    target: Target,
+    rn: usize,
+    env: &Envelope<serde_json::Value>,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let data = env.data.clone();
+    match target {
+        Target::Case => {
+            let c: Case = serde_json::from_value(data).map_err(|e| e.to_string())?;
+            Line::new(out)
+                .plain(rn)
+                .plain(env.id)
+                .text(c.row_id.as_str())
+                .plain(c.case_month.first_day())
+                .text(c.res_state.as_str())
+                .opt_text(c.res_county.as_deref())
+                .opt_text(c.county_fips_code.as_ref().map(|f| f.as_str()))
+                .text(c.age_group.as_str())
+                .text(c.sex.as_str())
+                .text(c.race.as_str())
+                .text(c.ethnicity.as_str())
+                .opt_plain(c.case_positive_specimen_interval)
+                .opt_plain(c.case_onset_interval)
+                .text(c.process.as_str())
+                .text(c.exposure_yn.as_str())
+                .text(c.current_status.as_str())
+                .text(c.symptom_status.as_str())
+                .text(c.hosp_yn.as_str())
+                .text(c.icu_yn.as_str())
+                .text(c.death_yn.as_str())
+                .text(c.underlying_conditions_yn.as_str())
+                .text(&env.source)
+                .text(&ts(&env.occurred_at))
+                .text(&ts(&env.ingested_at))
+                .end();
+        }
+        Target::CountryDay => {
+            let d: CountryDay = serde_json::from_value(data).map_err(|e| e.to_string())?;
+            Line::new(out)
+                .plain(rn)
+                .plain(env.id)
+                .text(d.country_code.as_str())
+                .text(&d.country)
+                .text(d.who_region.as_str())
+                .plain(d.date_reported)
+                .opt_plain(d.new_cases)
+                .plain(d.cumulative_cases)
+                .opt_plain(d.new_deaths)
+                .plain(d.cumulative_deaths)
+                .text(&env.source)
+                .text(&ts(&env.ingested_at))
+                .end();
+        }
+        Target::OutbreakNews => {
+            let n: OutbreakNews = serde_json::from_value(data).map_err(|e| e.to_string())?;
+            Line::new(out)
+                .plain(rn)
+                .plain(env.id)
+                .text(n.url.as_str())
+                .text(&n.title)
+                .plain(n.published_on)
+                .text(&n.disease)
+                .text_array(&n.countries)
+                .text(&n.summary)
+                .text(n.content_hash.as_str())
+                .text(&env.source)
+                .text(&ts(&env.ingested_at))
+                .end();
+        }
+    }
+    Ok(())
+}

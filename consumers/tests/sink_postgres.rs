@@ -1,0 +1,330 @@
+//! The PostgreSQL sink against a real broker and the real PostgreSQL:
+//! poison input and severed database connections, reconciled event by event.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use vigie_consumers::sink_postgres::{PostgresConfig, PostgresSink};
+use vigie_consumers::{ConsumerMetrics, RunSummary, Runtime, Sink};
+use vigie_core::SchemaRegistry;
+use vigie_kafka::{ConsumerConfig, KafkaMetrics, ProducerConfig};
+use vigie_simulator::{CaseGenConfig, CaseGenerator, CountryDayGenerator, NewsGenerator};
+use vigie_testkit::{
+    RawInput, TestDb, create_topic, durable_broker, produce_raw, read_topic, unique_name, wait_for,
+};
+
+const DEADLINE: Duration = Duration::from_secs(90);
+
+fn cases(seed: u64, n: u64) -> Vec<(String, String)> {
+    let g = CaseGenerator::new(CaseGenConfig {
+        seed,
+        ..CaseGenConfig::default()
+    })
+    .unwrap();
+    (0..n)
+        .map(|i| {
+            let e = vigie_simulator::case_envelope(&g, i, Utc::now());
+            (
+                e.data.res_state.as_str().to_owned(),
+                String::from_utf8(e.to_json_bytes().unwrap()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn sink(db: &TestDb) -> PostgresSink {
+    PostgresSink::connect(&PostgresConfig {
+        url: db.url.clone(),
+        ..PostgresConfig::default()
+    })
+    .await
+    .expect("sink")
+}
+
+/// Runs the sink until `done` holds on the database, then stops it.
+async fn run_until<F, Fut>(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    db: &TestDb,
+    during: F,
+    expected_rows: i64,
+) -> RunSummary
+where
+    F: FnOnce(sqlx::PgPool) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let runtime = Runtime {
+        component: "sink_postgres",
+        brokers: bootstrap.to_owned(),
+        consumer: ConsumerConfig {
+            group_id: group.to_owned(),
+            topics: vec![topic.to_owned()],
+            batch_max_records: 300,
+            batch_max_wait_ms: 100,
+            max_record_bytes: 8_192,
+            lag_interval_ms: 0,
+            ..ConsumerConfig::default()
+        },
+        producer: ProducerConfig::default(),
+        schemas: Arc::new(SchemaRegistry::embedded().unwrap()),
+        kafka_metrics: KafkaMetrics::unregistered(),
+        metrics: ConsumerMetrics::register(&prometheus::Registry::new()).unwrap(),
+    };
+    let mut s = sink(db).await;
+    let pool = db.pool().await;
+    let stop = CancellationToken::new();
+    let task = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let summary = runtime.run(&mut s, stop).await.expect("run");
+            drop(s.pool().clone());
+            summary
+        })
+    };
+    let side = tokio::spawn(during(pool.clone()));
+    wait_for("every row stored", DEADLINE, || {
+        let pool = pool.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT (SELECT count(*) FROM health_case) + (SELECT count(*) FROM country_day)
+                      + (SELECT count(*) FROM outbreak_news)",
+            )
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+            (n >= expected_rows).then_some(())
+        }
+    })
+    .await;
+    side.await.unwrap();
+    stop.cancel();
+    task.await.unwrap()
+}
+
+#[tokio::test]
+async fn poison_mix_goes_to_the_dlq_and_the_rest_is_stored_once() {
+    let b = durable_broker();
+    let db = TestDb::create().await;
+    let topic = unique_name("health.mixed.v1");
+    create_topic(&b.bootstrap, &topic, 3).await;
+    create_topic(&b.bootstrap, &format!("{topic}.dlq"), 3).await;
+
+    let mut input: Vec<RawInput> = Vec::new();
+    let valid = cases(7, 400);
+    for (i, (k, v)) in valid.iter().enumerate() {
+        input.push((k.clone().into_bytes(), v.clone().into_bytes(), vec![]));
+        if i == 100 {
+            input.push((b"NY".to_vec(), b"{not json".to_vec(), vec![]));
+        }
+        if i == 300 {
+            input.push((
+                k.clone().into_bytes(),
+                v.replace("\"current_status\":\"", "\"current_status\":\"Very ")
+                    .into_bytes(),
+                vec![],
+            ));
+        }
+    }
+    // The constraint violation: rewrite the state of one valid event.
+    let mut bad: serde_json::Value = serde_json::from_str(&cases(8, 1)[0].1).unwrap();
+    bad["data"]["res_state"] = "ZZ".into();
+    bad["data"]
+        .as_object_mut()
+        .unwrap()
+        .remove("state_fips_code");
+    input.insert(250, (b"ZZ".to_vec(), bad.to_string().into_bytes(), vec![]));
+    let mut big: serde_json::Value = serde_json::from_str(&cases(9, 1)[0].1).unwrap();
+    big["data"]["res_county"] = "Y".repeat(10_000).into();
+    input.insert(350, (b"TX".to_vec(), big.to_string().into_bytes(), vec![]));
+    // Other event types go to their own tables.
+    let days = CountryDayGenerator::new(3, chrono::NaiveDate::from_ymd_opt(2021, 1, 1).unwrap(), 5)
+        .unwrap();
+    let mut others = 0;
+    for d in 0..4 {
+        for e in vigie_simulator::country_day_envelopes(&days, d, Utc::now()) {
+            input.push((
+                e.data.country_code.as_str().as_bytes().to_vec(),
+                e.to_json_bytes().unwrap(),
+                vec![],
+            ));
+            others += 1;
+        }
+    }
+    let news = NewsGenerator::new(3, vigie_simulator::DEFAULT_BASE_URL).unwrap();
+    for i in 0..6 {
+        let e = vigie_simulator::news_envelope(&news, i, 0, Utc::now());
+        input.push((
+            e.data.url.as_str().as_bytes().to_vec(),
+            e.to_json_bytes().unwrap(),
+            vec![],
+        ));
+        others += 1;
+    }
+    produce_raw(&b.bootstrap, &topic, &input).await;
+
+    let group = unique_name("g");
+    let summary = run_until(
+        &b.bootstrap,
+        &topic,
+        &group,
+        &db,
+        |_| async {},
+        400 + others,
+    )
+    .await;
+
+    let pool = db.pool().await;
+    let cases_stored: i64 = sqlx::query_scalar("SELECT count(*) FROM health_case")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(cases_stored, 400, "every valid case stored once");
+    let dlq = read_topic(
+        &b.bootstrap,
+        &format!("{topic}.dlq"),
+        4,
+        Duration::from_secs(30),
+    );
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut origins = std::collections::BTreeSet::new();
+    for (_, _, _, _, headers) in &dlq {
+        let h: BTreeMap<&str, String> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        *reasons.entry(h["vigie.dlq.reason"].clone()).or_default() += 1;
+        origins.insert((
+            h["vigie.dlq.origin.partition"].clone(),
+            h["vigie.dlq.origin.offset"].clone(),
+        ));
+        if h["vigie.dlq.reason"] == "constraint_violation" {
+            assert_eq!(h["vigie.dlq.stage"], "sink_postgres");
+            assert!(
+                h["vigie.dlq.error"].contains("dim_state")
+                    || h["vigie.dlq.error"].contains("foreign key"),
+                "{h:?}"
+            );
+        }
+    }
+    assert_eq!(
+        reasons,
+        BTreeMap::from([
+            ("constraint_violation".to_owned(), 1),
+            ("invalid_json".to_owned(), 1),
+            ("oversized".to_owned(), 1),
+            ("schema_violation".to_owned(), 1),
+        ])
+    );
+    let in_total = input.len() as i64;
+    let stored = cases_stored + others;
+    assert_eq!(in_total, stored + origins.len() as i64, "in = stored + dlq");
+    assert_eq!(summary.dead_lettered, 4);
+
+    // Offsets stored with the rows: one past the last record of each partition.
+    let offsets: i64 = sqlx::query_scalar(
+        "SELECT sum(next_offset)::bigint FROM sink_offsets WHERE consumer_group = $1",
+    )
+    .bind(&group)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(offsets, in_total);
+}
+
+#[tokio::test]
+async fn severed_database_connections_lose_and_duplicate_nothing() {
+    let b = durable_broker();
+    let db = TestDb::create().await;
+    let topic = unique_name("health.case.v1");
+    create_topic(&b.bootstrap, &topic, 4).await;
+    create_topic(&b.bootstrap, &format!("{topic}.dlq"), 4).await;
+    let n = 6_000;
+    let input: Vec<RawInput> = cases(11, n)
+        .into_iter()
+        .map(|(k, v)| (k.into_bytes(), v.into_bytes(), vec![]))
+        .collect();
+    produce_raw(&b.bootstrap, &topic, &input).await;
+
+    let name = db.name.clone();
+    let group = unique_name("g");
+    let summary = run_until(
+        &b.bootstrap,
+        &topic,
+        &group,
+        &db,
+        move |pool| async move {
+            // Five times, as rows arrive: end every other session on the database.
+            for k in 1..=5i64 {
+                wait_for("rows to arrive", DEADLINE, || {
+                    let pool = pool.clone();
+                    async move {
+                        let c: i64 = sqlx::query_scalar("SELECT count(*) FROM health_case")
+                            .fetch_one(&pool)
+                            .await
+                            .ok()?;
+                        (c >= k * 900).then_some(())
+                    }
+                })
+                .await;
+                let killed: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                      WHERE datname = $1 AND pid <> pg_backend_pid()) t",
+                )
+                .bind(&name)
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0);
+                assert!(killed >= 0);
+            }
+        },
+        n as i64,
+    )
+    .await;
+    let pool = db.pool().await;
+    let (rows, ids): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT row_id) FROM health_case")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((rows, ids), (n as i64, n as i64));
+    let offsets: i64 = sqlx::query_scalar(
+        "SELECT sum(next_offset)::bigint FROM sink_offsets WHERE consumer_group = $1",
+    )
+    .bind(&group)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(offsets, n as i64, "stored offsets cover every record once");
+    assert_eq!(summary.consumed, n);
+}
+
+#[tokio::test]
+async fn migrations_apply_on_an_empty_database_and_reapply_as_a_no_op() {
+    let db = TestDb::create().await;
+    let s = sink(&db).await;
+    let pool = db.pool().await;
+    let tables = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let first = tables().await;
+    assert!(first >= 9, "model created: {first} tables");
+    vigie_consumers::sink_postgres::migrate::migrate(s.pool())
+        .await
+        .expect("again");
+    assert_eq!(tables().await, first);
+    let states: i64 = sqlx::query_scalar("SELECT count(*) FROM dim_state")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(states, 56);
+    assert!(s.health_probe().is_some());
+}
