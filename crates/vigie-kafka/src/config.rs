@@ -77,6 +77,9 @@ pub struct ConsumerConfig {
     pub auto_offset_reset: String,
     /// Group session timeout.
     pub session_timeout_ms: u64,
+    /// Longest time between two polls before the member is considered
+    /// stuck; also how long a rebalance waits for members to rejoin.
+    pub max_poll_interval_ms: u64,
     /// Records larger than this go to the DLQ as `oversized`.
     pub max_record_bytes: usize,
     /// How often the lag gauge is refreshed, in milliseconds (0: never).
@@ -94,6 +97,7 @@ impl Default for ConsumerConfig {
             batch_max_wait_ms: 500,
             auto_offset_reset: "earliest".into(),
             session_timeout_ms: 10_000,
+            max_poll_interval_ms: 300_000,
             max_record_bytes: 1_000_000,
             lag_interval_ms: 5_000,
             extra: BTreeMap::new(),
@@ -112,6 +116,10 @@ impl ConsumerConfig {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", &self.auto_offset_reset)
             .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            .set(
+                "max.poll.interval.ms",
+                self.max_poll_interval_ms.to_string(),
+            )
             .set("enable.partition.eof", "false")
             // Larger than any record we accept, so that an oversized record
             // reaches us and goes to the DLQ instead of stalling the fetcher.

@@ -21,7 +21,7 @@ fn consumer_config(topic: &str, group: &str, batch: usize) -> ConsumerConfig {
         batch_max_records: batch,
         batch_max_wait_ms: 200,
         session_timeout_ms: 6_000,
-        extra: BTreeMap::from([("max.poll.interval.ms".to_owned(), "10000".to_owned())]),
+        max_poll_interval_ms: 10_000,
         ..ConsumerConfig::default()
     }
 }

@@ -1,0 +1,209 @@
+//! `vigie consume --sink postgres` as processes: killed with SIGKILL at
+//! five points of a large load, and two instances sharing partitions
+//! through a rebalance. Every case must end up stored exactly once, with
+//! the same table content as an undisturbed run.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use vigie_testkit::{TestDb, create_topic, durable_broker, unique_name, wait_for};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+const EVENTS: u64 = 20_000;
+
+fn vigie() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vigie"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("VIGIE__") || k == "VIGIE_CONFIG" {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// A topic holding `EVENTS` sample cases.
+async fn loaded_topic(bootstrap: &str) -> String {
+    let topic = unique_name("health.case.v1");
+    create_topic(bootstrap, &topic, 4).await;
+    create_topic(bootstrap, &format!("{topic}.dlq"), 4).await;
+    let out = vigie()
+        .args([
+            "produce",
+            "--topic",
+            &topic,
+            "--sample",
+            "cases",
+            "--count",
+            &EVENTS.to_string(),
+            "--seed",
+            "5",
+        ])
+        .env("VIGIE__KAFKA__BROKERS", bootstrap)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    topic
+}
+
+fn start_sink(bootstrap: &str, topic: &str, group: &str, db: &TestDb, port: u16) -> Child {
+    vigie()
+        .args([
+            "consume", "--sink", "postgres", "--group", group, "--topic", topic,
+        ])
+        .env("VIGIE__KAFKA__BROKERS", bootstrap)
+        .env("VIGIE__KAFKA__CONSUMER__BATCH_MAX_RECORDS", "1000")
+        .env("VIGIE__KAFKA__CONSUMER__SESSION_TIMEOUT_MS", "6000")
+        // A killed member never rejoins: bound the rebalance that waits for it.
+        .env("VIGIE__KAFKA__CONSUMER__MAX_POLL_INTERVAL_MS", "10000")
+        .env("VIGIE__KAFKA__CONSUMER__LAG_INTERVAL_MS", "0")
+        .env("VIGIE__SINK_POSTGRES__URL", &db.url)
+        .env("VIGIE__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn count(pool: &sqlx::PgPool) -> Option<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM health_case")
+        .fetch_one(pool)
+        .await
+        .ok()
+}
+
+async fn wait_rows(pool: &sqlx::PgPool, at_least: i64) {
+    wait_for(&format!("{at_least} rows"), DEADLINE, || async move {
+        count(pool).await.filter(|n| *n >= at_least)
+    })
+    .await;
+}
+
+/// Table content, independent of load order.
+async fn checksum(pool: &sqlx::PgPool) -> String {
+    sqlx::query_scalar(
+        "SELECT md5(string_agg(concat_ws('|', event_id, row_id, case_month, res_state, county_fips,
+            age_group, sex, race, ethnicity, case_positive_specimen_interval, case_onset_interval,
+            process, exposure_yn, current_status, symptom_status, hosp_yn, icu_yn, death_yn,
+            underlying_conditions_yn, source, occurred_at, ingested_at), ',' ORDER BY event_id))
+         FROM health_case",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn reconcile(pool: &sqlx::PgPool, group: &str) {
+    let (rows, ids): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT row_id) FROM health_case")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (rows, ids),
+        (EVENTS as i64, EVENTS as i64),
+        "every case exactly once"
+    );
+    let offsets: i64 = sqlx::query_scalar(
+        "SELECT sum(next_offset)::bigint FROM sink_offsets WHERE consumer_group = $1",
+    )
+    .bind(group)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        offsets, EVENTS as i64,
+        "stored offsets at the end of every partition"
+    );
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+}
+
+/// The reference: the same topic loaded by one undisturbed run.
+async fn clean_run(bootstrap: &str, topic: &str) -> String {
+    let db = TestDb::create().await;
+    let group = unique_name("clean");
+    let child = start_sink(bootstrap, topic, &group, &db, free_port());
+    let pool = db.pool().await;
+    wait_rows(&pool, EVENTS as i64).await;
+    stop(child);
+    reconcile(&pool, &group).await;
+    checksum(&pool).await
+}
+
+#[tokio::test]
+async fn kill_9_at_five_points_then_restart_stores_every_event_exactly_once() {
+    let b = durable_broker();
+    let topic = loaded_topic(&b.bootstrap).await;
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    let group = unique_name("g");
+    for point in [1_500i64, 4_500, 8_000, 11_500, 15_000] {
+        let mut child = start_sink(&b.bootstrap, &topic, &group, &db, free_port());
+        wait_rows(&pool, point).await;
+        child.kill().unwrap(); // SIGKILL, mid-stream
+        child.wait().unwrap();
+    }
+    let child = start_sink(&b.bootstrap, &topic, &group, &db, free_port());
+    wait_rows(&pool, EVENTS as i64).await;
+    stop(child);
+    reconcile(&pool, &group).await;
+    assert_eq!(
+        checksum(&pool).await,
+        clean_run(&b.bootstrap, &topic).await,
+        "same content as a clean run"
+    );
+}
+
+#[tokio::test]
+async fn two_instances_and_a_rebalance_mid_stream_store_every_event_exactly_once() {
+    let b = durable_broker();
+    let topic = loaded_topic(&b.bootstrap).await;
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    let group = unique_name("g");
+    let (pa, pb) = (free_port(), free_port());
+    let a = start_sink(&b.bootstrap, &topic, &group, &db, pa);
+    wait_rows(&pool, 3_000).await;
+    let second = start_sink(&b.bootstrap, &topic, &group, &db, pb);
+    wait_rows(&pool, EVENTS as i64).await;
+    // The second instance did take part.
+    let body = reqwest::get(format!("http://127.0.0.1:{pb}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let written: f64 = body
+        .lines()
+        .find(|l| l.starts_with("vigie_sink_events_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    stop(a);
+    stop(second);
+    assert!(written > 0.0, "the second instance wrote rows");
+    reconcile(&pool, &group).await;
+    assert_eq!(
+        checksum(&pool).await,
+        clean_run(&b.bootstrap, &topic).await,
+        "same content as a clean run"
+    );
+}
