@@ -39,6 +39,32 @@ pub(crate) enum Cmd {
         #[arg(long, default_value = "Tansu 0.6, memory storage, 127.0.0.1")]
         broker_label: String,
     },
+    /// `vigie consume --sink postgres` (exactly-once) vs `kcat -C | psql
+    /// \copy` + the same upsert, and vs `psql \copy` of the final rows from
+    /// a file; with the sink's peak RSS.
+    SinkPostgres {
+        /// Events in the backlog.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// Partitions of the topic.
+        #[arg(long, default_value_t = 12)]
+        partitions: i32,
+        /// Runs of each side; the median is kept.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// The kcat to run.
+        #[arg(long, default_value = "scripts/kcat")]
+        kcat: PathBuf,
+        /// Where `benchmarks.md` and `benchmarks/latest.json` live.
+        #[arg(long, default_value = "docs")]
+        docs: PathBuf,
+        /// PostgreSQL admin URL (databases are created and dropped here).
+        #[arg(long, default_value = "postgres://postgres@localhost:5432/postgres")]
+        pg: String,
+        /// Record only the peak-RSS bar (for a large backlog).
+        #[arg(long)]
+        rss_only: bool,
+    },
 }
 
 /// The sample generator used by the demo and the benchmarks.
@@ -67,14 +93,30 @@ pub(crate) fn case_lines(
 }
 
 pub(crate) async fn run(config: Option<&Path>, cmd: Cmd) -> anyhow::Result<ExitCode> {
-    let Cmd::Producer {
-        events,
-        partitions,
-        runs,
-        kcat,
-        docs,
-        broker_label,
-    } = cmd;
+    let (events, partitions, runs, kcat, docs, broker_label) = match cmd {
+        Cmd::Producer {
+            events,
+            partitions,
+            runs,
+            kcat,
+            docs,
+            broker_label,
+        } => (events, partitions, runs, kcat, docs, broker_label),
+        Cmd::SinkPostgres {
+            events,
+            partitions,
+            runs,
+            kcat,
+            docs,
+            pg,
+            rss_only,
+        } => {
+            return crate::bench_sink::run(
+                config, events, partitions, runs, &kcat, &docs, &pg, rss_only,
+            )
+            .await;
+        }
+    };
     let s = crate::commands::load(config)?;
     let brokers = s.kafka.brokers.clone();
     let dir = tempfile::tempdir()?;
@@ -198,7 +240,7 @@ fn timed(mut cmd: Command, stdin: &Path) -> anyhow::Result<f64> {
     Ok(secs)
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 {
@@ -210,7 +252,7 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Replaces the entry of the same name in `latest.json` and rewrites the
 /// table of `benchmarks.md` between its markers.
-fn record(docs: &Path, entry: Value) -> anyhow::Result<()> {
+pub(crate) fn record(docs: &Path, entry: Value) -> anyhow::Result<()> {
     let json_path = docs.join("benchmarks/latest.json");
     let mut all: Vec<Value> = match std::fs::read_to_string(&json_path) {
         Ok(s) => serde_json::from_str(&s)

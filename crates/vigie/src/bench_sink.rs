@@ -1,0 +1,331 @@
+//! `vigie bench sink-postgres`: the exactly-once PostgreSQL sink against
+//! two baselines on the same backlog and the same PostgreSQL server:
+//! `kcat -C | psql \copy` into a JSON staging table followed by the same
+//! upsert into `health_case` (what one would script by hand), and `psql
+//! \copy` of the final rows from a local file (the physical limit).
+
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+use sqlx::{Connection, Executor, PgConnection};
+use vigie_kafka::{EventProducer, KafkaMetrics, OutRecord, TopicSpec, ensure_topics};
+
+use crate::bench::{case_generator, case_lines, median, record};
+
+/// The upsert the hand-made baseline runs after `\copy` (same target rows).
+const BASELINE_UPSERT: &str = r#"
+INSERT INTO dim_county (county_fips, state_code, name)
+SELECT DISTINCT ON (d->>'county_fips_code') d->>'county_fips_code', d->>'res_state', d->>'res_county'
+FROM (SELECT doc->'data' AS d FROM raw_events) x
+WHERE d ? 'county_fips_code' AND d ? 'res_county'
+ON CONFLICT DO NOTHING;
+INSERT INTO health_case (event_id, row_id, case_month, res_state, county_fips, age_group, sex, race,
+    ethnicity, case_positive_specimen_interval, case_onset_interval, process, exposure_yn,
+    current_status, symptom_status, hosp_yn, icu_yn, death_yn, underlying_conditions_yn, source,
+    occurred_at, ingested_at)
+SELECT DISTINCT ON ((doc->>'id')::uuid) (doc->>'id')::uuid, d->>'row_id',
+    (d->>'case_month' || '-01')::date, d->>'res_state', d->>'county_fips_code', d->>'age_group',
+    d->>'sex', d->>'race', d->>'ethnicity', (d->>'case_positive_specimen_interval')::int,
+    (d->>'case_onset_interval')::int, d->>'process', d->>'exposure_yn', d->>'current_status',
+    d->>'symptom_status', d->>'hosp_yn', d->>'icu_yn', d->>'death_yn',
+    d->>'underlying_conditions_yn', doc->>'source', (doc->>'occurred_at')::timestamptz,
+    (doc->>'ingested_at')::timestamptz
+FROM (SELECT doc, doc->'data' AS d FROM raw_events) x
+ORDER BY (doc->>'id')::uuid
+ON CONFLICT (event_id) DO NOTHING;
+"#;
+
+struct Db {
+    admin: String,
+    name: String,
+}
+
+impl Db {
+    async fn create(admin: &str, tag: &str) -> anyhow::Result<Self> {
+        let name = format!(
+            "vigie_bench_{tag}_{}",
+            chrono::Utc::now().format("%H%M%S%f")
+        );
+        let mut c = PgConnection::connect(admin).await?;
+        c.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {name}"
+        ))))
+        .await?;
+        Ok(Self {
+            admin: admin.to_owned(),
+            name,
+        })
+    }
+
+    fn url(&self) -> String {
+        let base = self
+            .admin
+            .rsplit_once('/')
+            .map_or(self.admin.as_str(), |(b, _)| b);
+        format!("{base}/{}", self.name)
+    }
+
+    async fn migrated(self) -> anyhow::Result<Self> {
+        let pool = sqlx::PgPool::connect(&self.url()).await?;
+        vigie_consumers::sink_postgres::migrate::migrate(&pool).await?;
+        pool.close().await;
+        Ok(self)
+    }
+
+    async fn scalar(&self, sql: &str) -> anyhow::Result<i64> {
+        let mut c = PgConnection::connect(&self.url()).await?;
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&mut c)
+            .await?)
+    }
+
+    async fn drop_db(self) -> anyhow::Result<()> {
+        let mut c = PgConnection::connect(&self.admin).await?;
+        c.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))))
+        .await?;
+        Ok(())
+    }
+}
+
+fn psql(url: &str, command: &str) -> anyhow::Result<()> {
+    let out = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-q", "-c", command])
+        .output()
+        .context("cannot run psql")?;
+    if !out.status.success() {
+        bail!("psql failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// Peak resident memory of a process, in MiB (`VmHWM`).
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Runs the sink over the backlog; returns (seconds, peak RSS MiB, database).
+async fn run_vigie(
+    brokers: &str,
+    topic: &str,
+    events: u64,
+    admin: &str,
+) -> anyhow::Result<(f64, f64, Db)> {
+    let db = Db::create(admin, "vigie").await?;
+    let started = Instant::now();
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["consume", "--sink", "postgres", "--topic", topic])
+        .args(["--group", &format!("bench-{}", db.name)])
+        .env("VIGIE__KAFKA__BROKERS", brokers)
+        .env("VIGIE__KAFKA__CONSUMER__LAG_INTERVAL_MS", "0")
+        .env("VIGIE__SINK_POSTGRES__URL", db.url())
+        .env("VIGIE__TELEMETRY__LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let mut peak = 0f64;
+    loop {
+        peak = peak.max(peak_rss_mib(child.id()).unwrap_or(0.0));
+        let done = db
+            .scalar("SELECT coalesce(sum(next_offset), 0)::bigint FROM sink_offsets")
+            .await
+            .unwrap_or(0);
+        if done as u64 >= events {
+            break;
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("the sink exited early: {status}");
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            let _ = child.kill();
+            bail!("the sink did not drain the backlog in 30 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    peak = peak.max(peak_rss_mib(child.id()).unwrap_or(0.0));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    child.wait()?;
+    let rows = db.scalar("SELECT count(*) FROM health_case").await?;
+    if rows as u64 != events {
+        bail!("the sink stored {rows} rows of {events}");
+    }
+    Ok((secs, peak, db))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run(
+    config: Option<&Path>,
+    events: u64,
+    partitions: i32,
+    runs: usize,
+    kcat: &Path,
+    docs: &Path,
+    admin: &str,
+    rss_only: bool,
+) -> anyhow::Result<ExitCode> {
+    let s = crate::commands::load(config)?;
+    let brokers = s.kafka.brokers.clone();
+    let topic = format!("bench.sink.{}", chrono::Utc::now().format("%Y%m%d%H%M%S%f"));
+    let mut spec = TopicSpec::new(&topic, partitions);
+    spec.dlq = true;
+    ensure_topics(&brokers, &[spec]).await?;
+    let producer = EventProducer::new(&brokers, &s.producer(), KafkaMetrics::unregistered())?;
+    let generator = case_generator(7);
+    let mut start = 0;
+    while start < events {
+        let end = (start + 50_000).min(events);
+        let lines = case_lines(&generator, start..end);
+        producer
+            .send_all(lines.iter().map(|(k, v)| OutRecord {
+                topic: &topic,
+                key: Some(k.as_bytes()),
+                payload: v,
+                headers: &[],
+                timestamp_ms: None,
+            }))
+            .await?;
+        start = end;
+    }
+    eprintln!("backlog: {events} events in {topic} ({partitions} partitions)");
+
+    if rss_only {
+        let (secs, peak, db) = run_vigie(&brokers, &topic, events, admin).await?;
+        db.drop_db().await?;
+        eprintln!("drained {events} in {secs:.1} s, peak RSS {peak:.1} MiB");
+        record(
+            docs,
+            json!({
+                "name": format!("sink_postgres_peak_rss_{}k", events / 1000),
+                "description": "peak RSS (VmHWM) of vigie consume --sink postgres while draining the backlog, against the 200 MiB budget",
+                "vigie": (peak * 10.0).round() / 10.0,
+                "baseline": 200.0,
+                "ratio": (peak / 200.0 * 1000.0).round() / 1000.0,
+                "unit": "MiB (budget as baseline; lower is better)",
+                "higher_is_better": false,
+                "command": format!("scripts/bench sink-postgres --rss-only --events {events}"),
+                "date": chrono::Utc::now().format("%Y-%m-%d").to_string(),
+                "details": {"events": events, "partitions": partitions, "drain_seconds": secs},
+            }),
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let dir = tempfile::tempdir()?;
+    let rows_csv = dir.path().join("health_case.csv");
+    let (mut v_secs, mut k_secs, mut f_secs, mut peaks) = (vec![], vec![], vec![], vec![]);
+    for r in 0..runs {
+        let (secs, peak, vdb) = run_vigie(&brokers, &topic, events, admin).await?;
+        if r == 0 {
+            // The exact rows the sink stored: the file baseline copies them.
+            psql(
+                &vdb.url(),
+                &format!("\\copy health_case TO '{}' CSV", rows_csv.display()),
+            )?;
+        }
+        vdb.drop_db().await?;
+        v_secs.push(secs);
+        peaks.push(peak);
+
+        let kdb = Db::create(admin, "kcat").await?.migrated().await?;
+        psql(&kdb.url(), "CREATE TABLE raw_events (doc jsonb)")?;
+        let started = Instant::now();
+        let pipeline = format!(
+            "{} -C -b {brokers} -t {topic} -e -q -f '%s\\n' | psql '{}' -v ON_ERROR_STOP=1 -q -c \"\\copy raw_events (doc) FROM STDIN (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')\" && psql '{}' -v ON_ERROR_STOP=1 -q -c \"$UPSERT\"",
+            kcat.display(),
+            kdb.url(),
+            kdb.url()
+        );
+        let out = Command::new("bash")
+            .args(["-o", "pipefail", "-c", &pipeline])
+            .env("UPSERT", BASELINE_UPSERT)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "kcat | psql failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        k_secs.push(started.elapsed().as_secs_f64());
+        let rows = kdb.scalar("SELECT count(*) FROM health_case").await?;
+        if rows as u64 != events {
+            bail!("the kcat | psql baseline stored {rows} rows of {events}");
+        }
+        kdb.drop_db().await?;
+
+        let fdb = Db::create(admin, "file").await?.migrated().await?;
+        // The file holds the final rows only: without their counties, the
+        // county foreign key goes (untimed), as in a raw bulk load.
+        psql(
+            &fdb.url(),
+            "ALTER TABLE health_case DROP CONSTRAINT health_case_county_fips_fkey",
+        )?;
+        let started = Instant::now();
+        psql(
+            &fdb.url(),
+            &format!("\\copy health_case FROM '{}' CSV", rows_csv.display()),
+        )?;
+        f_secs.push(started.elapsed().as_secs_f64());
+        fdb.drop_db().await?;
+        eprintln!(
+            "run {}: vigie {:.2} s (peak RSS {peak:.0} MiB), kcat|psql {:.2} s, psql \\copy file {:.2} s",
+            r + 1,
+            v_secs[r],
+            k_secs[r],
+            f_secs[r]
+        );
+    }
+    let vigie = events as f64 / median(&mut v_secs.clone());
+    let kcat_eps = events as f64 / median(&mut k_secs.clone());
+    let file_eps = events as f64 / median(&mut f_secs.clone());
+    let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let cmd = format!(
+        "scripts/bench sink-postgres --events {events} --partitions {partitions} --runs {runs}"
+    );
+    let details = json!({
+        "events": events, "partitions": partitions, "runs": runs,
+        "vigie_seconds": v_secs, "kcat_psql_seconds": k_secs, "psql_copy_file_seconds": f_secs,
+        "vigie_peak_rss_mib": peaks,
+    });
+    record(
+        docs,
+        json!({
+            "name": "sink_postgres_vs_kcat_psql",
+            "description": "exactly-once sink (Kafka -> health_case, offsets in the same transaction) vs kcat -C | psql \\copy into a jsonb staging table + the same upsert",
+            "vigie": vigie.round(), "baseline": kcat_eps.round(),
+            "ratio": (vigie / kcat_eps * 1000.0).round() / 1000.0,
+            "unit": "events/s", "higher_is_better": true, "command": cmd, "date": date, "details": details,
+        }),
+    )?;
+    record(
+        docs,
+        json!({
+            "name": "sink_postgres_vs_psql_copy_file",
+            "description": "exactly-once sink vs psql \\copy of the same final rows from a local CSV file into health_case (no Kafka, no upsert, no county FK: the physical limit)",
+            "vigie": vigie.round(), "baseline": file_eps.round(),
+            "ratio": (vigie / file_eps * 1000.0).round() / 1000.0,
+            "unit": "events/s", "higher_is_better": true, "command": cmd, "date": date, "details": details,
+        }),
+    )?;
+    println!(
+        "vigie {vigie:.0} events/s, kcat|psql {kcat_eps:.0} events/s (ratio {:.3}), psql \\copy file {file_eps:.0} events/s (ratio {:.3})",
+        vigie / kcat_eps,
+        vigie / file_eps
+    );
+    Ok(ExitCode::SUCCESS)
+}
