@@ -348,8 +348,8 @@ impl Runtime {
                 ));
                 continue;
             }
-            match self.schemas.validate(payload) {
-                Ok(envelope) => accepted.push(Accepted { index, envelope }),
+            match self.schemas.parse(payload) {
+                Ok(event) => accepted.push(Accepted { index, event }),
                 Err(e) => dead.push(refuse(e.kind().as_str(), e.to_string())),
             }
         }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use vigie_core::Envelope;
+use vigie_core::Event;
 use vigie_kafka::consumer::TopicPartition;
 
 /// An event that passed validation, with its index in the batch.
@@ -10,8 +10,8 @@ use vigie_kafka::consumer::TopicPartition;
 pub struct Accepted {
     /// Position of the record in the batch (for DLQ coordinates).
     pub index: usize,
-    /// The validated envelope.
-    pub envelope: Envelope<serde_json::Value>,
+    /// The validated event, typed where Vigie has a type for its schema.
+    pub event: Event,
 }
 
 /// An event the sink refused on its own merits (e.g. a constraint): it goes

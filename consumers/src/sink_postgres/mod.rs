@@ -261,26 +261,20 @@ impl Sink for PostgresSink {
         let mut staged: BTreeMap<Target, (Vec<u8>, Vec<usize>)> = BTreeMap::new();
         let mut refused = Vec::new();
         for ev in events {
-            let Some(target) = Target::of(&ev.envelope.schema, ev.envelope.schema_version) else {
+            let Some(target) = Target::of(&ev.event) else {
                 refused.push(Rejected {
                     index: ev.index,
                     reason: REASON_UNSUPPORTED,
                     error: format!(
                         "sink_postgres does not store schema {} v{}",
-                        ev.envelope.schema, ev.envelope.schema_version
+                        ev.event.schema(),
+                        ev.event.schema_version()
                     ),
                 });
                 continue;
             };
             let (csv, idx) = staged.entry(target).or_default();
-            if let Err(e) = stage_row(target, idx.len(), &ev.envelope, csv) {
-                refused.push(Rejected {
-                    index: ev.index,
-                    reason: "conversion",
-                    error: e,
-                });
-                continue;
-            }
+            stage_row(idx.len(), &ev.event, csv);
             idx.push(ev.index);
         }
         if !refused.is_empty() {

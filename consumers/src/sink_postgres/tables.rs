@@ -6,7 +6,7 @@
 //! rows are isolated.
 
 use chrono::SecondsFormat;
-use vigie_core::{Case, CountryDay, Envelope, OutbreakNews, Payload};
+use vigie_core::Event;
 
 use super::csv::Line;
 
@@ -22,13 +22,13 @@ pub(crate) enum Target {
 }
 
 impl Target {
-    /// The target of an envelope's schema, if the sink stores it.
-    pub(crate) fn of(schema: &str, version: u32) -> Option<Self> {
-        match (schema, version) {
-            (Case::SCHEMA, Case::VERSION) => Some(Target::Case),
-            (CountryDay::SCHEMA, CountryDay::VERSION) => Some(Target::CountryDay),
-            (OutbreakNews::SCHEMA, OutbreakNews::VERSION) => Some(Target::OutbreakNews),
-            _ => None,
+    /// The target of an event, if the sink stores its schema.
+    pub(crate) fn of(event: &Event) -> Option<Self> {
+        match event {
+            Event::Case(_) => Some(Target::Case),
+            Event::CountryDay(_) => Some(Target::CountryDay),
+            Event::OutbreakNews(_) => Some(Target::OutbreakNews),
+            Event::Other(_) => None,
         }
     }
 
@@ -160,18 +160,13 @@ fn ts(t: &chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// Appends one staged CSV row for `env` (its data already validated).
-/// Returns an error naming what did not convert.
-pub(crate) fn stage_row(
-    target: Target,
-    rn: usize,
-    env: &Envelope<serde_json::Value>,
-    out: &mut Vec<u8>,
-) -> Result<(), String> {
-    let data = env.data.clone();
-    match target {
-        Target::Case => {
-            let c: Case = serde_json::from_value(data).map_err(|e| e.to_string())?;
+/// Appends one staged CSV row for `event` to `out`. `None` (nothing
+/// written) when the sink does not store its schema.
+pub(crate) fn stage_row(rn: usize, event: &Event, out: &mut Vec<u8>) -> Option<Target> {
+    let target = Target::of(event)?;
+    match event {
+        Event::Case(env) => {
+            let c = &env.data;
             Line::new(out)
                 .plain(rn)
                 .plain(env.id)
@@ -199,8 +194,8 @@ pub(crate) fn stage_row(
                 .text(&ts(&env.ingested_at))
                 .end();
         }
-        Target::CountryDay => {
-            let d: CountryDay = serde_json::from_value(data).map_err(|e| e.to_string())?;
+        Event::CountryDay(env) => {
+            let d = &env.data;
             Line::new(out)
                 .plain(rn)
                 .plain(env.id)
@@ -216,8 +211,8 @@ pub(crate) fn stage_row(
                 .text(&ts(&env.ingested_at))
                 .end();
         }
-        Target::OutbreakNews => {
-            let n: OutbreakNews = serde_json::from_value(data).map_err(|e| e.to_string())?;
+        Event::OutbreakNews(env) => {
+            let n = &env.data;
             Line::new(out)
                 .plain(rn)
                 .plain(env.id)
@@ -232,6 +227,7 @@ pub(crate) fn stage_row(
                 .text(&ts(&env.ingested_at))
                 .end();
         }
+        Event::Other(_) => return None,
     }
-    Ok(())
+    Some(target)
 }

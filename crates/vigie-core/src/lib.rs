@@ -8,12 +8,14 @@
 
 pub mod compat;
 pub mod envelope;
+pub mod event;
 pub mod health;
 pub mod registry;
 mod wire;
 
 pub use compat::{CompatError, FamilyReport, Incompatibility, IncompatibilityKind};
 pub use envelope::{EVENT_NAMESPACE, Envelope, Payload, PayloadError, event_id};
+pub use event::Event;
 pub use health::{Case, CountryDay, InvalidValue, OutbreakNews};
 pub use registry::{
     RegistryError, SchemaRegistry, ValidationError, ValidationErrorKind, Violation,

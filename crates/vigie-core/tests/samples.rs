@@ -57,6 +57,20 @@ fn assert_valid<T: Payload + Debug + PartialEq>(samples: &[Value]) {
             .validate(&bytes)
             .unwrap_or_else(|e| panic!("registry rejects envelope of {sample}: {e}"));
         assert_eq!(checked.into_payload::<T>().unwrap(), envelope);
+        // The typed fast path accepts it too, with the same value.
+        let event = registry()
+            .parse(&bytes)
+            .unwrap_or_else(|e| panic!("parse rejects envelope of {sample}: {e}"));
+        assert_eq!(event.id(), envelope.id);
+        assert_eq!(
+            serde_json::to_vec(&envelope).unwrap(),
+            match &event {
+                vigie_core::Event::Case(e) => serde_json::to_vec(e).unwrap(),
+                vigie_core::Event::CountryDay(e) => serde_json::to_vec(e).unwrap(),
+                vigie_core::Event::OutbreakNews(e) => serde_json::to_vec(e).unwrap(),
+                vigie_core::Event::Other(_) => panic!("{} has a type", T::SCHEMA),
+            }
+        );
     }
 }
 
@@ -69,6 +83,22 @@ fn assert_invalid<T: Payload + Debug>(samples: &[(&str, Value)]) {
         if let Ok(typed) = serde_json::from_value::<T>(sample.clone()) {
             panic!("type accepts {why}: {sample} as {typed:?}");
         }
+        // In an envelope, the typed fast path refuses it with the schema's
+        // own diagnosis.
+        let message = serde_json::json!({
+            "id": "6f1c7c1e-3b8a-5d2e-9c4f-0a1b2c3d4e5f",
+            "schema": T::SCHEMA,
+            "schema_version": T::VERSION,
+            "source": "test-source",
+            "occurred_at": "2024-05-01T00:00:00Z",
+            "ingested_at": "2024-05-01T06:30:00Z",
+            "data": sample,
+        });
+        let bytes = serde_json::to_vec(&message).unwrap();
+        let err = registry().parse(&bytes).expect_err(why);
+        let reference = registry().validate(&bytes).expect_err(why);
+        assert_eq!(err.kind(), reference.kind(), "{why}: {err}");
+        assert_eq!(err.to_string(), reference.to_string(), "{why}");
     }
 }
 

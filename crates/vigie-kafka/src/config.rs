@@ -121,6 +121,9 @@ impl ConsumerConfig {
                 self.max_poll_interval_ms.to_string(),
             )
             .set("enable.partition.eof", "false")
+            // Bounds the prefetched records held in memory (librdkafka's
+            // default is 64 MiB); `extra` can raise it.
+            .set("queued.max.messages.kbytes", "16384")
             // Larger than any record we accept, so that an oversized record
             // reaches us and goes to the DLQ instead of stalling the fetcher.
             .set(

@@ -41,6 +41,9 @@ enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(commands::config::Cmd),
+    /// The upstream simulator (seeded generators of the health sources).
+    #[command(subcommand)]
+    Simulate(commands::simulate::Cmd),
     /// Run a benchmark side by side with its baseline and record the result.
     #[command(subcommand)]
     Bench(bench::Cmd),
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
             Command::Lag(a) => commands::lag::run(config, a).await,
             Command::Schemas(c) => commands::schemas::run(c),
             Command::Config(c) => commands::config::run(config, c),
+            Command::Simulate(c) => commands::simulate::run(c),
             Command::Bench(c) => bench::run(config, c).await,
         }
     });

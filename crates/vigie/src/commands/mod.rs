@@ -5,6 +5,7 @@ pub(crate) mod consume;
 pub(crate) mod lag;
 pub(crate) mod produce;
 pub(crate) mod schemas;
+pub(crate) mod simulate;
 pub(crate) mod topics;
 
 use std::path::Path;
