@@ -250,12 +250,13 @@ def log_mlflow(args: argparse.Namespace, metadata: dict, model_path: Path, meta_
         m = metadata["metrics"]
         td = metadata["training_data"]
         with mlflow.start_run(run_name=f"{hf.MODEL_NAME}-{args.version}"):
-            mlflow.log_params({
+            params = {
                 "version": args.version, "seed": args.seed, "C": args.C,
-                "source": td["source"]["kind"], "count": td["source"].get("count", ""),
-                "data": td["source"].get("path", ""), "n_features": metadata["n_features"],
+                "source": td["source"]["kind"], "count": td["source"].get("count"),
+                "data": td["source"].get("path"), "n_features": metadata["n_features"],
                 "rows_train": td["counts"]["rows_train"], "rows_test": td["counts"]["rows_test"],
-            })
+            }
+            mlflow.log_params({k: v for k, v in params.items() if v is not None})
             mlflow.log_metrics({k: float(m[k]) for k in
                                 ("auc", "brier", "log_loss", "base_rate", "mean_score", "train_auc")})
             mlflow.set_tags({"data_sha256": td["data_sha256"], "onnx_sha256": metadata["model"]["onnx_sha256"]})
