@@ -328,3 +328,86 @@ async fn migrations_apply_on_an_empty_database_and_reapply_as_a_no_op() {
     assert_eq!(states, 56);
     assert!(s.health_probe().is_some());
 }
+
+/// Collects what the sink refuses (no broker involved).
+#[derive(Default)]
+struct Refused(Vec<vigie_consumers::Rejected>);
+
+#[async_trait::async_trait]
+impl vigie_consumers::Rejects for Refused {
+    async fn publish(
+        &mut self,
+        rejected: &[vigie_consumers::Rejected],
+    ) -> Result<(), vigie_consumers::SinkError> {
+        self.0.extend_from_slice(rejected);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_newer_version_of_an_id_wins_and_an_older_one_does_not_overwrite() {
+    let db = TestDb::create().await;
+    let mut s = sink(&db).await;
+    let registry = SchemaRegistry::embedded().unwrap();
+    let g = CaseGenerator::new(CaseGenConfig::default()).unwrap();
+    let at = |h: u32| chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 1, 1, h, 0, 0).unwrap();
+    let version = |hosp: &str, h: u32| {
+        let mut env = vigie_simulator::case_envelope(&g, 1, at(h));
+        env.data.hosp_yn = hosp.parse().unwrap();
+        let bytes = env.to_json_bytes().unwrap();
+        vigie_consumers::Accepted {
+            index: 0,
+            event: registry.parse(&bytes).unwrap(),
+        }
+    };
+    let offsets = BTreeMap::new();
+    let ctx = vigie_consumers::BatchContext {
+        group: "g",
+        next_offsets: &offsets,
+    };
+    let pool = db.pool().await;
+    let stored = || async {
+        sqlx::query_as::<_, (String, chrono::DateTime<Utc>)>(
+            "SELECT hosp_yn, ingested_at FROM health_case",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let mut refused = Refused::default();
+    // First load (direct path), then a newer and an older version (upsert path),
+    // and both in one batch (the newest of the batch wins).
+    s.write(&[version("No", 10)], &ctx, &mut refused)
+        .await
+        .unwrap();
+    assert_eq!(stored().await, vec![("No".to_owned(), at(10))]);
+    s.write(&[version("Yes", 12)], &ctx, &mut refused)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored().await,
+        vec![("Yes".to_owned(), at(12))],
+        "newer wins"
+    );
+    s.write(&[version("Unknown", 11)], &ctx, &mut refused)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored().await,
+        vec![("Yes".to_owned(), at(12))],
+        "older does not overwrite"
+    );
+    s.write(
+        &[version("Missing", 14), version("No", 13)],
+        &ctx,
+        &mut refused,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        stored().await,
+        vec![("Missing".to_owned(), at(14))],
+        "newest of a batch wins"
+    );
+    assert!(refused.0.is_empty());
+}

@@ -62,11 +62,17 @@ pub const REASON_UNSUPPORTED: &str = "unsupported_schema";
 
 /// The rows of one target, ready to COPY; `index[rn]` is the batch index
 /// of staged row `rn`.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Staged {
-    target: Target,
     csv: Vec<u8>,
     index: Vec<usize>,
+    /// Envelope ids, for the direct path's probe.
+    ids: Vec<uuid::Uuid>,
+    /// Rows for a direct `COPY` into the target, when the target has one
+    /// and the batch holds each id once.
+    direct: Option<Vec<u8>>,
+    /// Counties the direct rows refer to: `(fips, state, name)`.
+    counties: BTreeMap<String, (String, String)>,
 }
 
 /// The PostgreSQL sink.
@@ -135,13 +141,17 @@ impl PostgresSink {
     /// One attempt at the whole batch; any error rolls everything back.
     async fn write_once(
         &self,
-        staged: &[Staged],
+        staged: &BTreeMap<Target, Staged>,
         ctx: &BatchContext<'_>,
         rejects: &mut dyn Rejects,
     ) -> Result<usize, SinkError> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let mut refused: Vec<Rejected> = Vec::new();
-        for Staged { target, csv, index } in staged {
+        for (target, st) in staged {
+            let (csv, index) = (&st.csv, &st.index);
+            if direct_load(&mut tx, *target, st).await? {
+                continue;
+            }
             sqlx::raw_sql(target.stage_ddl())
                 .execute(&mut *tx)
                 .await
@@ -185,8 +195,74 @@ impl PostgresSink {
             rejects.publish(&refused).await?;
         }
         tx.commit().await.map_err(classify)?;
-        let total: usize = staged.iter().map(|s| s.index.len()).sum();
+        let total: usize = staged.values().map(|s| s.index.len()).sum();
         Ok(total - refused.len())
+    }
+}
+
+/// The fast path: when none of the batch's ids is stored yet, `COPY` the
+/// rows straight into the target table (no staging copy, no upsert). Any
+/// constraint violation rolls it back and the staged path takes over, with
+/// its row-by-row isolation. Returns whether the rows were loaded.
+async fn direct_load(
+    tx: &mut Transaction<'static, Postgres>,
+    target: Target,
+    st: &Staged,
+) -> Result<bool, SinkError> {
+    let (Some((probe, copy_sql)), Some(rows)) = (target.direct(), st.direct.as_ref()) else {
+        return Ok(false);
+    };
+    let stored: bool = sqlx::query_scalar(probe)
+        .bind(&st.ids)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(classify)?;
+    if stored {
+        return Ok(false);
+    }
+    sqlx::raw_sql("SAVEPOINT direct_load")
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+    let attempt = async {
+        if !st.counties.is_empty() {
+            let (mut fips, mut states, mut names) = (Vec::new(), Vec::new(), Vec::new());
+            for (f, (s, n)) in &st.counties {
+                fips.push(f.as_str());
+                states.push(s.as_str());
+                names.push(n.as_str());
+            }
+            sqlx::query(
+                "INSERT INTO dim_county (county_fips, state_code, name)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+                 ON CONFLICT (county_fips) DO NOTHING",
+            )
+            .bind(&fips)
+            .bind(&states)
+            .bind(&names)
+            .execute(&mut **tx)
+            .await?;
+        }
+        let mut copy = tx.copy_in_raw(copy_sql).await?;
+        copy.send(rows.as_slice()).await?;
+        copy.finish().await
+    };
+    match attempt.await {
+        Ok(_) => {
+            sqlx::raw_sql("RELEASE SAVEPOINT direct_load")
+                .execute(&mut **tx)
+                .await
+                .map_err(classify)?;
+            Ok(true)
+        }
+        Err(e) if is_constraint(&e) => {
+            sqlx::raw_sql("ROLLBACK TO SAVEPOINT direct_load")
+                .execute(&mut **tx)
+                .await
+                .map_err(classify)?;
+            Ok(false)
+        }
+        Err(e) => Err(classify(e)),
     }
 }
 
@@ -258,7 +334,8 @@ impl Sink for PostgresSink {
     ) -> Result<usize, SinkError> {
         // Stage rows per target; `row_index[rn]` maps a staged row back to
         // its record in the batch.
-        let mut staged: BTreeMap<Target, (Vec<u8>, Vec<usize>)> = BTreeMap::new();
+        let mut staged: BTreeMap<Target, Staged> = BTreeMap::new();
+        let mut seen = std::collections::HashSet::with_capacity(events.len());
         let mut refused = Vec::new();
         for ev in events {
             let Some(target) = Target::of(&ev.event) else {
@@ -273,9 +350,26 @@ impl Sink for PostgresSink {
                 });
                 continue;
             };
-            let (csv, idx) = staged.entry(target).or_default();
-            stage_row(idx.len(), &ev.event, csv);
-            idx.push(ev.index);
+            let st = staged.entry(target).or_insert_with(|| Staged {
+                direct: target.direct().map(|_| Vec::new()),
+                ..Staged::default()
+            });
+            stage_row(st.index.len(), &ev.event, &mut st.csv);
+            st.index.push(ev.index);
+            st.ids.push(ev.event.id());
+            if !seen.insert(ev.event.id()) {
+                // An id twice in one batch: only the staged upsert picks the newest.
+                st.direct = None;
+            }
+            if let (Some(direct), vigie_core::Event::Case(env)) = (st.direct.as_mut(), &ev.event) {
+                tables::direct_row(env, direct);
+                if let (Some(fips), Some(name)) = (&env.data.county_fips_code, &env.data.res_county)
+                {
+                    st.counties
+                        .entry(fips.as_str().to_owned())
+                        .or_insert_with(|| (env.data.res_state.as_str().to_owned(), name.clone()));
+                }
+            }
         }
         if !refused.is_empty() {
             rejects.publish(&refused).await?;
@@ -283,10 +377,6 @@ impl Sink for PostgresSink {
         if staged.is_empty() && ctx.next_offsets.is_empty() {
             return Ok(0);
         }
-        let staged: Vec<Staged> = staged
-            .into_iter()
-            .map(|(target, (csv, index))| Staged { target, csv, index })
-            .collect();
         self.write_once(&staged, ctx, rejects).await
     }
 

@@ -73,6 +73,23 @@ impl Target {
         }
     }
 
+    /// For targets that can skip staging: the probe telling whether any of
+    /// the batch's ids (`$1`) is stored already, and the `COPY` straight
+    /// into the target table, in the column order of [`direct_row`].
+    pub(crate) fn direct(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Target::Case => Some((
+                "SELECT EXISTS (SELECT 1 FROM health_case WHERE event_id = ANY($1))",
+                "COPY health_case (event_id, row_id, case_month, res_state, county_fips, age_group,
+                    sex, race, ethnicity, case_positive_specimen_interval, case_onset_interval,
+                    process, exposure_yn, current_status, symptom_status, hosp_yn, icu_yn,
+                    death_yn, underlying_conditions_yn, source, occurred_at, ingested_at)
+                 FROM STDIN (FORMAT csv)",
+            )),
+            Target::CountryDay | Target::OutbreakNews => None,
+        }
+    }
+
     /// Statements moving staged rows `$1..=$2` into the model. Within a
     /// batch the newest `ingested_at` of an id wins; against the table, a
     /// stored row is replaced only by a newer one.
@@ -158,6 +175,35 @@ impl Target {
 
 fn ts(t: &chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Appends the row of a case for the direct `COPY` into `health_case`.
+pub(crate) fn direct_row(env: &vigie_core::Envelope<vigie_core::Case>, out: &mut Vec<u8>) {
+    let c = &env.data;
+    Line::new(out)
+        .plain(env.id)
+        .text(c.row_id.as_str())
+        .plain(c.case_month.first_day())
+        .text(c.res_state.as_str())
+        .opt_text(c.county_fips_code.as_ref().map(|f| f.as_str()))
+        .text(c.age_group.as_str())
+        .text(c.sex.as_str())
+        .text(c.race.as_str())
+        .text(c.ethnicity.as_str())
+        .opt_plain(c.case_positive_specimen_interval)
+        .opt_plain(c.case_onset_interval)
+        .text(c.process.as_str())
+        .text(c.exposure_yn.as_str())
+        .text(c.current_status.as_str())
+        .text(c.symptom_status.as_str())
+        .text(c.hosp_yn.as_str())
+        .text(c.icu_yn.as_str())
+        .text(c.death_yn.as_str())
+        .text(c.underlying_conditions_yn.as_str())
+        .text(&env.source)
+        .text(&ts(&env.occurred_at))
+        .text(&ts(&env.ingested_at))
+        .end();
 }
 
 /// Appends one staged CSV row for `event` to `out`. `None` (nothing
