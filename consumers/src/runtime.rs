@@ -349,7 +349,11 @@ impl Runtime {
                 continue;
             }
             match self.schemas.parse(payload) {
-                Ok(event) => accepted.push(Accepted { index, event }),
+                Ok(event) => accepted.push(Accepted {
+                    index,
+                    partition: record.partition,
+                    event,
+                }),
                 Err(e) => dead.push(refuse(e.kind().as_str(), e.to_string())),
             }
         }

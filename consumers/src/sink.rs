@@ -10,6 +10,9 @@ use vigie_kafka::consumer::TopicPartition;
 pub struct Accepted {
     /// Position of the record in the batch (for DLQ coordinates).
     pub index: usize,
+    /// The partition it was read from: a sink may write partitions in
+    /// parallel, each with its own offsets.
+    pub partition: i32,
     /// The validated event, typed where Vigie has a type for its schema.
     pub event: Event,
 }

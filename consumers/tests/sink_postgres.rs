@@ -357,6 +357,7 @@ async fn a_newer_version_of_an_id_wins_and_an_older_one_does_not_overwrite() {
         let bytes = env.to_json_bytes().unwrap();
         vigie_consumers::Accepted {
             index: 0,
+            partition: 0,
             event: registry.parse(&bytes).unwrap(),
         }
     };

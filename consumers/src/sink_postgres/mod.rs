@@ -41,6 +41,10 @@ pub struct PostgresConfig {
     pub acquire_timeout_ms: u64,
     /// Apply the embedded migrations at start-up.
     pub migrate: bool,
+    /// Transactions a batch is split into, by partition, written in
+    /// parallel on separate connections (each with its partitions' offsets,
+    /// so exactly-once holds per partition). At most `pool_size`.
+    pub parallelism: u32,
 }
 
 impl Default for PostgresConfig {
@@ -51,6 +55,7 @@ impl Default for PostgresConfig {
             pool_size: 4,
             acquire_timeout_ms: 10_000,
             migrate: true,
+            parallelism: 2,
         }
     }
 }
@@ -79,7 +84,11 @@ struct Staged {
 #[derive(Debug)]
 pub struct PostgresSink {
     pool: PgPool,
+    parallelism: usize,
 }
+
+/// The DLQ hook, shared by the parallel transactions of one batch.
+type SharedRejects<'a> = tokio::sync::Mutex<&'a mut dyn Rejects>;
 
 /// True for errors worth retrying with a new connection.
 fn is_transient(e: &sqlx::Error) -> bool {
@@ -130,7 +139,10 @@ impl PostgresSink {
                 .await
                 .map_err(|e| SinkError::Fatal(format!("migrations failed: {e}")))?;
         }
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            parallelism: config.parallelism.clamp(1, config.pool_size.max(1)) as usize,
+        })
     }
 
     /// The pool (tests, tools).
@@ -142,8 +154,9 @@ impl PostgresSink {
     async fn write_once(
         &self,
         staged: &BTreeMap<Target, Staged>,
-        ctx: &BatchContext<'_>,
-        rejects: &mut dyn Rejects,
+        next_offsets: &BTreeMap<TopicPartition, i64>,
+        group: &str,
+        rejects: &SharedRejects<'_>,
     ) -> Result<usize, SinkError> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let mut refused: Vec<Rejected> = Vec::new();
@@ -169,9 +182,9 @@ impl PostgresSink {
                 });
             }
         }
-        if !ctx.next_offsets.is_empty() {
+        if !next_offsets.is_empty() {
             let (mut topics, mut partitions, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
-            for ((t, p), o) in ctx.next_offsets {
+            for ((t, p), o) in next_offsets {
                 topics.push(t.clone());
                 partitions.push(*p);
                 offsets.push(*o);
@@ -182,7 +195,7 @@ impl PostgresSink {
                  ON CONFLICT (consumer_group, topic, partition)
                  DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()",
             )
-            .bind(ctx.group)
+            .bind(group)
             .bind(&topics)
             .bind(&partitions)
             .bind(&offsets)
@@ -192,7 +205,7 @@ impl PostgresSink {
         }
         // Refused rows are safe in the DLQ before their batch commits.
         if !refused.is_empty() {
-            rejects.publish(&refused).await?;
+            rejects.lock().await.publish(&refused).await?;
         }
         tx.commit().await.map_err(classify)?;
         let total: usize = staged.values().map(|s| s.index.len()).sum();
@@ -334,7 +347,11 @@ impl Sink for PostgresSink {
     ) -> Result<usize, SinkError> {
         // Stage rows per target; `row_index[rn]` maps a staged row back to
         // its record in the batch.
-        let mut staged: BTreeMap<Target, Staged> = BTreeMap::new();
+        // One group of partitions per parallel transaction.
+        let lanes = self.parallelism;
+        let lane = |partition: i32| partition.rem_euclid(lanes as i32) as usize;
+        let mut staged: Vec<BTreeMap<Target, Staged>> =
+            (0..lanes).map(|_| BTreeMap::new()).collect();
         let mut seen = std::collections::HashSet::with_capacity(events.len());
         let mut refused = Vec::new();
         for ev in events {
@@ -350,15 +367,19 @@ impl Sink for PostgresSink {
                 });
                 continue;
             };
-            let st = staged.entry(target).or_insert_with(|| Staged {
-                direct: target.direct().map(|_| Vec::new()),
-                ..Staged::default()
-            });
+            let st = staged[lane(ev.partition)]
+                .entry(target)
+                .or_insert_with(|| Staged {
+                    direct: target.direct().map(|_| Vec::new()),
+                    ..Staged::default()
+                });
             stage_row(st.index.len(), &ev.event, &mut st.csv);
             st.index.push(ev.index);
             st.ids.push(ev.event.id());
             if !seen.insert(ev.event.id()) {
                 // An id twice in one batch: only the staged upsert picks the newest.
+                // (Two lanes never share an id: an id's records share a key,
+                // hence a partition.)
                 st.direct = None;
             }
             if let (Some(direct), vigie_core::Event::Case(env)) = (st.direct.as_mut(), &ev.event) {
@@ -374,10 +395,19 @@ impl Sink for PostgresSink {
         if !refused.is_empty() {
             rejects.publish(&refused).await?;
         }
-        if staged.is_empty() && ctx.next_offsets.is_empty() {
-            return Ok(0);
+        let mut offsets: Vec<BTreeMap<TopicPartition, i64>> =
+            (0..lanes).map(|_| BTreeMap::new()).collect();
+        for (tp, o) in ctx.next_offsets {
+            offsets[lane(tp.1)].insert(tp.clone(), *o);
         }
-        self.write_once(&staged, ctx, rejects).await
+        let shared: SharedRejects<'_> = tokio::sync::Mutex::new(rejects);
+        let writes = staged
+            .iter()
+            .zip(&offsets)
+            .filter(|(st, off)| !st.is_empty() || !off.is_empty())
+            .map(|(st, off)| self.write_once(st, off, ctx.group, &shared));
+        let written = futures::future::try_join_all(writes).await?;
+        Ok(written.into_iter().sum())
     }
 
     async fn stored_offsets(
