@@ -1,10 +1,13 @@
 //! `sink_postgres`: writes events to the relational health model in
 //! PostgreSQL, exactly once.
 //!
-//! Per batch, in one transaction: COPY each event type into its staging
-//! table, move the staged rows into the model with `INSERT ... ON CONFLICT`
-//! (idempotent by envelope id, the newer `ingested_at` wins), and write the
-//! batch's next offset per partition into `sink_offsets`. On assignment the
+//! A batch is split by partition into `parallelism` groups, each written in
+//! its own transaction on its own connection: COPY each event type into its
+//! staging table, move the staged rows into the model with `INSERT ... ON
+//! CONFLICT` (idempotent by envelope id, the newer `ingested_at` wins), and
+//! write the group's next offset per partition into `sink_offsets`. When
+//! none of a group's ids is stored yet, the rows are copied straight into
+//! the target table instead (the common case of fresh data). On assignment the
 //! runtime starts each partition from `sink_offsets`, so a crash at any
 //! point leaves every event stored once. A row that violates a constraint
 //! is isolated by splitting its range under savepoints and sent to the DLQ
