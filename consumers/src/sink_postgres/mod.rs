@@ -68,11 +68,10 @@ pub const REASON_CONSTRAINT: &str = "constraint_violation";
 /// Reason code of an event whose schema this sink does not store.
 pub const REASON_UNSUPPORTED: &str = "unsupported_schema";
 
-/// The rows of one target, ready to COPY; `index[rn]` is the batch index
-/// of staged row `rn`.
+/// The rows of one target; `index[rn]` is the batch index of row `rn`.
 #[derive(Debug, Default)]
-struct Staged {
-    csv: Vec<u8>,
+struct Staged<'e> {
+    events: Vec<&'e vigie_core::Event>,
     index: Vec<usize>,
     /// Envelope ids, for the direct path's probe.
     ids: Vec<uuid::Uuid>,
@@ -156,7 +155,7 @@ impl PostgresSink {
     /// One attempt at the whole batch; any error rolls everything back.
     async fn write_once(
         &self,
-        staged: &BTreeMap<Target, Staged>,
+        staged: &BTreeMap<Target, Staged<'_>>,
         next_offsets: &BTreeMap<TopicPartition, i64>,
         group: &str,
         rejects: &SharedRejects<'_>,
@@ -164,9 +163,14 @@ impl PostgresSink {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let mut refused: Vec<Rejected> = Vec::new();
         for (target, st) in staged {
-            let (csv, index) = (&st.csv, &st.index);
             if direct_load(&mut tx, *target, st).await? {
                 continue;
+            }
+            // Staged path: built only now, as most batches go direct.
+            let index = &st.index;
+            let mut csv = Vec::with_capacity(st.events.len() * 256);
+            for (rn, event) in st.events.iter().enumerate() {
+                stage_row(rn, event, &mut csv);
             }
             sqlx::raw_sql(target.stage_ddl())
                 .execute(&mut *tx)
@@ -223,7 +227,7 @@ impl PostgresSink {
 async fn direct_load(
     tx: &mut Transaction<'static, Postgres>,
     target: Target,
-    st: &Staged,
+    st: &Staged<'_>,
 ) -> Result<bool, SinkError> {
     let (Some((probe, copy_sql)), Some(rows)) = (target.direct(), st.direct.as_ref()) else {
         return Ok(false);
@@ -353,7 +357,7 @@ impl Sink for PostgresSink {
         // One group of partitions per parallel transaction.
         let lanes = self.parallelism;
         let lane = |partition: i32| partition.rem_euclid(lanes as i32) as usize;
-        let mut staged: Vec<BTreeMap<Target, Staged>> =
+        let mut staged: Vec<BTreeMap<Target, Staged<'_>>> =
             (0..lanes).map(|_| BTreeMap::new()).collect();
         let mut seen = std::collections::HashSet::with_capacity(events.len());
         let mut refused = Vec::new();
@@ -376,7 +380,7 @@ impl Sink for PostgresSink {
                     direct: target.direct().map(|_| Vec::new()),
                     ..Staged::default()
                 });
-            stage_row(st.index.len(), &ev.event, &mut st.csv);
+            st.events.push(&ev.event);
             st.index.push(ev.index);
             st.ids.push(ev.event.id());
             if !seen.insert(ev.event.id()) {
