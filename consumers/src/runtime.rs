@@ -206,12 +206,17 @@ impl Runtime {
                         .unwrap_or_default();
                     for tp in consumer.assigned() {
                         if let Some(next) = applied.get(&tp) {
-                            batch
-                                .records
-                                .retain(|r| r.topic != tp.0 || r.partition != tp.1);
-                            if let Err(e) = consumer.seek(&tp, *next) {
-                                // Skipping applied records below still holds.
-                                warn!(topic = %tp.0, partition = tp.1, offset = next, error = %e, "Seek to stored offset failed");
+                            match consumer.seek(&tp, *next) {
+                                // The partition is read again from the stored
+                                // offset: its in-flight records go.
+                                Ok(()) => batch
+                                    .records
+                                    .retain(|r| r.topic != tp.0 || r.partition != tp.1),
+                                // Keep them: skipping what is applied (below)
+                                // still holds, and nothing is lost.
+                                Err(e) => {
+                                    warn!(topic = %tp.0, partition = tp.1, offset = next, error = %e, "Seek to stored offset failed")
+                                }
                             }
                         }
                     }
@@ -290,6 +295,32 @@ impl Runtime {
         Ok(summary)
     }
 
+    /// Logs and counts a transient sink failure, then waits `delay` (cut
+    /// short by shutdown) and doubles it, up to 10 s.
+    async fn back_off(
+        &self,
+        what: &str,
+        error: &str,
+        delay: &mut Duration,
+        shutdown: &CancellationToken,
+    ) {
+        warn!(
+            component = self.component,
+            error,
+            ?delay,
+            "{what} failed; retrying"
+        );
+        self.metrics
+            .retries
+            .with_label_values(&[self.component])
+            .inc();
+        tokio::select! {
+            _ = tokio::time::sleep(*delay) => {}
+            _ = shutdown.cancelled() => {}
+        }
+        *delay = (*delay * 2).min(Duration::from_secs(10));
+    }
+
     /// The sink's stored offsets, retrying transient failures.
     async fn stored_offsets(
         &self,
@@ -301,16 +332,8 @@ impl Runtime {
             match sink.stored_offsets(&self.consumer.group_id).await {
                 Ok(o) => return Ok(o),
                 Err(SinkError::Retryable(e)) if !shutdown.is_cancelled() => {
-                    warn!(component = self.component, error = %e, ?delay, "Reading stored offsets failed; retrying");
-                    self.metrics
-                        .retries
-                        .with_label_values(&[self.component])
-                        .inc();
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.cancelled() => {}
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(10));
+                    self.back_off("Reading stored offsets", &e, &mut delay, shutdown)
+                        .await;
                 }
                 Err(e) => {
                     return Err(RunError::Sink {
@@ -372,16 +395,7 @@ impl Runtime {
         loop {
             match sink.write(events, ctx, rejects).await {
                 Err(SinkError::Retryable(e)) if !shutdown.is_cancelled() => {
-                    warn!(component = self.component, error = %e, ?delay, "Sink write failed; retrying");
-                    self.metrics
-                        .retries
-                        .with_label_values(&[self.component])
-                        .inc();
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.cancelled() => {}
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(10));
+                    self.back_off("Sink write", &e, &mut delay, shutdown).await;
                 }
                 other => return other,
             }

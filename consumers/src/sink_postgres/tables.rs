@@ -6,7 +6,7 @@
 //! rows are isolated.
 
 use chrono::SecondsFormat;
-use vigie_core::Event;
+use vigie_core::{Case, Envelope, Event};
 
 use super::csv::Line;
 
@@ -38,12 +38,12 @@ impl Target {
             Target::Case => {
                 "CREATE TEMP TABLE IF NOT EXISTS stage_case (
                     rn integer NOT NULL, event_id uuid, row_id text, case_month date,
-                    res_state text, res_county text, county_fips text, age_group text, sex text,
+                    res_state text, county_fips text, age_group text, sex text,
                     race text, ethnicity text, case_positive_specimen_interval integer,
                     case_onset_interval integer, process text, exposure_yn text,
                     current_status text, symptom_status text, hosp_yn text, icu_yn text,
                     death_yn text, underlying_conditions_yn text, source text,
-                    occurred_at timestamptz, ingested_at timestamptz
+                    occurred_at timestamptz, ingested_at timestamptz, res_county text
                 ) ON COMMIT DELETE ROWS"
             }
             Target::CountryDay => {
@@ -178,10 +178,14 @@ fn ts(t: &chrono::DateTime<chrono::Utc>) -> String {
 }
 
 /// Appends the row of a case for the direct `COPY` into `health_case`.
-pub(crate) fn direct_row(env: &vigie_core::Envelope<vigie_core::Case>, out: &mut Vec<u8>) {
+pub(crate) fn direct_row(env: &Envelope<Case>, out: &mut Vec<u8>) {
+    case_columns(&mut Line::new(out), env).end();
+}
+
+/// The columns of `health_case`, in table order.
+fn case_columns<'l, 'b>(line: &'l mut Line<'b>, env: &Envelope<Case>) -> &'l mut Line<'b> {
     let c = &env.data;
-    Line::new(out)
-        .plain(env.id)
+    line.plain(env.id)
         .text(c.row_id.as_str())
         .plain(c.case_month.first_day())
         .text(c.res_state.as_str())
@@ -203,7 +207,6 @@ pub(crate) fn direct_row(env: &vigie_core::Envelope<vigie_core::Case>, out: &mut
         .text(&env.source)
         .text(&ts(&env.occurred_at))
         .text(&ts(&env.ingested_at))
-        .end();
 }
 
 /// Appends one staged CSV row for `event` to `out`. `None` (nothing
@@ -212,32 +215,10 @@ pub(crate) fn stage_row(rn: usize, event: &Event, out: &mut Vec<u8>) -> Option<T
     let target = Target::of(event)?;
     match event {
         Event::Case(env) => {
-            let c = &env.data;
-            Line::new(out)
-                .plain(rn)
-                .plain(env.id)
-                .text(c.row_id.as_str())
-                .plain(c.case_month.first_day())
-                .text(c.res_state.as_str())
-                .opt_text(c.res_county.as_deref())
-                .opt_text(c.county_fips_code.as_ref().map(|f| f.as_str()))
-                .text(c.age_group.as_str())
-                .text(c.sex.as_str())
-                .text(c.race.as_str())
-                .text(c.ethnicity.as_str())
-                .opt_plain(c.case_positive_specimen_interval)
-                .opt_plain(c.case_onset_interval)
-                .text(c.process.as_str())
-                .text(c.exposure_yn.as_str())
-                .text(c.current_status.as_str())
-                .text(c.symptom_status.as_str())
-                .text(c.hosp_yn.as_str())
-                .text(c.icu_yn.as_str())
-                .text(c.death_yn.as_str())
-                .text(c.underlying_conditions_yn.as_str())
-                .text(&env.source)
-                .text(&ts(&env.occurred_at))
-                .text(&ts(&env.ingested_at))
+            let mut line = Line::new(out);
+            line.plain(rn);
+            case_columns(&mut line, env)
+                .opt_text(env.data.res_county.as_deref())
                 .end();
         }
         Event::CountryDay(env) => {

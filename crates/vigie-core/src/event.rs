@@ -55,9 +55,9 @@ impl Event {
     }
 }
 
-fn typed<D: Payload>(head: Envelope<Box<RawValue>>) -> Result<Envelope<D>, serde_json::Error> {
-    let data: D = serde_json::from_str(head.data.get())?;
-    Ok(Envelope {
+/// The same envelope around other data.
+fn rewrap<D, E>(head: Envelope<D>, data: E) -> Envelope<E> {
+    Envelope {
         id: head.id,
         schema: head.schema,
         schema_version: head.schema_version,
@@ -65,7 +65,12 @@ fn typed<D: Payload>(head: Envelope<Box<RawValue>>) -> Result<Envelope<D>, serde
         occurred_at: head.occurred_at,
         ingested_at: head.ingested_at,
         data,
-    })
+    }
+}
+
+fn typed<D: Payload>(head: Envelope<Box<RawValue>>) -> Result<Envelope<D>, serde_json::Error> {
+    let data: D = serde_json::from_str(head.data.get())?;
+    Ok(rewrap(head, data))
 }
 
 impl SchemaRegistry {
@@ -81,15 +86,7 @@ impl SchemaRegistry {
                 (CountryDay::SCHEMA, CountryDay::VERSION) => Event::CountryDay(typed(head)?),
                 (OutbreakNews::SCHEMA, OutbreakNews::VERSION) => Event::OutbreakNews(typed(head)?),
                 _ => {
-                    return Ok(Event::Other(Envelope {
-                        id: head.id,
-                        schema: head.schema,
-                        schema_version: head.schema_version,
-                        source: head.source,
-                        occurred_at: head.occurred_at,
-                        ingested_at: head.ingested_at,
-                        data: Value::Null,
-                    }));
+                    return Ok(Event::Other(rewrap(head, Value::Null)));
                 }
             })
         });

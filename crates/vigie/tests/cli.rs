@@ -1,22 +1,15 @@
 //! The `vigie` binary as a user runs it: configuration errors, schema
 //! checks, and a consumer stopped by SIGTERM mid-stream.
 
+mod common;
+
+use common::{free_port, vigie};
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use vigie_testkit::{create_topic, durable_broker, unique_name, wait_for};
-
-fn vigie() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_vigie"));
-    // Only what a test sets: never the developer's own VIGIE__ variables.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("VIGIE__") || k == "VIGIE_CONFIG" {
-            c.env_remove(k);
-        }
-    }
-    c
-}
 
 fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -131,14 +124,6 @@ fn schemas_check_passes_on_the_repository_and_fails_on_a_breaking_version() {
         text.contains("FAIL  health.case") && text.contains("hosp_yn"),
         "{text}"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn metric(port: u16, name: &str) -> Option<f64> {

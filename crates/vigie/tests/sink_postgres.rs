@@ -3,6 +3,10 @@
 //! through a rebalance. Every case must end up stored exactly once, with
 //! the same table content as an undisturbed run.
 
+mod common;
+
+use common::{free_port, vigie};
+
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -10,16 +14,6 @@ use vigie_testkit::{TestDb, create_topic, durable_broker, unique_name, wait_for}
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const EVENTS: u64 = 20_000;
-
-fn vigie() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_vigie"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("VIGIE__") || k == "VIGIE_CONFIG" {
-            c.env_remove(k);
-        }
-    }
-    c
-}
 
 /// A topic holding `EVENTS` sample cases.
 async fn loaded_topic(bootstrap: &str) -> String {
@@ -67,14 +61,6 @@ fn start_sink(bootstrap: &str, topic: &str, group: &str, db: &TestDb, port: u16)
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn count(pool: &sqlx::PgPool) -> Option<i64> {
