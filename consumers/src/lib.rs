@@ -6,6 +6,7 @@
 
 pub mod blackhole;
 pub mod runtime;
+pub mod scorer;
 pub mod sink;
 pub mod sink_postgres;
 
