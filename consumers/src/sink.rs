@@ -104,6 +104,9 @@ pub struct SinksConfig {
     /// `[sink_postgres]`.
     #[serde(default)]
     pub sink_postgres: crate::sink_postgres::PostgresConfig,
+    /// `[scorer]`.
+    #[serde(default)]
+    pub scorer: crate::scorer::ScorerConfig,
 }
 
 /// Every sink Vigie ships, by its configuration `type` and metric label.
@@ -113,29 +116,44 @@ pub enum SinkKind {
     Blackhole,
     /// PostgreSQL, exactly-once: rows and offsets in one transaction.
     Postgres,
+    /// ONNX model scores, published to their own topic.
+    Scorer,
 }
 
 impl SinkKind {
     /// Every sink, for `--help` and config errors.
-    pub const ALL: &'static [SinkKind] = &[SinkKind::Blackhole, SinkKind::Postgres];
+    pub const ALL: &'static [SinkKind] =
+        &[SinkKind::Blackhole, SinkKind::Postgres, SinkKind::Scorer];
 
     /// The name used in configuration, file names and metric labels.
     pub fn name(self) -> &'static str {
         match self {
             SinkKind::Blackhole => "blackhole",
             SinkKind::Postgres => "sink_postgres",
+            SinkKind::Scorer => "scorer",
         }
     }
 }
 
 impl SinkKind {
-    /// Builds the sink (connecting to its store).
-    pub async fn build(self, config: &SinksConfig) -> Result<Box<dyn Sink>, SinkError> {
+    /// Builds the sink (connecting to its store, loading its model). Its
+    /// metrics go to `registry`; a sink that publishes uses `producer`.
+    pub async fn build(
+        self,
+        config: &SinksConfig,
+        producer: impl FnOnce() -> Result<vigie_kafka::EventProducer, SinkError>,
+        registry: &prometheus::Registry,
+    ) -> Result<Box<dyn Sink>, SinkError> {
         Ok(match self {
             SinkKind::Blackhole => Box::new(crate::blackhole::Blackhole::default()),
             SinkKind::Postgres => {
                 Box::new(crate::sink_postgres::PostgresSink::connect(&config.sink_postgres).await?)
             }
+            SinkKind::Scorer => Box::new(crate::scorer::ScorerSink::new(
+                &config.scorer,
+                producer()?,
+                registry,
+            )?),
         })
     }
 }

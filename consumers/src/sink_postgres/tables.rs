@@ -19,6 +19,8 @@ pub(crate) enum Target {
     CountryDay,
     /// `health.outbreak_news` -> `outbreak_news`, `outbreak_news_version`.
     OutbreakNews,
+    /// `health.case_score` -> `case_score`.
+    CaseScore,
 }
 
 impl Target {
@@ -28,6 +30,7 @@ impl Target {
             Event::Case(_) => Some(Target::Case),
             Event::CountryDay(_) => Some(Target::CountryDay),
             Event::OutbreakNews(_) => Some(Target::OutbreakNews),
+            Event::CaseScore(_) => Some(Target::CaseScore),
             Event::Other(_) => None,
         }
     }
@@ -61,6 +64,13 @@ impl Target {
                     source text, ingested_at timestamptz
                 ) ON COMMIT DELETE ROWS"
             }
+            Target::CaseScore => {
+                "CREATE TEMP TABLE IF NOT EXISTS stage_case_score (
+                    rn integer NOT NULL, event_id uuid, case_event_id uuid, model_name text,
+                    model_version text, score double precision, scored_at timestamptz,
+                    ingested_at timestamptz
+                ) ON COMMIT DELETE ROWS"
+            }
         }
     }
 
@@ -70,6 +80,7 @@ impl Target {
             Target::Case => "COPY stage_case FROM STDIN (FORMAT csv)",
             Target::CountryDay => "COPY stage_country_day FROM STDIN (FORMAT csv)",
             Target::OutbreakNews => "COPY stage_outbreak_news FROM STDIN (FORMAT csv)",
+            Target::CaseScore => "COPY stage_case_score FROM STDIN (FORMAT csv)",
         }
     }
 
@@ -86,7 +97,7 @@ impl Target {
                     death_yn, underlying_conditions_yn, source, occurred_at, ingested_at)
                  FROM STDIN (FORMAT csv)",
             )),
-            Target::CountryDay | Target::OutbreakNews => None,
+            Target::CountryDay | Target::OutbreakNews | Target::CaseScore => None,
         }
     }
 
@@ -168,6 +179,18 @@ impl Target {
                     summary = EXCLUDED.summary, content_hash = EXCLUDED.content_hash,
                     source = EXCLUDED.source, ingested_at = EXCLUDED.ingested_at
                  WHERE outbreak_news.ingested_at < EXCLUDED.ingested_at",
+            ],
+            Target::CaseScore => &[
+                "INSERT INTO case_score (event_id, case_event_id, model_name, model_version, score,
+                    scored_at, ingested_at)
+                 SELECT DISTINCT ON (event_id) event_id, case_event_id, model_name, model_version,
+                    score, scored_at, ingested_at
+                 FROM stage_case_score WHERE rn BETWEEN $1 AND $2
+                 ORDER BY event_id, ingested_at DESC
+                 ON CONFLICT (event_id) DO UPDATE SET
+                    score = EXCLUDED.score, scored_at = EXCLUDED.scored_at,
+                    ingested_at = EXCLUDED.ingested_at
+                 WHERE case_score.ingested_at < EXCLUDED.ingested_at",
             ],
         }
     }
@@ -251,6 +274,19 @@ pub(crate) fn stage_row(rn: usize, event: &Event, out: &mut Vec<u8>) -> Option<T
                 .text(&n.summary)
                 .text(n.content_hash.as_str())
                 .text(&env.source)
+                .text(&ts(&env.ingested_at))
+                .end();
+        }
+        Event::CaseScore(env) => {
+            let d = &env.data;
+            Line::new(out)
+                .plain(rn)
+                .plain(env.id)
+                .plain(d.case_event_id)
+                .text(&d.model_name)
+                .text(&d.model_version)
+                .plain(d.score)
+                .text(&ts(&d.scored_at))
                 .text(&ts(&env.ingested_at))
                 .end();
         }

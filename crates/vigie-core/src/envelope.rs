@@ -233,7 +233,7 @@ fn source_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 /// The schema only admits the lower-case hyphenated form, which is also how
 /// `Uuid` serialises; `Uuid`'s own parser would take braces, URNs and
 /// upper case too.
-fn uuid_text<'de, D: Deserializer<'de>>(d: D) -> Result<Uuid, D::Error> {
+pub(crate) fn uuid_text<'de, D: Deserializer<'de>>(d: D) -> Result<Uuid, D::Error> {
     let s = String::deserialize(d)?;
     let hyphenated = s.len() == 36
         && s.char_indices().all(|(i, c)| match i {

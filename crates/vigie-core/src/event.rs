@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::envelope::{Envelope, Payload};
-use crate::health::{Case, CountryDay, OutbreakNews};
+use crate::health::{Case, CaseScore, CountryDay, OutbreakNews};
 use crate::registry::{SchemaRegistry, ValidationError, Violation};
 
 /// A validated event, typed when Vigie has a Rust type for its schema.
@@ -23,6 +23,8 @@ pub enum Event {
     CountryDay(Envelope<CountryDay>),
     /// `health.outbreak_news` v1.
     OutbreakNews(Envelope<OutbreakNews>),
+    /// `health.case_score` v1.
+    CaseScore(Envelope<CaseScore>),
     /// A schema of the registry without a Rust type, validated by its JSON Schema.
     Other(Envelope<Value>),
 }
@@ -33,6 +35,7 @@ macro_rules! each {
             Event::Case($e) => $body,
             Event::CountryDay($e) => $body,
             Event::OutbreakNews($e) => $body,
+            Event::CaseScore($e) => $body,
             Event::Other($e) => $body,
         }
     };
@@ -85,6 +88,7 @@ impl SchemaRegistry {
                 (Case::SCHEMA, Case::VERSION) => Event::Case(typed(head)?),
                 (CountryDay::SCHEMA, CountryDay::VERSION) => Event::CountryDay(typed(head)?),
                 (OutbreakNews::SCHEMA, OutbreakNews::VERSION) => Event::OutbreakNews(typed(head)?),
+                (CaseScore::SCHEMA, CaseScore::VERSION) => Event::CaseScore(typed(head)?),
                 _ => {
                     return Ok(Event::Other(rewrap(head, Value::Null)));
                 }

@@ -16,7 +16,7 @@ mod wire;
 pub use compat::{CompatError, FamilyReport, Incompatibility, IncompatibilityKind};
 pub use envelope::{EVENT_NAMESPACE, Envelope, Payload, PayloadError, event_id};
 pub use event::Event;
-pub use health::{Case, CountryDay, InvalidValue, OutbreakNews};
+pub use health::{Case, CaseScore, CountryDay, InvalidValue, OutbreakNews};
 pub use registry::{
     RegistryError, SchemaRegistry, ValidationError, ValidationErrorKind, Violation,
 };

@@ -46,6 +46,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         "health.outbreak_news.v1.json",
         include_str!("../../../schemas/health.outbreak_news.v1.json"),
     ),
+    (
+        "health.case_score.v1.json",
+        include_str!("../../../schemas/health.case_score.v1.json"),
+    ),
 ];
 
 /// Compiled validators for the envelope and every payload schema, keyed by

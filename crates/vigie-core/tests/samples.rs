@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use chrono::{TimeZone, Utc};
 use serde_json::{Value, json};
-use vigie_core::{Case, CountryDay, Envelope, OutbreakNews, Payload, SchemaRegistry};
+use vigie_core::{Case, CaseScore, CountryDay, Envelope, OutbreakNews, Payload, SchemaRegistry};
 
 fn registry() -> &'static SchemaRegistry {
     static REGISTRY: OnceLock<SchemaRegistry> = OnceLock::new();
@@ -68,6 +68,7 @@ fn assert_valid<T: Payload + Debug + PartialEq>(samples: &[Value]) {
                 vigie_core::Event::Case(e) => serde_json::to_vec(e).unwrap(),
                 vigie_core::Event::CountryDay(e) => serde_json::to_vec(e).unwrap(),
                 vigie_core::Event::OutbreakNews(e) => serde_json::to_vec(e).unwrap(),
+                vigie_core::Event::CaseScore(e) => serde_json::to_vec(e).unwrap(),
                 vigie_core::Event::Other(_) => panic!("{} has a type", T::SCHEMA),
             }
         );
@@ -480,4 +481,44 @@ fn payloads_fill_the_envelope() {
         news.occurred_at(),
         Utc.with_ymd_and_hms(2024, 2, 12, 0, 0, 0).unwrap()
     );
+}
+
+fn case_score_base() -> Value {
+    json!({
+        "case_event_id": "04c7e04a-8d54-5b70-9d40-e4b580a8f36e",
+        "model_name": "hosp_risk",
+        "model_version": "1.0.0",
+        "score": 0.0731,
+        "scored_at": "2026-11-28T12:00:00.123456Z"
+    })
+}
+
+#[test]
+fn case_score_samples_agree() {
+    let b = case_score_base();
+    assert_valid::<CaseScore>(&[
+        b.clone(),
+        with(&b, "score", json!(0)),
+        with(&b, "score", json!(1.0)),
+        with(&b, "scored_at", json!("2026-11-28T13:00:00+01:00")),
+    ]);
+    assert_invalid::<CaseScore>(&[
+        ("missing score", without(&b, "score")),
+        ("missing case id", without(&b, "case_event_id")),
+        ("unknown field", with(&b, "label", json!(1))),
+        ("score above 1", with(&b, "score", json!(1.5))),
+        ("negative score", with(&b, "score", json!(-0.1))),
+        ("score as text", with(&b, "score", json!("0.5"))),
+        (
+            "upper-case uuid",
+            with(
+                &b,
+                "case_event_id",
+                json!("04C7E04A-8D54-5B70-9D40-E4B580A8F36E"),
+            ),
+        ),
+        ("not a uuid", with(&b, "case_event_id", json!("case-1"))),
+        ("empty model name", with(&b, "model_name", json!(""))),
+        ("date only", with(&b, "scored_at", json!("2026-11-28"))),
+    ]);
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use vigie_config::{ConfigError, Loader, Secret};
 use vigie_consumers::SinksConfig;
+use vigie_consumers::scorer::ScorerConfig;
 use vigie_consumers::sink_postgres::PostgresConfig;
 use vigie_kafka::{ConsumerConfig, ProducerConfig, TopicSpec};
 use vigie_telemetry::{LogConfig, TelemetryConfig};
@@ -36,6 +37,8 @@ pub(crate) struct Settings {
     pub(crate) topics: Vec<TopicSpec>,
     /// The PostgreSQL sink.
     pub(crate) sink_postgres: PostgresConfig,
+    /// The scorer.
+    pub(crate) scorer: ScorerConfig,
 }
 
 /// The `[kafka]` section.
@@ -84,6 +87,7 @@ impl Settings {
     pub(crate) fn sinks(&self) -> SinksConfig {
         SinksConfig {
             sink_postgres: self.sink_postgres.clone(),
+            scorer: self.scorer.clone(),
         }
     }
 

@@ -40,9 +40,19 @@ pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCo
     let kafka_metrics = KafkaMetrics::register(&registry)?;
     let metrics = ConsumerMetrics::register(&registry)?;
     let shutdown = shutdown_on_signals();
+    let producer_config = s.producer();
+    let producer_metrics = kafka_metrics.clone();
+    let brokers = s.kafka.brokers.clone();
     let mut sink = a
         .sink
-        .build(&s.sinks())
+        .build(
+            &s.sinks(),
+            || {
+                vigie_kafka::EventProducer::new(&brokers, &producer_config, producer_metrics)
+                    .map_err(|e| vigie_consumers::SinkError::Fatal(e.to_string()))
+            },
+            &registry,
+        )
         .await
         .with_context(|| format!("cannot start sink {}", a.sink.name()))?;
     let brokers = s.kafka.brokers.clone();
