@@ -40,9 +40,11 @@ struct RebalanceState {
 }
 
 /// Consumer context: records assignment changes for the batch loop.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct GroupContext {
     state: Arc<Mutex<RebalanceState>>,
+    /// `vigie_consumer_assigned_partitions` of this member's group.
+    assigned_gauge: prometheus::IntGauge,
 }
 
 fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
@@ -64,6 +66,7 @@ impl ConsumerContext for GroupContext {
                 s.assigned.remove(&tp);
                 s.revoked.insert(tp);
             }
+            self.assigned_gauge.set(s.assigned.len() as i64);
         }
     }
 
@@ -78,6 +81,7 @@ impl ConsumerContext for GroupContext {
                     s.revoked.remove(&tp);
                     s.assigned.insert(tp);
                 }
+                self.assigned_gauge.set(s.assigned.len() as i64);
             }
             Rebalance::Error(e) => warn!(error = %e, "Rebalance error"),
             Rebalance::Revoke(_) => {}
@@ -141,7 +145,10 @@ impl BatchConsumer {
         config: ConsumerConfig,
         metrics: KafkaMetrics,
     ) -> Result<Self, KafkaError> {
-        let context = GroupContext::default();
+        let context = GroupContext {
+            state: Arc::default(),
+            assigned_gauge: metrics.assigned.with_label_values(&[&config.group_id]),
+        };
         let consumer: StreamConsumer<GroupContext> = config
             .client_config(brokers)
             .create_with_context(context.clone())

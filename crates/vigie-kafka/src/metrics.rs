@@ -17,6 +17,8 @@ pub struct KafkaMetrics {
     pub errors: IntCounterVec,
     /// Records produced and not yet committed by the group, per partition.
     pub lag: IntGaugeVec,
+    /// Partitions currently assigned to this member, by group.
+    pub assigned: IntGaugeVec,
     /// Records dropped from an in-flight batch because their partition was
     /// revoked before the batch was processed (they are re-read by the new owner).
     pub rebalance_dropped: IntCounterVec,
@@ -65,6 +67,13 @@ impl KafkaMetrics {
                 ),
                 &["group", "topic", "partition"],
             )?,
+            assigned: IntGaugeVec::new(
+                Opts::new(
+                    "vigie_consumer_assigned_partitions",
+                    "Partitions assigned to this group member.",
+                ),
+                &["group"],
+            )?,
             rebalance_dropped: IntCounterVec::new(
                 Opts::new(
                     "vigie_consumer_rebalance_dropped_records_total",
@@ -80,6 +89,7 @@ impl KafkaMetrics {
         registry.register(Box::new(m.errors.clone()))?;
         registry.register(Box::new(m.lag.clone()))?;
         registry.register(Box::new(m.rebalance_dropped.clone()))?;
+        registry.register(Box::new(m.assigned.clone()))?;
         Ok(m)
     }
 

@@ -65,6 +65,25 @@ pub(crate) enum Cmd {
         #[arg(long)]
         rss_only: bool,
     },
+    /// The scorer (JSON in, score out, broker excluded) vs Python
+    /// onnxruntime on the same rows in batches of the same size.
+    Scorer {
+        /// Rows scored per run.
+        #[arg(long, default_value_t = 100_000)]
+        rows: u64,
+        /// Batch size on both sides.
+        #[arg(long, default_value_t = 512)]
+        batch: usize,
+        /// Runs of each side; the median is kept.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// The model version directory.
+        #[arg(long, default_value = "models/hosp_risk/1.0.0")]
+        model: PathBuf,
+        /// Where `benchmarks.md` and `benchmarks/latest.json` live.
+        #[arg(long, default_value = "docs")]
+        docs: PathBuf,
+    },
 }
 
 /// The sample generator used by the demo and the benchmarks.
@@ -94,6 +113,13 @@ pub(crate) fn case_lines(
 
 pub(crate) async fn run(config: Option<&Path>, cmd: Cmd) -> anyhow::Result<ExitCode> {
     let (events, partitions, runs, kcat, docs, broker_label) = match cmd {
+        Cmd::Scorer {
+            rows,
+            batch,
+            runs,
+            model,
+            docs,
+        } => return crate::bench_scorer::run(rows, batch, runs, &model, &docs),
         Cmd::Producer {
             events,
             partitions,

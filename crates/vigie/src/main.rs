@@ -3,6 +3,7 @@
 //! bench); the work is done by the library crates.
 
 mod bench;
+mod bench_scorer;
 mod bench_sink;
 mod commands;
 mod settings;
