@@ -9,26 +9,10 @@ use std::process::Command;
 use serde_json::{Map, Value};
 use vigie_consumers::scorer::{FeatureSource, Model, ScorerError};
 use vigie_simulator::{CaseGenConfig, CaseGenerator};
+use vigie_testkit::ort_dylib;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// `ORT_DYLIB_PATH`, else the library of the installed onnxruntime wheel.
-fn ort_dylib() -> PathBuf {
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
-        return p.into();
-    }
-    let out = Command::new("python3")
-        .args(["-c", "import onnxruntime, glob, os; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi', 'libonnxruntime.so*')))[0])"])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "the onnxruntime wheel is not installed (scripts/setup installs it): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 /// 10,000 case rows; every 7th has an unknown category, every 11th a

@@ -4,14 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use vigie_consumers::scorer::{ScorerConfig, ScorerSink};
 use vigie_consumers::{Accepted, BatchContext, Rejected, Rejects, Sink, SinkError};
 use vigie_kafka::{EventProducer, KafkaMetrics, ProducerConfig};
 use vigie_simulator::{CaseGenConfig, CaseGenerator};
-use vigie_testkit::{broker, create_topic, read_topic, unique_name};
+use vigie_testkit::{broker, create_topic, ort_dylib, read_topic, unique_name};
 
 struct NoRejects;
 
@@ -20,21 +19,6 @@ impl Rejects for NoRejects {
     async fn publish(&mut self, rejected: &[Rejected]) -> Result<(), SinkError> {
         panic!("nothing should be refused: {rejected:?}");
     }
-}
-
-fn ort_dylib() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
-        return p.into();
-    }
-    let out = Command::new("python3")
-        .args(["-c", "import onnxruntime, glob, os; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi', 'libonnxruntime.so*')))[0])"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the onnxruntime wheel is not installed (scripts/setup)"
-    );
-    String::from_utf8(out.stdout).unwrap().trim().into()
 }
 
 /// Copies the shipped model into `root/<version>`, with that version in its metadata.

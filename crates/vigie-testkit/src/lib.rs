@@ -12,10 +12,12 @@
 
 mod broker;
 mod kafka;
+mod onnx;
 mod postgres;
 mod wait;
 
 pub use broker::{Broker, Storage, broker, durable_broker, tansu_bin};
 pub use kafka::{RawInput, RawRecord, create_topic, produce_raw, read_topic, unique_name};
+pub use onnx::ort_dylib;
 pub use postgres::{TestDb, admin_url};
 pub use wait::wait_for;

@@ -10,27 +10,12 @@ use std::time::Duration;
 
 use common::{free_port, vigie};
 use vigie_simulator::{CaseGenConfig, CaseGenerator};
-use vigie_testkit::{TestDb, broker, create_topic, read_topic, unique_name, wait_for};
+use vigie_testkit::{TestDb, broker, create_topic, ort_dylib, read_topic, unique_name, wait_for};
 
 const CASES: u64 = 500;
 
 fn repo() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn ort_dylib() -> String {
-    if let Ok(p) = std::env::var("ORT_DYLIB_PATH") {
-        return p;
-    }
-    let out = Command::new("python3")
-        .args(["-c", "import onnxruntime, glob, os; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi', 'libonnxruntime.so*')))[0])"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the onnxruntime wheel is not installed (scripts/setup)"
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 fn stop(mut child: Child) {
