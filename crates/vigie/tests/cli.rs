@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{free_port, vigie};
+use common::{free_port, metric, vigie};
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -124,21 +124,6 @@ fn schemas_check_passes_on_the_repository_and_fails_on_a_breaking_version() {
         text.contains("FAIL  health.case") && text.contains("hosp_yn"),
         "{text}"
     );
-}
-
-async fn metric(port: u16, name: &str) -> Option<f64> {
-    let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    let total: f64 = body
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    Some(total)
 }
 
 #[tokio::test]

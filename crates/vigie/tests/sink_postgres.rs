@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{free_port, vigie};
+use common::{free_port, metric, vigie};
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -61,22 +61,6 @@ fn start_sink(bootstrap: &str, topic: &str, group: &str, db: &TestDb, port: u16)
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
-}
-
-/// Sum of a metric's samples on an instance's `/metrics`.
-async fn metric(port: u16, name: &str) -> Option<f64> {
-    let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    Some(
-        body.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum(),
-    )
 }
 
 async fn count(pool: &sqlx::PgPool) -> Option<i64> {
