@@ -221,10 +221,13 @@ impl Runtime {
                         }
                     }
                 }
+                // A linear look-up over the few partitions held: no key
+                // String allocated per record on this hot path.
                 batch.records.retain(|r| {
                     applied
-                        .get(&(r.topic.clone(), r.partition))
-                        .is_none_or(|next| r.offset >= *next)
+                        .iter()
+                        .find(|((t, p), _)| *p == r.partition && *t == r.topic)
+                        .is_none_or(|(_, next)| r.offset >= *next)
                 });
             }
             if batch.is_empty() {
