@@ -108,6 +108,24 @@ pub enum RunError {
         /// The sink's error.
         source: SinkError,
     },
+    /// The sink holds a next offset past the end of the partition: the topic
+    /// was deleted and recreated, or the sink's store belongs to another
+    /// cluster. Reading on would skip every new record, so the run stops.
+    #[error(
+        "the sink's store holds next offset {stored} for {topic}/{partition}, but the partition \
+         ends at {high}: the topic was recreated or the store belongs to another cluster; \
+         delete that group's stored offsets (or use a fresh database or group) to read it again"
+    )]
+    StoredOffsetAhead {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The next offset the store holds.
+        stored: i64,
+        /// The partition's high watermark.
+        high: i64,
+    },
 }
 
 /// What a run did, for logs and tests.
@@ -206,6 +224,7 @@ impl Runtime {
                         .unwrap_or_default();
                     for tp in consumer.assigned() {
                         if let Some(next) = applied.get(&tp) {
+                            check_not_ahead(consumer, &tp, *next)?;
                             match consumer.seek(&tp, *next) {
                                 // The partition is read again from the stored
                                 // offset: its in-flight records go.
@@ -434,5 +453,28 @@ impl Runtime {
                 }
             }
         }))
+    }
+}
+
+/// Fails when the sink's stored next offset for `tp` lies past the
+/// partition's end. A failed watermark query is only logged: the check
+/// guards against a misconfiguration and must not stop a healthy stream.
+fn check_not_ahead(
+    consumer: &BatchConsumer,
+    tp: &TopicPartition,
+    next: i64,
+) -> Result<(), RunError> {
+    match consumer.high_watermark(tp) {
+        Ok(high) if next > high => Err(RunError::StoredOffsetAhead {
+            topic: tp.0.clone(),
+            partition: tp.1,
+            stored: next,
+            high,
+        }),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            warn!(topic = %tp.0, partition = tp.1, error = %e, "Could not read the high watermark");
+            Ok(())
+        }
     }
 }

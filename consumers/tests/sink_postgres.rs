@@ -44,20 +44,9 @@ async fn sink(db: &TestDb) -> PostgresSink {
     .expect("sink")
 }
 
-/// Runs the sink until `done` holds on the database, then stops it.
-async fn run_until<F, Fut>(
-    bootstrap: &str,
-    topic: &str,
-    group: &str,
-    db: &TestDb,
-    during: F,
-    expected_rows: i64,
-) -> RunSummary
-where
-    F: FnOnce(sqlx::PgPool) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let runtime = Runtime {
+/// The sink's consumer runtime on `topic` for `group`.
+fn runtime(bootstrap: &str, topic: &str, group: &str) -> Runtime {
+    Runtime {
         component: "sink_postgres",
         brokers: bootstrap.to_owned(),
         consumer: ConsumerConfig {
@@ -73,7 +62,23 @@ where
         schemas: Arc::new(SchemaRegistry::embedded().unwrap()),
         kafka_metrics: KafkaMetrics::unregistered(),
         metrics: ConsumerMetrics::register(&prometheus::Registry::new()).unwrap(),
-    };
+    }
+}
+
+/// Runs the sink until `done` holds on the database, then stops it.
+async fn run_until<F, Fut>(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    db: &TestDb,
+    during: F,
+    expected_rows: i64,
+) -> RunSummary
+where
+    F: FnOnce(sqlx::PgPool) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let runtime = runtime(bootstrap, topic, group);
     let mut s = sink(db).await;
     let pool = db.pool().await;
     let stop = CancellationToken::new();
@@ -327,6 +332,52 @@ async fn migrations_apply_on_an_empty_database_and_reapply_as_a_no_op() {
         .unwrap();
     assert_eq!(states, 56);
     assert!(s.health_probe().is_some());
+}
+
+#[tokio::test]
+async fn stored_offsets_past_the_end_of_a_recreated_topic_stop_the_run_with_a_clear_error() {
+    // Durable broker: its high watermarks are right (docs/tansu.md).
+    let b = durable_broker();
+    let db = TestDb::create().await;
+    let topic = unique_name("health.recreated.v1");
+    let group = unique_name("g");
+    create_topic(&b.bootstrap, &topic, 1).await;
+    let input: Vec<RawInput> = cases(3, 10)
+        .into_iter()
+        .map(|(k, v)| (k.into_bytes(), v.into_bytes(), vec![]))
+        .collect();
+    produce_raw(&b.bootstrap, &topic, &input).await;
+    // The store remembers a longer life of a topic of the same name.
+    let mut s = sink(&db).await;
+    let pool = db.pool().await;
+    sqlx::query("INSERT INTO sink_offsets (consumer_group, topic, partition, next_offset) VALUES ($1, $2, 0, 1000)")
+        .bind(&group)
+        .bind(&topic)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(
+        DEADLINE,
+        runtime(&b.bootstrap, &topic, &group).run(&mut s, CancellationToken::new()),
+    )
+    .await
+    .expect("the run stops by itself")
+    .expect_err("stored offsets ahead of the topic");
+    match &err {
+        vigie_consumers::RunError::StoredOffsetAhead {
+            topic: t,
+            partition: 0,
+            stored: 1000,
+            high: 10,
+        } if *t == topic => {}
+        other => panic!("unexpected error: {other}"),
+    }
+    assert!(err.to_string().contains("recreated"), "{err}");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM health_case")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "nothing written past the check");
 }
 
 /// Collects what the sink refuses (no broker involved).

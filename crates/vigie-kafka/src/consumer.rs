@@ -199,6 +199,15 @@ impl BatchConsumer {
             .map_err(KafkaError::Client)
     }
 
+    /// The partition's high watermark: the offset after its last record.
+    /// A blocking broker round trip, bounded by 10 s.
+    pub fn high_watermark(&self, tp: &TopicPartition) -> Result<i64, KafkaError> {
+        self.consumer
+            .fetch_watermarks(&tp.0, tp.1, Duration::from_secs(10))
+            .map(|(_, high)| high)
+            .map_err(KafkaError::Client)
+    }
+
     /// Drops from `batch` the records of partitions revoked since the last call.
     fn apply_revocations(&self, batch: &mut Batch) {
         let revoked = std::mem::take(
