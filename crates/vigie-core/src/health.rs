@@ -206,6 +206,35 @@ checked_text! {
     }
 }
 
+impl ContentHash {
+    /// SHA-256 (lower-case hex) of an article's normalised text: title and
+    /// summary with every run of whitespace made a single space and the ends
+    /// trimmed, joined by a line feed. Whitespace-only changes therefore do
+    /// not count as revisions; any other change does. The simulator and the
+    /// scraper both hash with this, so their hashes agree.
+    pub fn of_article(title: &str, summary: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        fn normalised(hasher: &mut Sha256, text: &str) {
+            for (i, word) in text.split_whitespace().enumerate() {
+                if i > 0 {
+                    hasher.update(b" ");
+                }
+                hasher.update(word.as_bytes());
+            }
+        }
+        let mut hasher = Sha256::new();
+        normalised(&mut hasher, title);
+        hasher.update(b"\n");
+        normalised(&mut hasher, summary);
+        let mut hex = String::with_capacity(64);
+        for byte in hasher.finalize() {
+            hex.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+            hex.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
+        }
+        Self(hex)
+    }
+}
+
 checked_text! {
     /// Absolute `http` or `https` URI.
     HttpUrl, "URL", "an absolute http(s) URI", |s| {

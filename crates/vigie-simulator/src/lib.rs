@@ -8,6 +8,9 @@
 //! - [`NewsGenerator`]: WHO Disease Outbreak News articles and their
 //!   revisions.
 //!
+//! [`server`] serves the three sources over HTTP in their real wire formats,
+//! with growth over time, article edits and fault injection.
+//!
 //! Every record is a pure function of a seed and an index, so any record can
 //! be regenerated on its own and the same seed gives the same data forever,
 //! as long as the algorithms and tables here are unchanged: changing them
@@ -19,6 +22,7 @@ mod error;
 mod geo;
 mod news;
 mod sample;
+pub mod server;
 
 use chrono::{DateTime, Utc};
 use vigie_core::Envelope;

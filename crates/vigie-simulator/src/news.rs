@@ -9,7 +9,6 @@
 use std::ops::Range;
 
 use chrono::{Datelike, Days, NaiveDate};
-use sha2::{Digest, Sha256};
 use vigie_core::health::{ContentHash, HttpUrl, OutbreakNews};
 
 use crate::checked;
@@ -584,26 +583,7 @@ impl NewsGenerator {
 /// trimmed, joined by a line feed. Whitespace-only changes therefore do not
 /// count as revisions; any other change does.
 pub fn content_hash(title: &str, summary: &str) -> ContentHash {
-    let mut hasher = Sha256::new();
-    hash_normalised(&mut hasher, title);
-    hasher.update(b"\n");
-    hash_normalised(&mut hasher, summary);
-    let digest = hasher.finalize();
-    let mut hex = String::with_capacity(64);
-    for byte in digest {
-        hex.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
-        hex.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
-    }
-    checked(hex)
-}
-
-fn hash_normalised(hasher: &mut Sha256, text: &str) {
-    for (i, word) in text.split_whitespace().enumerate() {
-        if i > 0 {
-            hasher.update(b" ");
-        }
-        hasher.update(word.as_bytes());
-    }
+    ContentHash::of_article(title, summary)
 }
 
 fn pick<'a>(d: &mut Draw, items: &[&'a str]) -> &'a str {

@@ -122,3 +122,24 @@ pub fn read_topic(
     }
     out
 }
+
+/// Records in `topic`: the sum of its partitions' high watermarks (right on
+/// the durable broker only; see docs/tansu.md).
+pub fn topic_len(bootstrap: &str, topic: &str) -> i64 {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("consumer");
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    md.topics()
+        .iter()
+        .flat_map(|t| t.partitions())
+        .map(|p| {
+            c.fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .expect("watermarks")
+                .1
+        })
+        .sum()
+}

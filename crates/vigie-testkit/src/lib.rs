@@ -17,7 +17,9 @@ mod postgres;
 mod wait;
 
 pub use broker::{Broker, Storage, broker, durable_broker, tansu_bin};
-pub use kafka::{RawInput, RawRecord, create_topic, produce_raw, read_topic, unique_name};
+pub use kafka::{
+    RawInput, RawRecord, create_topic, produce_raw, read_topic, topic_len, unique_name,
+};
 pub use onnx::ort_dylib;
 pub use postgres::{TestDb, admin_url};
 pub use wait::wait_for;

@@ -29,6 +29,8 @@ struct Cli {
 enum Command {
     /// Run a consumer-group component: validate, write to a sink, DLQ, commit.
     Consume(commands::consume::Args),
+    /// Run the upstream sources (SODA and CSV pollers, the news scraper) into their topics.
+    Ingest(commands::ingest::Args),
     /// Publish events to a topic (from a file, stdin, or the built-in sample generator).
     Produce(commands::produce::Args),
     /// Topic administration.
@@ -60,12 +62,13 @@ fn main() -> ExitCode {
         let config = cli.config.as_deref();
         match cli.command {
             Command::Consume(a) => commands::consume::run(config, a).await,
+            Command::Ingest(a) => commands::ingest::run(config, a).await,
             Command::Produce(a) => commands::produce::run(config, a).await,
             Command::Topics(c) => commands::topics::run(config, c).await,
             Command::Lag(a) => commands::lag::run(config, a).await,
             Command::Schemas(c) => commands::schemas::run(c),
             Command::Config(c) => commands::config::run(config, c),
-            Command::Simulate(c) => commands::simulate::run(c),
+            Command::Simulate(c) => commands::simulate::run(c).await,
             Command::Bench(c) => bench::run(config, c).await,
         }
     });

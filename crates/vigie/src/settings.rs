@@ -9,6 +9,7 @@ use vigie_consumers::SinksConfig;
 use vigie_consumers::scorer::ScorerConfig;
 use vigie_consumers::sink_postgres::PostgresConfig;
 use vigie_kafka::{ConsumerConfig, ProducerConfig, TopicSpec};
+use vigie_producers::ProducersConfig;
 use vigie_telemetry::{LogConfig, TelemetryConfig};
 
 /// Embedded defaults: `defaults.toml` plus the topic definitions of `infra/`.
@@ -39,6 +40,8 @@ pub(crate) struct Settings {
     pub(crate) sink_postgres: PostgresConfig,
     /// The scorer.
     pub(crate) scorer: ScorerConfig,
+    /// The upstream sources.
+    pub(crate) producers: ProducersConfig,
 }
 
 /// The `[kafka]` section.

@@ -2,6 +2,7 @@
 
 pub(crate) mod config;
 pub(crate) mod consume;
+pub(crate) mod ingest;
 pub(crate) mod lag;
 pub(crate) mod produce;
 pub(crate) mod schemas;

@@ -1,0 +1,354 @@
+//! The three sources against the simulator (in-process, over real HTTP) and
+//! the real broker: faults recovered from, every row once, growth, edits,
+//! robots.txt, the rate limit and a layout change.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chrono::Utc;
+use vigie_kafka::{EventProducer, KafkaMetrics, ProducerConfig};
+use vigie_producers::{
+    CheckpointStore, HttpConfig, RunStats, SourceConfig, SourceMetrics, SourceRunner,
+};
+use vigie_simulator::server::{
+    CASES_PATH, Endpoint, FaultKind, FaultRule, NEWS_PATH, RunningSimulator, SimConfig, Simulator,
+    WHO_CSV_PATH,
+};
+use vigie_simulator::{CaseGenConfig, CaseGenerator, CountryDayGenerator, NewsGenerator};
+use vigie_testkit::{create_topic, durable_broker, read_topic, topic_len, unique_name};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+async fn simulator(config: SimConfig) -> RunningSimulator {
+    Simulator::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("simulator")
+}
+
+/// A source's topic (and DLQ twin) on the durable broker, whose watermarks
+/// are right, so that counts can be checked exactly.
+async fn topic(prefix: &str) -> String {
+    let b = durable_broker();
+    let topic = unique_name(prefix);
+    create_topic(&b.bootstrap, &topic, 3).await;
+    create_topic(&b.bootstrap, &format!("{topic}.dlq"), 1).await;
+    topic
+}
+
+struct Run<'a> {
+    name: &'static str,
+    url: String,
+    topic: &'a str,
+    options: &'a str,
+    state: &'a std::path::Path,
+    metrics: SourceMetrics,
+}
+
+impl Run<'_> {
+    /// Runs the source until it has caught up.
+    async fn go(&self) -> RunStats {
+        let config = SourceConfig {
+            url: self.url.clone(),
+            topic: self.topic.to_owned(),
+            poll_interval_ms: 0,
+            options: toml::from_str(self.options).expect("options"),
+        };
+        let spec = vigie_producers::spec(self.name).unwrap();
+        let source = (spec.build)(&config).expect("source");
+        let runner = SourceRunner {
+            config,
+            http: HttpConfig {
+                backoff_initial_ms: 10,
+                backoff_max_ms: 200,
+                timeout_ms: 5_000,
+                user_agent: "vigie-test/1".into(),
+                ..HttpConfig::default()
+            },
+            checkpoints: CheckpointStore::open(self.state.join("checkpoints")).unwrap(),
+            quarantine_dir: self.state.join("quarantine"),
+            metrics: self.metrics.clone(),
+            until_caught_up: true,
+        };
+        let producer = EventProducer::new(
+            &durable_broker().bootstrap,
+            &ProducerConfig::default(),
+            KafkaMetrics::unregistered(),
+        )
+        .unwrap();
+        tokio::time::timeout(DEADLINE, runner.run(source, &producer, &Default::default()))
+            .await
+            .expect("the source catches up in time")
+            .expect("run")
+    }
+}
+
+/// Event ids of the records of `topic` (exactly `n` of them).
+fn ids(topic: &str, n: usize) -> Vec<String> {
+    read_topic(&durable_broker().bootstrap, topic, n, DEADLINE)
+        .into_iter()
+        .map(|(_, _, _, value, _)| {
+            let v: serde_json::Value = serde_json::from_slice(&value).unwrap();
+            v["id"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+fn rule(endpoint: Endpoint, kind: FaultKind, every: u64, times: u64) -> FaultRule {
+    FaultRule {
+        endpoint,
+        kind,
+        every,
+        times: Some(times),
+    }
+}
+
+#[tokio::test]
+async fn cdc_cases_recover_from_every_fault_and_hold_every_row_once() {
+    let rows = 3_000;
+    let sim = simulator(SimConfig {
+        seed: 11,
+        cases: vigie_simulator::server::CasesSim {
+            rows,
+            ..Default::default()
+        },
+        faults: vec![
+            rule(
+                Endpoint::Cases,
+                FaultKind::TooManyRequests {
+                    retry_after_seconds: 1,
+                },
+                3,
+                2,
+            ),
+            rule(
+                Endpoint::Cases,
+                FaultKind::ServerError { status: 503 },
+                4,
+                2,
+            ),
+            rule(Endpoint::Cases, FaultKind::Slow { delay_ms: 100 }, 5, 1),
+            rule(Endpoint::Cases, FaultKind::Reset, 7, 1),
+            rule(Endpoint::Cases, FaultKind::Truncated, 6, 1),
+            rule(Endpoint::Cases, FaultKind::RepeatRows { rows: 40 }, 2, 3),
+        ],
+        ..SimConfig::default()
+    })
+    .await;
+    let topic = topic("health.case.v1").await;
+    let state = tempfile::tempdir().unwrap();
+    let metrics = SourceMetrics::unregistered();
+    let run = Run {
+        name: "cdc-cases",
+        url: format!("{}{CASES_PATH}", sim.base_url()),
+        topic: &topic,
+        options: "page_size = 250",
+        state: state.path(),
+        metrics: metrics.clone(),
+    };
+    let stats = run.go().await;
+
+    let injected = sim.manifest().faults_injected;
+    for kind in FaultKind::NAMES {
+        if kind != "layout_change" {
+            assert!(
+                injected.get(kind).copied().unwrap_or(0) >= 1,
+                "{kind} injected: {injected:?}"
+            );
+        }
+    }
+    assert_eq!(stats.events, rows);
+    assert_eq!(
+        topic_len(&durable_broker().bootstrap, &topic),
+        rows as i64,
+        "no row twice"
+    );
+    let g = CaseGenerator::new(CaseGenConfig {
+        seed: 11,
+        ..CaseGenConfig::default()
+    })
+    .unwrap();
+    let expected: BTreeSet<String> = (0..rows)
+        .map(|i| {
+            vigie_simulator::case_envelope(&g, i, Utc::now())
+                .id
+                .to_string()
+        })
+        .collect();
+    let got: BTreeSet<String> = ids(&topic, rows as usize).into_iter().collect();
+    assert_eq!(got, expected, "every simulated row, by id");
+    for kind in ["status_429", "status_5xx", "body"] {
+        assert!(
+            metrics.errors.with_label_values(&["cdc-cases", kind]).get() >= 1,
+            "{kind} counted"
+        );
+    }
+    assert!(
+        metrics
+            .errors
+            .with_label_values(&["cdc-cases", "repeated_row"])
+            .get()
+            >= 40,
+        "repeated rows skipped"
+    );
+
+    // Caught up: polling again produces nothing new.
+    assert_eq!(run.go().await.events, 0);
+}
+
+#[tokio::test]
+async fn who_covid_produces_each_new_day_once_as_the_file_grows() {
+    let state = tempfile::tempdir().unwrap();
+    let topic = topic("health.country_day.v1").await;
+    let config = |days| SimConfig {
+        seed: 5,
+        who: vigie_simulator::server::WhoSim {
+            countries: 10,
+            initial_days: days,
+            day_seconds: 0.0,
+        },
+        ..SimConfig::default()
+    };
+    let mut produced = 0;
+    // The same data set seen on three days: 5, then 5 again, then 8 days.
+    for days in [5, 5, 8] {
+        let sim = simulator(config(days)).await;
+        let stats = Run {
+            name: "who-covid",
+            url: format!("{}{WHO_CSV_PATH}", sim.base_url()),
+            topic: &topic,
+            options: "",
+            state: state.path(),
+            metrics: SourceMetrics::unregistered(),
+        }
+        .go()
+        .await;
+        produced += stats.events;
+        assert_eq!(produced, u64::from(days) * 10, "after {days} days");
+    }
+    let g = CountryDayGenerator::new(5, vigie_simulator::server::WHO_FIRST_DATE, 10).unwrap();
+    let expected: BTreeSet<String> = (0..8)
+        .flat_map(|d| vigie_simulator::country_day_envelopes(&g, d, Utc::now()))
+        .map(|e| e.id.to_string())
+        .collect();
+    let got: Vec<String> = ids(&topic, 80);
+    assert_eq!(got.iter().cloned().collect::<BTreeSet<_>>(), expected);
+    assert_eq!(topic_len(&durable_broker().bootstrap, &topic), 80);
+}
+
+#[tokio::test]
+async fn who_don_obeys_robots_and_the_rate_detects_edits_and_survives_a_layout_change() {
+    let seed = 9;
+    let sim = simulator(SimConfig {
+        seed,
+        news: vigie_simulator::server::NewsSim {
+            articles: 25,
+            page_size: 10,
+            ..Default::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let g = NewsGenerator::new(seed, &format!("{}{NEWS_PATH}", sim.base_url())).unwrap();
+    // Disallow one article through robots.txt: restart the simulator with it.
+    let forbidden = g.url(3);
+    let forbidden_path = forbidden
+        .as_str()
+        .trim_start_matches(sim.base_url())
+        .to_owned();
+    let port = sim.addr();
+    sim.shutdown().await;
+    let sim = Simulator::start(
+        SimConfig {
+            seed,
+            news: vigie_simulator::server::NewsSim {
+                articles: 25,
+                page_size: 10,
+                robots_disallow: vec![forbidden_path.clone()],
+                ..Default::default()
+            },
+            ..SimConfig::default()
+        },
+        port,
+    )
+    .await
+    .expect("simulator on the same port");
+
+    let topic = topic("health.outbreak_news.v1").await;
+    let state = tempfile::tempdir().unwrap();
+    let metrics = SourceMetrics::unregistered();
+    let rate = 40.0;
+    let options = format!("requests_per_second = {rate}");
+    let run = Run {
+        name: "who-don",
+        url: format!("{}{NEWS_PATH}", sim.base_url()),
+        topic: &topic,
+        options: &options,
+        state: state.path(),
+        metrics: metrics.clone(),
+    };
+
+    // First cycle: every allowed article, once.
+    assert_eq!(run.go().await.events, 24);
+    let log = sim.request_log();
+    assert!(
+        log.iter().all(|r| r.path_and_query != forbidden_path),
+        "the disallowed article was fetched"
+    );
+    assert!(
+        log.iter()
+            .all(|r| r.user_agent.as_deref() == Some("vigie-test/1"))
+    );
+    // The rate limit holds between consecutive requests (a little slack for
+    // the clock: governor schedules on exact multiples of the period).
+    let period = Duration::from_secs_f64(1.0 / rate);
+    for w in log.windows(2) {
+        let gap = w[1].at.saturating_sub(w[0].at);
+        assert!(
+            gap >= period.mul_f64(0.9),
+            "{gap:?} between {} and {}",
+            w[0].path_and_query,
+            w[1].path_and_query
+        );
+    }
+
+    // Nothing changed: nothing produced.
+    assert_eq!(run.go().await.events, 0);
+
+    // An edit: one new version, same event id, new hash.
+    sim.edit_article(5).expect("article 5 is published");
+    assert_eq!(run.go().await.events, 1);
+    let records = read_topic(&durable_broker().bootstrap, &topic, 25, DEADLINE);
+    let of_article_5: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.3).unwrap())
+        .filter(|v| v["data"]["url"] == g.url(5).as_str())
+        .collect();
+    assert_eq!(of_article_5.len(), 2);
+    assert_eq!(of_article_5[0]["id"], of_article_5[1]["id"]);
+    assert_ne!(
+        of_article_5[0]["data"]["content_hash"],
+        of_article_5[1]["data"]["content_hash"]
+    );
+    assert_eq!(
+        of_article_5[1]["data"]["content_hash"],
+        g.edited(5, 1).content_hash.as_str()
+    );
+
+    // The layout changes: parse errors counted, pages kept, nothing produced.
+    sim.set_layout_changed(true);
+    sim.edit_article(6).unwrap();
+    assert_eq!(run.go().await.events, 0);
+    assert!(
+        metrics
+            .errors
+            .with_label_values(&["who-don", "parse"])
+            .get()
+            >= 1
+    );
+    let kept = std::fs::read_dir(state.path().join("quarantine/who-don"))
+        .expect("quarantine")
+        .count();
+    assert!(kept >= 1, "pages kept for inspection");
+    assert_eq!(topic_len(&durable_broker().bootstrap, &topic), 25);
+}
