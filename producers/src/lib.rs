@@ -17,4 +17,6 @@ pub use checkpoint::{Checkpoint, CheckpointStore};
 pub use http::{HttpConfig, HttpFetcher};
 pub use metrics::SourceMetrics;
 pub use runner::{RunError, RunStats, SourceRunner};
-pub use source::{ProducersConfig, REGISTRY, Source, SourceConfig, SourceError, SourceSpec, spec};
+pub use source::{
+    ProducersConfig, REGISTRY, Source, SourceConfig, SourceError, SourceSpec, section, spec,
+};

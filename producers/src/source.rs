@@ -169,13 +169,37 @@ pub const REGISTRY: &[SourceSpec] = &[
     sources::who_don::SPEC,
 ];
 
-/// The registry entry named `name`, or an error listing the known names.
+/// Configuration keys are normalised to snake_case (`cdc-cases` and
+/// `cdc_cases` name the same source).
+fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .all(|(x, y)| x == y || (x == b'-' && y == b'_') || (x == b'_' && y == b'-'))
+}
+
+/// The section of source `name` in `sources`, however its key is spelt.
+pub fn section<'a>(
+    sources: &'a BTreeMap<String, SourceConfig>,
+    name: &str,
+) -> Option<&'a SourceConfig> {
+    sources
+        .iter()
+        .find(|(k, _)| same_name(k, name))
+        .map(|(_, v)| v)
+}
+
+/// The registry entry named `name` (`cdc-cases` or `cdc_cases`), or an
+/// error listing the known names.
 pub fn spec(name: &str) -> Result<&'static SourceSpec, SourceError> {
-    REGISTRY.iter().find(|s| s.name == name).ok_or_else(|| {
-        let known: Vec<_> = REGISTRY.iter().map(|s| s.name).collect();
-        SourceError::Config(format!(
-            "unknown source `{name}`; known sources: {}",
-            known.join(", ")
-        ))
-    })
+    REGISTRY
+        .iter()
+        .find(|s| same_name(s.name, name))
+        .ok_or_else(|| {
+            let known: Vec<_> = REGISTRY.iter().map(|s| s.name).collect();
+            SourceError::Config(format!(
+                "unknown source `{name}`; known sources: {}",
+                known.join(", ")
+            ))
+        })
 }

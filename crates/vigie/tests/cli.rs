@@ -40,6 +40,33 @@ fn a_config_typo_is_an_error_naming_the_key_and_its_line() {
 }
 
 #[test]
+fn ingest_refuses_an_unknown_source_and_a_bad_option_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vigie.toml");
+    let run = |toml: &str| {
+        std::fs::write(&file, toml).unwrap();
+        let out = vigie()
+            .arg("--config")
+            .arg(&file)
+            .args(["ingest", "--until-caught-up"])
+            .env("VIGIE__TELEMETRY__LISTEN", "127.0.0.1:0")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run("[producers.sources.cdc-casse]\nurl = \"http://x\"\ntopic = \"t\"\n");
+    assert!(err.contains("unknown source `cdc_casse`"), "{err}");
+    assert!(err.contains("cdc-cases, who-covid, who-don"), "{err}");
+    let err = run(
+        "[producers.sources.who-don]\nurl = \"http://x/news\"\ntopic = \"t\"\n\
+         [producers.sources.who-don.options]\nrequests_per_secnd = 3\n",
+    );
+    assert!(err.contains("producers.sources.who-don.options"), "{err}");
+    assert!(err.contains("requests_per_secnd"), "{err}");
+}
+
+#[test]
 fn config_check_prints_the_effective_config_with_secrets_redacted() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("vigie.toml");

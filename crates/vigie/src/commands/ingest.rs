@@ -40,10 +40,13 @@ pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCo
     for name in p.sources.keys() {
         vigie_producers::spec(name).with_context(|| format!("producers.sources.{name}"))?;
     }
-    let names: Vec<String> = if a.sources.is_empty() {
-        p.sources.keys().cloned().collect()
+    let names: Vec<&str> = if a.sources.is_empty() {
+        p.sources
+            .keys()
+            .map(|k| vigie_producers::spec(k).map(|s| s.name))
+            .collect::<Result<_, _>>()?
     } else {
-        a.sources.clone()
+        a.sources.iter().map(String::as_str).collect()
     };
     anyhow::ensure!(
         !names.is_empty(),
@@ -52,9 +55,7 @@ pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCo
     let mut runs = Vec::new();
     for name in &names {
         let spec = vigie_producers::spec(name)?;
-        let section = p
-            .sources
-            .get(name)
+        let section = vigie_producers::section(&p.sources, name)
             .with_context(|| format!("source {name} has no [producers.sources.{name}] section"))?;
         let source = (spec.build)(section)?;
         runs.push((section.clone(), source));
