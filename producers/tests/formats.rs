@@ -169,3 +169,12 @@ fn a_bad_selector_is_a_configuration_error_naming_it() {
     let err = Compiled::new(&bad).unwrap_err().to_string();
     assert!(err.contains("options.selectors.title"), "{err}");
 }
+
+#[test]
+fn an_article_about_several_regions_lists_no_country() {
+    let s = Compiled::new(&Selectors::default()).unwrap();
+    let url = Url::parse("http://sim/item/2025-DON021").unwrap();
+    let html = ARTICLE.replace("<li>Chad</li><li>Cameroon</li>", "");
+    let news = parse_article(&html, &url, &s).expect("a valid article");
+    assert!(news.countries.is_empty());
+}

@@ -55,7 +55,8 @@ pub struct Selectors {
     pub published: String,
     /// Disease.
     pub disease: String,
-    /// Each country.
+    /// Each country; none is valid (articles about several regions list
+    /// none).
     pub country: String,
     /// Summary paragraphs, joined by a blank line.
     pub summary: String,
@@ -220,11 +221,6 @@ pub fn parse_article(html: &str, url: &Url, s: &Compiled) -> Result<OutbreakNews
         .select(&s.country)
         .map(|e| e.text().collect::<String>().trim().to_owned())
         .collect();
-    if countries.is_empty() {
-        return Err(ArticleError::Layout(
-            "no country (selector matched nothing)".into(),
-        ));
-    }
     let paragraphs: Vec<String> = doc
         .select(&s.summary)
         .map(|e| e.text().collect::<String>())
