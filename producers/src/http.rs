@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
+use governor::DefaultDirectRateLimiter;
 use rand::Rng;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
@@ -181,10 +182,28 @@ impl HttpFetcher {
         headers: &[(&str, &str)],
         shutdown: &CancellationToken,
     ) -> Result<Fetched, FetchError> {
+        self.get_paced(url, headers, None, shutdown).await
+    }
+
+    /// Like [`get`](Self::get), every attempt (retries included) waiting
+    /// for `pace`, a per-host rate limiter.
+    pub async fn get_paced(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        pace: Option<&DefaultDirectRateLimiter>,
+        shutdown: &CancellationToken,
+    ) -> Result<Fetched, FetchError> {
         let mut delay = Duration::from_millis(self.config.backoff_initial_ms);
         let mut attempt = 0;
         loop {
             attempt += 1;
+            if let Some(limiter) = pace {
+                tokio::select! {
+                    _ = limiter.until_ready() => {}
+                    _ = shutdown.cancelled() => return Err(FetchError::Cancelled),
+                }
+            }
             let started = Instant::now();
             let outcome = tokio::select! {
                 a = self.attempt(url, headers) => a,

@@ -157,6 +157,11 @@ async fn cdc_cases_recover_from_every_fault_and_hold_every_row_once() {
             );
         }
     }
+    assert_eq!(
+        stats.events,
+        sim.manifest().cases.rows_available,
+        "the manifest's rows"
+    );
     assert_eq!(stats.events, rows);
     assert_eq!(
         topic_len(&durable_broker().bootstrap, &topic),
@@ -207,6 +212,10 @@ async fn who_covid_produces_each_new_day_once_as_the_file_grows() {
             initial_days: days,
             day_seconds: 0.0,
         },
+        faults: vec![
+            rule(Endpoint::Who, FaultKind::ServerError { status: 502 }, 1, 1),
+            rule(Endpoint::Who, FaultKind::Truncated, 2, 1),
+        ],
         ..SimConfig::default()
     };
     let mut produced = 0;
@@ -224,6 +233,9 @@ async fn who_covid_produces_each_new_day_once_as_the_file_grows() {
         .go()
         .await;
         produced += stats.events;
+        let injected = sim.manifest().faults_injected;
+        assert_eq!(injected.get("server_error"), Some(&1), "{injected:?}");
+        assert_eq!(injected.get("truncated"), Some(&1), "{injected:?}");
         assert_eq!(produced, u64::from(days) * 10, "after {days} days");
     }
     let g = CountryDayGenerator::new(5, vigie_simulator::server::WHO_FIRST_DATE, 10).unwrap();
@@ -267,6 +279,17 @@ async fn who_don_obeys_robots_and_the_rate_detects_edits_and_survives_a_layout_c
                 robots_disallow: vec![forbidden_path.clone()],
                 ..Default::default()
             },
+            faults: vec![
+                rule(
+                    Endpoint::NewsArticle,
+                    FaultKind::TooManyRequests {
+                        retry_after_seconds: 1,
+                    },
+                    7,
+                    1,
+                ),
+                rule(Endpoint::NewsListing, FaultKind::Reset, 2, 1),
+            ],
             ..SimConfig::default()
         },
         port,
@@ -288,8 +311,11 @@ async fn who_don_obeys_robots_and_the_rate_detects_edits_and_survives_a_layout_c
         metrics: metrics.clone(),
     };
 
-    // First cycle: every allowed article, once.
+    // First cycle: every allowed article, once, through a 429 and a reset.
     assert_eq!(run.go().await.events, 24);
+    let injected = sim.manifest().faults_injected;
+    assert_eq!(injected.get("too_many_requests"), Some(&1), "{injected:?}");
+    assert_eq!(injected.get("reset"), Some(&1), "{injected:?}");
     let log = sim.request_log();
     assert!(
         log.iter().all(|r| r.path_and_query != forbidden_path),

@@ -251,14 +251,13 @@ pub fn parse_article(html: &str, url: &Url, s: &Compiled) -> Result<OutbreakNews
 }
 
 impl WhoDon {
-    /// Waits for the rate limiter, then fetches. robots.txt is obeyed by
-    /// the caller.
+    /// Fetches at the per-host rate (every attempt counts). robots.txt is
+    /// obeyed by the caller.
     async fn get(&self, url: &Url, cx: &PollContext<'_>) -> Result<String, SourceError> {
-        tokio::select! {
-            _ = self.limiter.until_ready() => {}
-            _ = cx.shutdown.cancelled() => return Err(crate::http::FetchError::Cancelled.into()),
-        }
-        let f = cx.http.get(url.as_str(), &[], cx.shutdown).await?;
+        let f = cx
+            .http
+            .get_paced(url.as_str(), &[], Some(&self.limiter), cx.shutdown)
+            .await?;
         Ok(String::from_utf8_lossy(&f.body).into_owned())
     }
 
