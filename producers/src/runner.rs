@@ -13,7 +13,7 @@ use vigie_kafka::{EventProducer, KafkaError, OutRecord, dlq_topic};
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::http::{FetchError, HttpConfig, HttpFetcher};
 use crate::metrics::SourceMetrics;
-use crate::source::{Poll, PollContext, Source, SourceConfig, SourceError};
+use crate::source::{Outgoing, Poll, PollContext, Reject, Source, SourceConfig, SourceError};
 
 /// Header of a producer-side dead letter: the upstream URL of the row.
 pub const H_URL: &str = "vigie.dlq.origin.url";
@@ -119,24 +119,30 @@ impl SourceRunner {
                     });
                 }
             };
-            let (n_events, n_rejects) = (poll.events.len() as u64, poll.rejects.len() as u64);
-            let acked = self.publish(producer, name, &poll);
+            let Poll {
+                events,
+                rejects,
+                next,
+                more,
+            } = poll;
+            let (n_events, n_rejects) = (events.len() as u64, rejects.len() as u64);
+            let acked = self.publish(producer, name, events, rejects);
             // Fetch the next page while this one is acknowledged.
-            let acked = if poll.more && !shutdown.is_cancelled() {
-                let (acked, next) = tokio::join!(acked, source.poll(&poll.next, &cx));
+            let acked = if more && !shutdown.is_cancelled() {
+                let (acked, next) = tokio::join!(acked, source.poll(&next, &cx));
                 prefetched = Some(next);
                 acked
             } else {
                 acked.await
             };
             acked?;
-            self.checkpoints.save(name, &poll.next)?;
-            self.record(name, &poll.next, n_events, n_rejects);
+            self.checkpoints.save(name, &next)?;
+            self.record(name, &next, n_events, n_rejects);
             stats.events += n_events;
             stats.rejects += n_rejects;
             stats.polls += 1;
-            at = poll.next;
-            if !poll.more {
+            at = next;
+            if !more {
                 if self.until_caught_up {
                     break;
                 }
@@ -155,16 +161,18 @@ impl SourceRunner {
     }
 
     /// Produces a poll's events and dead letters and waits for every
-    /// acknowledgement.
+    /// acknowledgement. They are freed once handed to librdkafka (which
+    /// copies them), not kept until acknowledged.
     async fn publish(
         &self,
         producer: &EventProducer,
         name: &'static str,
-        poll: &Poll,
+        events: Vec<Outgoing>,
+        rejects: Vec<Reject>,
     ) -> Result<(), KafkaError> {
         let topic = self.config.topic.as_str();
         let mut pipeline = producer.pipeline(false);
-        for e in &poll.events {
+        for e in &events {
             pipeline
                 .push(OutRecord {
                     topic,
@@ -175,10 +183,11 @@ impl SourceRunner {
                 })
                 .await?;
         }
-        if !poll.rejects.is_empty() {
+        drop(events);
+        if !rejects.is_empty() {
             let dlq = dlq_topic(topic);
             let stage = format!("source:{name}");
-            for r in &poll.rejects {
+            for r in &rejects {
                 pipeline
                     .push(OutRecord {
                         topic: &dlq,
@@ -195,6 +204,7 @@ impl SourceRunner {
                     .await?;
             }
         }
+        drop(rejects);
         pipeline.finish().await?;
         Ok(())
     }
