@@ -14,6 +14,12 @@ use vigie_core::{Envelope, Payload};
 use vigie_kafka::{TopicSpec, ensure_topics};
 use vigie_simulator::{CaseGenConfig, CaseGenerator};
 
+// Declared here rather than in `main.rs`, next to the scenarios it joins.
+#[path = "bench_ingest.rs"]
+mod bench_ingest;
+#[path = "bench_scorer_e2e.rs"]
+mod bench_scorer_e2e;
+
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Cmd {
@@ -30,6 +36,32 @@ pub(crate) enum Cmd {
         #[arg(long, default_value_t = 5)]
         runs: usize,
         /// The kcat to run (one that loads a current librdkafka).
+        #[arg(long, default_value = "scripts/kcat")]
+        kcat: PathBuf,
+        /// Where `benchmarks.md` and `benchmarks/latest.json` live.
+        #[arg(long, default_value = "docs")]
+        docs: PathBuf,
+        /// Text of the broker used, for the record.
+        #[arg(long, default_value = "Tansu 0.6, memory storage, 127.0.0.1")]
+        broker_label: String,
+    },
+    /// `vigie ingest --source cdc-cases` from the HTTP simulator (fetch,
+    /// parse, envelope, produce, checkpoint) vs `kcat -P` of the same
+    /// envelopes pre-serialized in a file; with the producer's peak RSS.
+    ProducerHttp {
+        /// Events per run (rows served by the simulator).
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// Partitions of each topic.
+        #[arg(long, default_value_t = 12)]
+        partitions: i32,
+        /// Runs of each side; the median is kept.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Rows per SODA page asked by the source (`options.page_size`).
+        #[arg(long, default_value_t = 10_000)]
+        page_size: u32,
+        /// The kcat to run.
         #[arg(long, default_value = "scripts/kcat")]
         kcat: PathBuf,
         /// Where `benchmarks.md` and `benchmarks/latest.json` live.
@@ -84,6 +116,32 @@ pub(crate) enum Cmd {
         #[arg(long, default_value = "docs")]
         docs: PathBuf,
     },
+    /// `vigie consume --sink scorer` on the broker (consume, score, publish,
+    /// commit) vs `--sink blackhole` on the same backlog; then the p99
+    /// latency case -> score at a steady rate.
+    ScorerE2e {
+        /// Events in the backlog (throughput part).
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// Partitions of every topic.
+        #[arg(long, default_value_t = 12)]
+        partitions: i32,
+        /// Runs of each side; the median is kept.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Cases per second produced for the latency part.
+        #[arg(long, default_value_t = 5_000)]
+        rate: u64,
+        /// Length of the latency part, in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// The scorer's model directory (`scorer.model_dir`: versions inside).
+        #[arg(long, default_value = "models/hosp_risk")]
+        model: PathBuf,
+        /// Where `benchmarks.md` and `benchmarks/latest.json` live.
+        #[arg(long, default_value = "docs")]
+        docs: PathBuf,
+    },
 }
 
 /// The sample generator used by the demo and the benchmarks.
@@ -120,6 +178,29 @@ pub(crate) async fn run(config: Option<&Path>, cmd: Cmd) -> anyhow::Result<ExitC
             model,
             docs,
         } => return crate::bench_scorer::run(rows, batch, runs, &model, &docs),
+        Cmd::ScorerE2e {
+            events,
+            partitions,
+            runs,
+            rate,
+            seconds,
+            model,
+            docs,
+        } => {
+            return bench_scorer_e2e::run(
+                config,
+                &bench_scorer_e2e::Params {
+                    events,
+                    partitions,
+                    runs,
+                    rate,
+                    seconds,
+                    model,
+                    docs,
+                },
+            )
+            .await;
+        }
         Cmd::Producer {
             events,
             partitions,
@@ -128,6 +209,29 @@ pub(crate) async fn run(config: Option<&Path>, cmd: Cmd) -> anyhow::Result<ExitC
             docs,
             broker_label,
         } => (events, partitions, runs, kcat, docs, broker_label),
+        Cmd::ProducerHttp {
+            events,
+            partitions,
+            runs,
+            page_size,
+            kcat,
+            docs,
+            broker_label,
+        } => {
+            return bench_ingest::run(
+                config,
+                &bench_ingest::Params {
+                    events,
+                    partitions,
+                    runs,
+                    page_size,
+                    kcat,
+                    docs,
+                    broker_label,
+                },
+            )
+            .await;
+        }
         Cmd::SinkPostgres {
             events,
             partitions,
@@ -180,20 +284,7 @@ pub(crate) async fn run(config: Option<&Path>, cmd: Cmd) -> anyhow::Result<ExitC
             t.dlq = false;
         }
         ensure_topics(&brokers, &specs).await?;
-        let kcat_cmd = || {
-            let mut c = Command::new(&kcat);
-            c.args(["-P", "-b", &brokers, "-t", &kt, "-K", "\t", "-z", "zstd"])
-                .args([
-                    "-X",
-                    "linger.ms=20",
-                    "-X",
-                    "enable.idempotence=true",
-                    "-X",
-                    "acks=all",
-                ])
-                .args(["-X", "batch.num.messages=10000", "-X", "batch.size=1000000"]);
-            c
-        };
+        let kcat_cmd = || kcat_producer(&kcat, &brokers, &kt);
         let vigie_cmd = || {
             let mut c = Command::new(&exe);
             c.args(["produce", "--topic", &vt, "--input"])
@@ -247,7 +338,25 @@ pub(crate) async fn run(config: Option<&Path>, cmd: Cmd) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-fn uuid_like(run: usize) -> String {
+/// `kcat -P` reading `key<TAB>value` lines from stdin into `topic`, with
+/// the producer settings of Vigie's defaults (zstd, idempotent, acks=all,
+/// linger 20 ms, batches of up to 10,000 records / 1 MB).
+pub(crate) fn kcat_producer(kcat: &Path, brokers: &str, topic: &str) -> Command {
+    let mut c = Command::new(kcat);
+    c.args(["-P", "-b", brokers, "-t", topic, "-K", "\t", "-z", "zstd"])
+        .args([
+            "-X",
+            "linger.ms=20",
+            "-X",
+            "enable.idempotence=true",
+            "-X",
+            "acks=all",
+        ])
+        .args(["-X", "batch.num.messages=10000", "-X", "batch.size=1000000"]);
+    c
+}
+
+pub(crate) fn uuid_like(run: usize) -> String {
     format!("{}-{run}", chrono::Utc::now().format("%Y%m%d%H%M%S%f"))
 }
 

@@ -15,7 +15,7 @@ use vigie_core::{CaseScore, Envelope, Event, SchemaRegistry};
 use crate::bench::{case_generator, median, record};
 
 /// The library of the installed onnxruntime wheel, unless `ORT_DYLIB_PATH` says.
-fn ort_dylib() -> anyhow::Result<std::path::PathBuf> {
+pub(crate) fn ort_dylib() -> anyhow::Result<std::path::PathBuf> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
         return Ok(p.into());
     }

@@ -105,7 +105,7 @@ fn psql(url: &str, command: &str) -> anyhow::Result<()> {
 }
 
 /// Peak resident memory of a process, in MiB (`VmHWM`).
-fn peak_rss_mib(pid: u32) -> Option<f64> {
+pub(crate) fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: f64 = status
         .lines()

@@ -1,0 +1,735 @@
+//! `vigie bench scorer-e2e`: the scorer as it runs in production, a
+//! `vigie consume --sink scorer` process between two topics of the broker.
+//!
+//! - **Throughput**: a backlog of case envelopes drained by the scorer
+//!   (consume, validate, score, publish one score per case, commit) against
+//!   `vigie consume --sink blackhole` (consume, validate, commit) on the same
+//!   backlog with another fresh group: the ratio is what scoring and
+//!   publishing cost on top of consuming. Each process is timed from its
+//!   start until its `/metrics` counts the whole backlog written (counted
+//!   after each batch's commit); the group's summed committed offsets must
+//!   then equal the backlog (offsets, not lag: on Tansu's memory storage
+//!   the high watermark is wrong, `docs/tansu.md`).
+//! - **Latency**: cases produced at a steady rate into an empty topic the
+//!   scorer already consumes; each score's Kafka timestamp minus its case's
+//!   (both `CreateTime`, set by librdkafka when each record is produced).
+
+use std::collections::{HashMap, HashSet};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use vigie_kafka::{
+    BatchConsumer, EventProducer, KafkaMetrics, OutRecord, Record, TopicSpec, ensure_topics,
+    group_lag,
+};
+
+use crate::bench::{case_generator, case_lines, median, record, uuid_like};
+use crate::bench_sink::peak_rss_mib;
+use crate::settings::Settings;
+
+/// How often a group's committed offsets are read, when waiting on them.
+const POLL: Duration = Duration::from_millis(100);
+/// How often a timed consumer's `/metrics` is read.
+const FAST_POLL: Duration = Duration::from_millis(20);
+/// Longest a drain or a read-back may take before the bench fails.
+const DEADLINE: Duration = Duration::from_secs(1800);
+
+/// What `vigie bench scorer-e2e` was asked for.
+#[derive(Debug)]
+pub(crate) struct Params {
+    pub(crate) events: u64,
+    pub(crate) partitions: i32,
+    pub(crate) runs: usize,
+    pub(crate) rate: u64,
+    pub(crate) seconds: u64,
+    pub(crate) model: PathBuf,
+    pub(crate) docs: PathBuf,
+}
+
+/// The id of an envelope.
+#[derive(Deserialize)]
+struct EnvelopeId {
+    id: String,
+}
+
+/// The case a score event is about.
+#[derive(Deserialize)]
+struct ScoreOf {
+    data: ScoreData,
+}
+
+#[derive(Deserialize)]
+struct ScoreData {
+    case_event_id: String,
+    model_version: String,
+}
+
+/// A free local TCP port (for a child's `/metrics`).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The sum of the samples of `name` on the `/metrics` of `127.0.0.1:port`.
+async fn metric(port: u16, name: &str) -> Option<f64> {
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).await?;
+        Ok::<_, std::io::Error>(body)
+    };
+    let body = tokio::time::timeout(Duration::from_secs(2), fetch)
+        .await
+        .ok()?
+        .ok()?;
+    let samples: Vec<f64> = body
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!samples.is_empty()).then(|| samples.iter().sum())
+}
+
+/// The sum of `group`'s committed offsets on `topic` (0 where none).
+async fn committed(brokers: &str, group: &str, topic: &str) -> anyhow::Result<i64> {
+    let lags = group_lag(brokers, group, &[topic.to_owned()], Duration::from_secs(5)).await?;
+    Ok(lags.iter().filter_map(|l| l.committed).sum())
+}
+
+/// The last lines of a child's stderr, for an error message.
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// A `vigie consume` child process and where its stderr goes.
+struct Consumer {
+    child: Child,
+    stderr: PathBuf,
+    what: String,
+}
+
+impl Consumer {
+    /// Fails if the process has exited.
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!(
+                "{} exited early ({status}):\n{}",
+                self.what,
+                tail(&self.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then waits: the process must exit cleanly.
+    fn stop(mut self) -> anyhow::Result<()> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        let status = self.child.wait()?;
+        ensure!(
+            status.success(),
+            "{} did not stop cleanly ({status}):\n{}",
+            self.what,
+            tail(&self.stderr)
+        );
+        Ok(())
+    }
+}
+
+/// The settings of one `vigie consume` child.
+struct Launch<'a> {
+    exe: &'a Path,
+    brokers: &'a str,
+    sink: &'a str,
+    topic: &'a str,
+    group: &'a str,
+    /// `/metrics` port (0: any).
+    port: u16,
+    /// Extra environment (the scorer's).
+    env: &'a [(&'a str, String)],
+    logs: &'a Path,
+}
+
+fn spawn(l: &Launch<'_>) -> anyhow::Result<Consumer> {
+    let stderr = l.logs.join(format!("{}.stderr", l.group));
+    let child = Command::new(l.exe)
+        .args([
+            "consume", "--sink", l.sink, "--topic", l.topic, "--group", l.group,
+        ])
+        .env("VIGIE__KAFKA__BROKERS", l.brokers)
+        .env("VIGIE__KAFKA__CONSUMER__LAG_INTERVAL_MS", "0")
+        .env("VIGIE__TELEMETRY__LISTEN", format!("127.0.0.1:{}", l.port))
+        .env("RUST_LOG", "warn")
+        .envs(l.env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&stderr)?))
+        .spawn()
+        .with_context(|| format!("cannot run {} consume", l.exe.display()))?;
+    Ok(Consumer {
+        child,
+        stderr,
+        what: format!("vigie consume --sink {} --group {}", l.sink, l.group),
+    })
+}
+
+/// Waits until `group`'s committed offsets on `topic` add up to `events`.
+async fn wait_committed(
+    c: &mut Consumer,
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    events: u64,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let done = committed(brokers, group, topic).await.unwrap_or(0);
+        if done as u64 >= events {
+            ensure!(
+                done as u64 == events,
+                "{} committed {done} offsets for {events} records",
+                c.what
+            );
+            return Ok(());
+        }
+        c.check_alive()?;
+        if started.elapsed() > deadline {
+            let _ = c.child.kill();
+            bail!(
+                "{} committed {done} of {events} records in {deadline:?}",
+                c.what
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// One timed drain of the backlog.
+struct Drain {
+    /// From spawn until the sink counted the whole backlog written.
+    secs: f64,
+    /// From spawn until its first batch was committed (start-up, model
+    /// load, group join, first batch).
+    first_batch_secs: f64,
+    /// Peak RSS meanwhile, MiB.
+    peak_rss_mib: f64,
+    /// Time spent inside batches (validate, write, commit), from its
+    /// `vigie_consumer_batch_duration_seconds`; the rest is start-up and
+    /// waiting for records.
+    in_batches_secs: f64,
+    /// Batches.
+    batches: u64,
+}
+
+/// Runs one consumer over the backlog. The end is seen on its `/metrics`
+/// (`vigie_sink_events_total`, counted once a batch is committed), read
+/// every [`FAST_POLL`], which is cheaper and finer than asking the broker;
+/// the group's committed offsets are then checked to cover the backlog.
+async fn drain(l: &Launch<'_>, events: u64) -> anyhow::Result<Drain> {
+    let port = free_port()?;
+    let l = Launch { port, ..*l };
+    let started = Instant::now();
+    let mut c = spawn(&l)?;
+    let (mut peak, mut first) = (0f64, None);
+    let mut polls = 0u64;
+    let secs = loop {
+        peak = peak.max(peak_rss_mib(c.child.id()).unwrap_or(0.0));
+        let written = metric(port, "vigie_sink_events_total").await.unwrap_or(0.0) as u64;
+        if written > 0 && first.is_none() {
+            first = Some(started.elapsed().as_secs_f64());
+        }
+        if written >= events {
+            break started.elapsed().as_secs_f64();
+        }
+        c.check_alive()?;
+        polls += 1;
+        // Now and then, the broker's view: all committed, yet not all
+        // written (asked again after the offsets, as the count follows the
+        // commit), means some records were refused (dead-lettered).
+        if polls.is_multiple_of(50)
+            && committed(l.brokers, l.group, l.topic).await.unwrap_or(0) as u64 >= events
+        {
+            let written = metric(port, "vigie_sink_events_total").await.unwrap_or(0.0) as u64;
+            ensure!(
+                written >= events,
+                "{} committed the backlog but wrote {written} of {events} events",
+                c.what
+            );
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = c.child.kill();
+            bail!(
+                "{} wrote {written} of {events} events in {DEADLINE:?}",
+                c.what
+            );
+        }
+        tokio::time::sleep(FAST_POLL).await;
+    };
+    peak = peak.max(peak_rss_mib(c.child.id()).unwrap_or(0.0));
+    let in_batches_secs = metric(port, "vigie_consumer_batch_duration_seconds_sum")
+        .await
+        .unwrap_or(0.0);
+    let batches = metric(port, "vigie_consumer_batch_duration_seconds_count")
+        .await
+        .unwrap_or(0.0) as u64;
+    wait_committed(
+        &mut c,
+        l.brokers,
+        l.group,
+        l.topic,
+        events,
+        Duration::from_secs(30),
+    )
+    .await?;
+    c.stop()?;
+    Ok(Drain {
+        secs,
+        first_batch_secs: first.unwrap_or(secs),
+        peak_rss_mib: peak,
+        in_batches_secs,
+        batches,
+    })
+}
+
+/// Reads `topic` from its start with a fresh group (never committing),
+/// handing each record to `visit`, until at least `expected` records came
+/// and then nothing more for a second. The end of a partition is not
+/// asked of the broker: Tansu's memory storage reports it wrongly.
+async fn read_topic(
+    s: &Settings,
+    topic: &str,
+    expected: u64,
+    mut visit: impl FnMut(&Record) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    let mut config = s.consumer();
+    config.group_id = format!("bench-reader-{}", uuid_like(0));
+    config.topics = vec![topic.to_owned()];
+    config.batch_max_records = 20_000;
+    config.batch_max_wait_ms = 100;
+    config.lag_interval_ms = 0;
+    let consumer = BatchConsumer::new(&s.kafka.brokers, config, KafkaMetrics::unregistered())?;
+    let mut n = 0u64;
+    loop {
+        let quiet = if n >= expected {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(60)
+        };
+        let stop = CancellationToken::new();
+        let timer = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(quiet).await;
+                stop.cancel();
+            })
+        };
+        let batch = consumer.next_batch(&stop).await;
+        timer.abort();
+        match batch? {
+            Some(b) if !b.is_empty() => {
+                for r in &b.records {
+                    visit(r)?;
+                }
+                n += b.len() as u64;
+            }
+            _ if n >= expected => break,
+            _ => bail!(
+                "read {n} of at least {expected} records of {topic}, then nothing for {quiet:?}"
+            ),
+        }
+    }
+    consumer.close().await;
+    Ok(n)
+}
+
+/// Produces `lines` into `topic` as fast as the producer goes.
+async fn preload(
+    producer: &EventProducer,
+    topic: &str,
+    lines: &[(String, Vec<u8>)],
+) -> anyhow::Result<()> {
+    producer
+        .send_all(lines.iter().map(|(k, v)| OutRecord {
+            topic,
+            key: Some(k.as_bytes()),
+            payload: v,
+            headers: &[],
+            timestamp_ms: None,
+        }))
+        .await?;
+    Ok(())
+}
+
+/// The ids of serialized envelopes.
+fn ids(lines: &[(String, Vec<u8>)]) -> anyhow::Result<Vec<String>> {
+    lines
+        .iter()
+        .map(|(_, v)| Ok(serde_json::from_slice::<EnvelopeId>(v)?.id))
+        .collect()
+}
+
+/// Reads a score topic: `(records, first score timestamp per case id,
+/// model versions seen)`.
+async fn read_scores(
+    s: &Settings,
+    topic: &str,
+    expected: u64,
+) -> anyhow::Result<(u64, HashMap<String, i64>, HashSet<String>)> {
+    let mut first: HashMap<String, i64> = HashMap::with_capacity(expected as usize);
+    let mut versions = HashSet::new();
+    let n = read_topic(s, topic, expected, |r| {
+        let payload = r
+            .payload
+            .as_deref()
+            .context("a score record has no value")?;
+        let score: ScoreOf = serde_json::from_slice(payload)
+            .with_context(|| format!("not a score event: {}", String::from_utf8_lossy(payload)))?;
+        let ts = r.timestamp_ms.context("a score record has no timestamp")?;
+        versions.insert(score.data.model_version);
+        first
+            .entry(score.data.case_event_id)
+            .and_modify(|t| *t = (*t).min(ts))
+            .or_insert(ts);
+        Ok(())
+    })
+    .await?;
+    Ok((n, first, versions))
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[i64], q: f64) -> i64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+pub(crate) async fn run(config: Option<&Path>, p: &Params) -> anyhow::Result<ExitCode> {
+    ensure!(
+        p.events > 0 && p.runs > 0 && p.rate > 0 && p.seconds > 0,
+        "events, runs, rate and seconds must be positive"
+    );
+    let s = crate::commands::load(config)?;
+    let brokers = s.kafka.brokers.clone();
+    let exe = std::env::current_exe()?;
+    let model_dir = std::fs::canonicalize(&p.model)
+        .with_context(|| format!("no model directory {}", p.model.display()))?;
+    let dylib = crate::bench_scorer::ort_dylib()?;
+    let logs = tempfile::tempdir()?;
+    let producer = EventProducer::new(&brokers, &s.producer(), KafkaMetrics::unregistered())?;
+    let tag = uuid_like(0);
+    let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let batch_max_records = s.kafka.consumer.batch_max_records;
+    let batch_max_wait_ms = s.kafka.consumer.batch_max_wait_ms;
+
+    // Throughput: one backlog, drained by fresh groups.
+    let input = format!("bench.scorer-e2e.in.{tag}");
+    ensure_topics(&brokers, &[TopicSpec::new(&input, p.partitions)]).await?;
+    let generator = case_generator(13);
+    let mut input_ids = HashSet::with_capacity(p.events as usize);
+    let mut start = 0;
+    while start < p.events {
+        let end = (start + 50_000).min(p.events);
+        let lines = case_lines(&generator, start..end);
+        input_ids.extend(ids(&lines)?);
+        preload(&producer, &input, &lines).await?;
+        start = end;
+    }
+    ensure!(
+        input_ids.len() as u64 == p.events,
+        "the generator gave {} distinct ids for {} cases",
+        input_ids.len(),
+        p.events
+    );
+    eprintln!(
+        "backlog: {} events in {input} ({} partitions), {} runs each",
+        p.events, p.partitions, p.runs
+    );
+
+    let (mut sc_secs, mut bh_secs, mut sc_rss, mut bh_rss) = (vec![], vec![], vec![], vec![]);
+    let (mut sc_first, mut bh_first, mut published) = (vec![], vec![], vec![]);
+    let (mut sc_in_batches, mut bh_in_batches, mut sc_batches, mut bh_batches) =
+        (vec![], vec![], vec![], vec![]);
+    for r in 0..p.runs {
+        let output = format!("bench.scorer-e2e.out.{}", uuid_like(r));
+        let mut spec = TopicSpec::new(&output, p.partitions);
+        spec.dlq = false;
+        ensure_topics(&brokers, &[spec]).await?;
+        let env = [
+            ("VIGIE__SCORER__OUTPUT_TOPIC", output.clone()),
+            ("VIGIE__SCORER__MODEL_DIR", model_dir.display().to_string()),
+            ("ORT_DYLIB_PATH", dylib.display().to_string()),
+        ];
+        let (sc_group, bh_group) = (
+            format!("bench-scorer-{}", uuid_like(r)),
+            format!("bench-blackhole-{}", uuid_like(r)),
+        );
+        let scorer = Launch {
+            exe: &exe,
+            brokers: &brokers,
+            sink: "scorer",
+            topic: &input,
+            group: &sc_group,
+            port: 0,
+            env: &env,
+            logs: logs.path(),
+        };
+        let blackhole = Launch {
+            sink: "blackhole",
+            group: &bh_group,
+            env: &[],
+            ..scorer
+        };
+        // Alternate which side runs first.
+        let (sc, bh) = if r % 2 == 0 {
+            let bh = drain(&blackhole, p.events).await?;
+            (drain(&scorer, p.events).await?, bh)
+        } else {
+            let sc = drain(&scorer, p.events).await?;
+            (sc, drain(&blackhole, p.events).await?)
+        };
+        let (n, first, versions) = read_scores(&s, &output, p.events).await?;
+        ensure!(
+            first.len() as u64 == p.events && first.keys().all(|id| input_ids.contains(id)),
+            "{output} holds scores for {} distinct cases, expected the {} cases of {input}",
+            first.len(),
+            p.events
+        );
+        eprintln!(
+            "run {}: scorer {:.2} s (first batch at {:.2} s, {:.2} s in {} batches, peak RSS {:.0} MiB), blackhole {:.2} s (first batch at {:.2} s, {:.2} s in {} batches, peak RSS {:.0} MiB); {n} scores published (model {versions:?})",
+            r + 1,
+            sc.secs,
+            sc.first_batch_secs,
+            sc.in_batches_secs,
+            sc.batches,
+            sc.peak_rss_mib,
+            bh.secs,
+            bh.first_batch_secs,
+            bh.in_batches_secs,
+            bh.batches,
+            bh.peak_rss_mib
+        );
+        sc_secs.push(sc.secs);
+        sc_first.push(sc.first_batch_secs);
+        sc_rss.push(sc.peak_rss_mib);
+        bh_secs.push(bh.secs);
+        bh_first.push(bh.first_batch_secs);
+        bh_rss.push(bh.peak_rss_mib);
+        sc_in_batches.push(sc.in_batches_secs);
+        bh_in_batches.push(bh.in_batches_secs);
+        sc_batches.push(sc.batches);
+        bh_batches.push(bh.batches);
+        published.push(n);
+    }
+    let vigie = p.events as f64 / median(&mut sc_secs.clone());
+    let baseline = p.events as f64 / median(&mut bh_secs.clone());
+    let throughput_cmd = format!(
+        "scripts/bench scorer-e2e --events {} --partitions {} --runs {} --rate {} --seconds {}",
+        p.events, p.partitions, p.runs, p.rate, p.seconds
+    );
+    record(
+        &p.docs,
+        json!({
+            "name": "scorer_e2e_vs_blackhole",
+            "description": "vigie consume --sink scorer (consume, validate, score with ONNX Runtime, publish one health.case_score.v1 per case, commit) vs vigie consume --sink blackhole (consume, validate, commit) draining the same backlog with fresh groups; each process timed from its start until it has committed the whole backlog (its /metrics, read every 20 ms; committed offsets checked after). The ratio is what scoring and publishing cost on top of consuming",
+            "vigie": vigie.round(), "baseline": baseline.round(),
+            "ratio": (vigie / baseline * 1000.0).round() / 1000.0,
+            "unit": "events/s", "higher_is_better": true,
+            "command": throughput_cmd, "date": date,
+            "details": {
+                "events": p.events, "partitions": p.partitions, "runs": p.runs,
+                "scorer_seconds": sc_secs, "blackhole_seconds": bh_secs,
+                "scorer_first_batch_seconds": sc_first, "blackhole_first_batch_seconds": bh_first,
+                "scorer_in_batches_seconds": sc_in_batches, "blackhole_in_batches_seconds": bh_in_batches,
+                "scorer_batches": sc_batches, "blackhole_batches": bh_batches,
+                "scorer_peak_rss_mib": sc_rss, "blackhole_peak_rss_mib": bh_rss,
+                "scores_published": published,
+                "batch_max_records": batch_max_records, "batch_max_wait_ms": batch_max_wait_ms,
+                "broker": "Tansu 0.6, memory storage, 127.0.0.1",
+            },
+        }),
+    )?;
+    println!(
+        "throughput: scorer {vigie:.0} events/s, blackhole {baseline:.0} events/s, ratio {:.3}",
+        vigie / baseline
+    );
+
+    // Latency: a steady stream into a topic the scorer already consumes.
+    let (lat_in, lat_out) = (
+        format!("bench.scorer-e2e.lat-in.{tag}"),
+        format!("bench.scorer-e2e.lat-out.{tag}"),
+    );
+    let mut out_spec = TopicSpec::new(&lat_out, p.partitions);
+    out_spec.dlq = false;
+    ensure_topics(&brokers, &[TopicSpec::new(&lat_in, p.partitions), out_spec]).await?;
+    let total = p.rate * p.seconds;
+    let lines = case_lines(&case_generator(17), 0..total);
+    let port = free_port()?;
+    let group = format!("bench-scorer-lat-{tag}");
+    let env = [
+        ("VIGIE__SCORER__OUTPUT_TOPIC", lat_out.clone()),
+        ("VIGIE__SCORER__MODEL_DIR", model_dir.display().to_string()),
+        ("ORT_DYLIB_PATH", dylib.display().to_string()),
+    ];
+    let mut c = spawn(&Launch {
+        exe: &exe,
+        brokers: &brokers,
+        sink: "scorer",
+        topic: &lat_in,
+        group: &group,
+        port,
+        env: &env,
+        logs: logs.path(),
+    })?;
+    let joined = Instant::now();
+    loop {
+        if metric(port, "vigie_consumer_assigned_partitions")
+            .await
+            .is_some_and(|n| n > 0.0)
+        {
+            break;
+        }
+        c.check_alive()?;
+        if joined.elapsed() > Duration::from_secs(120) {
+            let _ = c.child.kill();
+            bail!("the scorer was assigned no partition of {lat_in} in 2 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "latency: scorer joined in {:.1} s; producing {} cases/s for {} s",
+        joined.elapsed().as_secs_f64(),
+        p.rate,
+        p.seconds
+    );
+    // Its first fetches (offset look-ups) are under way: let them land.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let tick = Duration::from_millis(10);
+    let started = tokio::time::Instant::now();
+    let mut pipeline = producer.pipeline(false);
+    let mut sent = 0usize;
+    let mut k = 0u32;
+    while sent < lines.len() {
+        k += 1;
+        tokio::time::sleep_until(started + tick * k).await;
+        let due = ((started.elapsed().as_secs_f64() * p.rate as f64) as usize).min(lines.len());
+        for (key, v) in &lines[sent..due.max(sent)] {
+            pipeline
+                .push(OutRecord {
+                    topic: &lat_in,
+                    key: Some(key.as_bytes()),
+                    payload: v,
+                    headers: &[],
+                    timestamp_ms: None,
+                })
+                .await?;
+        }
+        sent = sent.max(due);
+    }
+    let produce_secs = started.elapsed().as_secs_f64();
+    let (acked, _) = pipeline.finish().await?;
+    ensure!(
+        acked == total,
+        "{acked} of {total} cases acknowledged by the broker"
+    );
+    wait_committed(
+        &mut c,
+        &brokers,
+        &group,
+        &lat_in,
+        total,
+        Duration::from_secs(300),
+    )
+    .await?;
+    c.stop()?;
+
+    let mut case_ts: HashMap<String, i64> = HashMap::with_capacity(total as usize);
+    let n_in = read_topic(&s, &lat_in, total, |r| {
+        let payload = r.payload.as_deref().context("a case record has no value")?;
+        let id = serde_json::from_slice::<EnvelopeId>(payload)?.id;
+        let ts = r.timestamp_ms.context("a case record has no timestamp")?;
+        ensure!(
+            case_ts.insert(id, ts).is_none(),
+            "a case appears twice in {lat_in}"
+        );
+        Ok(())
+    })
+    .await?;
+    ensure!(
+        n_in == total,
+        "{lat_in} holds {n_in} records, {total} were produced"
+    );
+    let (n_out, first, _) = read_scores(&s, &lat_out, total).await?;
+    let mut latencies = Vec::with_capacity(case_ts.len());
+    for (id, t_in) in &case_ts {
+        let t_out = first
+            .get(id)
+            .with_context(|| format!("case {id} has no score in {lat_out}"))?;
+        latencies.push(t_out - t_in);
+    }
+    ensure!(
+        first.len() == case_ts.len(),
+        "{lat_out} holds scores for {} cases, {} were produced",
+        first.len(),
+        case_ts.len()
+    );
+    latencies.sort_unstable();
+    let (p50, p90, p99, max) = (
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.90),
+        percentile(&latencies, 0.99),
+        *latencies.last().expect("at least one case"),
+    );
+    let min = latencies[0];
+    let mean = latencies.iter().sum::<i64>() as f64 / latencies.len() as f64;
+    let (first_score, last_score) = (
+        first.values().min().copied().unwrap_or(0),
+        first.values().max().copied().unwrap_or(0),
+    );
+    let span = (last_score - first_score).max(1) as f64 / 1000.0;
+    let scored_rate = first.len() as f64 / span;
+    let produced_rate = total as f64 / produce_secs;
+    record(
+        &p.docs,
+        json!({
+            "name": "scorer_e2e_latency_p99",
+            "description": "p99 of score record timestamp - case record timestamp (both CreateTime, set by librdkafka at produce time) while cases are produced at a steady rate into a topic that vigie consume --sink scorer already consumes; baseline = kafka.consumer.batch_max_wait_ms, the micro-batch window (the latency floor the configuration sets), so ratio = p99 / batch window; lower is better",
+            "vigie": p99, "baseline": batch_max_wait_ms,
+            "ratio": (p99 as f64 / batch_max_wait_ms.max(1) as f64 * 1000.0).round() / 1000.0,
+            "unit": "ms (p99 latency; baseline = batch_max_wait_ms; lower is better)",
+            "higher_is_better": false,
+            "command": format!(
+                "scripts/bench scorer-e2e --events {} --partitions {} --runs {} --rate {} --seconds {}",
+                p.events, p.partitions, p.runs, p.rate, p.seconds
+            ),
+            "date": date,
+            "details": {
+                "rate": p.rate, "seconds": p.seconds, "cases": total, "partitions": p.partitions,
+                "latency_ms": {"min": min, "p50": p50, "p90": p90, "p99": p99, "max": max, "mean": (mean * 10.0).round() / 10.0},
+                "produced_per_s": produced_rate.round(),
+                "scored_per_s": scored_rate.round(),
+                "scores_published": n_out,
+                "batch_max_records": batch_max_records, "batch_max_wait_ms": batch_max_wait_ms,
+                "broker": "Tansu 0.6, memory storage, 127.0.0.1",
+            },
+        }),
+    )?;
+    println!(
+        "latency at {} cases/s: p50 {p50} ms, p90 {p90} ms, p99 {p99} ms, max {max} ms (batch window {batch_max_wait_ms} ms); produced {produced_rate:.0}/s, scored {scored_rate:.0}/s, {n_out} scores for {total} cases",
+        p.rate
+    );
+    Ok(ExitCode::SUCCESS)
+}
