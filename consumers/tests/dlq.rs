@@ -10,7 +10,7 @@ use vigie_consumers::blackhole::Blackhole;
 use vigie_consumers::{ConsumerMetrics, Runtime};
 use vigie_core::SchemaRegistry;
 use vigie_kafka::{ConsumerConfig, KafkaMetrics, ProducerConfig};
-use vigie_testkit::{broker, create_topic, produce_raw, read_topic, unique_name, wait_for};
+use vigie_testkit::{broker, create_topic_and_dlq, produce_raw, read_topic, unique_name, wait_for};
 
 fn case_envelope(i: usize) -> String {
     serde_json::json!({
@@ -48,8 +48,7 @@ fn case_envelope(i: usize) -> String {
 async fn poison_goes_to_the_dlq_with_reason_and_origin_and_the_stream_goes_on() {
     let b = broker();
     let topic = unique_name("health.case.v1");
-    create_topic(&b.bootstrap, &topic, 2).await;
-    create_topic(&b.bootstrap, &format!("{topic}.dlq"), 2).await;
+    create_topic_and_dlq(&b.bootstrap, &topic, 2).await;
 
     let mut oversized: serde_json::Value = serde_json::from_str(&case_envelope(9999)).unwrap();
     oversized["data"]["res_county"] = "X".repeat(8_000).into();

@@ -13,7 +13,8 @@ use vigie_core::SchemaRegistry;
 use vigie_kafka::{ConsumerConfig, KafkaMetrics, ProducerConfig};
 use vigie_simulator::{CaseGenConfig, CaseGenerator, CountryDayGenerator, NewsGenerator};
 use vigie_testkit::{
-    RawInput, TestDb, create_topic, durable_broker, produce_raw, read_topic, unique_name, wait_for,
+    RawInput, TestDb, create_topic, create_topic_and_dlq, durable_broker, produce_raw, read_topic,
+    unique_name, wait_for,
 };
 
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -115,8 +116,7 @@ async fn poison_mix_goes_to_the_dlq_and_the_rest_is_stored_once() {
     let b = durable_broker();
     let db = TestDb::create().await;
     let topic = unique_name("health.mixed.v1");
-    create_topic(&b.bootstrap, &topic, 3).await;
-    create_topic(&b.bootstrap, &format!("{topic}.dlq"), 3).await;
+    create_topic_and_dlq(&b.bootstrap, &topic, 3).await;
 
     let mut input: Vec<RawInput> = Vec::new();
     let valid = cases(7, 400);
@@ -245,8 +245,7 @@ async fn severed_database_connections_lose_and_duplicate_nothing() {
     let b = durable_broker();
     let db = TestDb::create().await;
     let topic = unique_name("health.case.v1");
-    create_topic(&b.bootstrap, &topic, 4).await;
-    create_topic(&b.bootstrap, &format!("{topic}.dlq"), 4).await;
+    create_topic_and_dlq(&b.bootstrap, &topic, 4).await;
     let n = 6_000;
     let input: Vec<RawInput> = cases(11, n)
         .into_iter()

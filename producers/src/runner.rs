@@ -7,16 +7,13 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use vigie_kafka::dlq::{H_ERROR, H_REASON, H_STAGE};
+use vigie_kafka::dlq::{H_ERROR, H_REASON, H_STAGE, H_URL};
 use vigie_kafka::{EventProducer, KafkaError, OutRecord, dlq_topic};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::http::{FetchError, HttpConfig, HttpFetcher};
 use crate::metrics::SourceMetrics;
 use crate::source::{Outgoing, Poll, PollContext, Reject, Source, SourceConfig, SourceError};
-
-/// Header of a producer-side dead letter: the upstream URL of the row.
-pub const H_URL: &str = "vigie.dlq.origin.url";
 
 /// Why a source stopped.
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,7 @@ use vigie_simulator::server::{
     WHO_CSV_PATH,
 };
 use vigie_simulator::{CaseGenConfig, CaseGenerator, CountryDayGenerator, NewsGenerator};
-use vigie_testkit::{create_topic, durable_broker, read_topic, topic_len, unique_name};
+use vigie_testkit::{create_topic_and_dlq, durable_broker, read_topic, topic_len, unique_name};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -31,8 +31,7 @@ async fn simulator(config: SimConfig) -> RunningSimulator {
 async fn topic(prefix: &str) -> String {
     let b = durable_broker();
     let topic = unique_name(prefix);
-    create_topic(&b.bootstrap, &topic, 3).await;
-    create_topic(&b.bootstrap, &format!("{topic}.dlq"), 1).await;
+    create_topic_and_dlq(&b.bootstrap, &topic, 3).await;
     topic
 }
 

@@ -19,6 +19,9 @@ pub const H_TOPIC: &str = "vigie.dlq.origin.topic";
 pub const H_PARTITION: &str = "vigie.dlq.origin.partition";
 /// Header: its offset.
 pub const H_OFFSET: &str = "vigie.dlq.origin.offset";
+/// Header: the upstream URL, for a row a producer could not map (producer
+/// dead letters carry it instead of topic, partition and offset).
+pub const H_URL: &str = "vigie.dlq.origin.url";
 
 /// The dead-letter topic of `topic`.
 pub fn dlq_topic(topic: &str) -> String {

@@ -34,6 +34,12 @@ pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     }
 }
 
+/// Creates `topic` and its `.dlq` twin, each with `partitions` partitions.
+pub async fn create_topic_and_dlq(bootstrap: &str, topic: &str, partitions: i32) {
+    create_topic(bootstrap, topic, partitions).await;
+    create_topic(bootstrap, &format!("{topic}.dlq"), partitions).await;
+}
+
 /// A record to inject: `(key, value, headers)`.
 pub type RawInput = (Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
 

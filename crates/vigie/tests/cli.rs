@@ -3,13 +3,13 @@
 
 mod common;
 
-use common::{free_port, metric, vigie};
+use common::{free_port, metric, produce_sample, vigie};
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use vigie_testkit::{create_topic, durable_broker, unique_name, wait_for};
+use vigie_testkit::{create_topic, create_topic_and_dlq, durable_broker, unique_name, wait_for};
 
 fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -159,27 +159,9 @@ async fn sigterm_mid_stream_commits_the_batch_and_exits_cleanly() {
     let b = durable_broker();
     let topic = unique_name("health.case.v1");
     let group = unique_name("g");
-    create_topic(&b.bootstrap, &topic, 2).await;
-    create_topic(&b.bootstrap, &format!("{topic}.dlq"), 2).await;
+    create_topic_and_dlq(&b.bootstrap, &topic, 2).await;
     let total = 20_000u64;
-    let out = vigie()
-        .args([
-            "produce",
-            "--topic",
-            &topic,
-            "--sample",
-            "cases",
-            "--count",
-            &total.to_string(),
-        ])
-        .env("VIGIE__KAFKA__BROKERS", &b.bootstrap)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    produce_sample(&b.bootstrap, &topic, total, 42);
 
     let port = free_port();
     let mut child = vigie()

@@ -15,7 +15,9 @@ use std::time::Duration;
 use chrono::Utc;
 use vigie_simulator::server::{CASES_PATH, CasesSim, SimConfig, Simulator};
 use vigie_simulator::{CaseGenConfig, CaseGenerator};
-use vigie_testkit::{create_topic, durable_broker, read_topic, topic_len, unique_name, wait_for};
+use vigie_testkit::{
+    create_topic_and_dlq, durable_broker, read_topic, topic_len, unique_name, wait_for,
+};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const ROWS: u64 = 40_000;
@@ -78,8 +80,7 @@ async fn kill_9_at_random_points_then_restart_leaves_no_gap_and_repeats_keep_the
     .unwrap();
     let b = durable_broker();
     let topic = unique_name("health.case.v1");
-    create_topic(&b.bootstrap, &topic, 4).await;
-    create_topic(&b.bootstrap, &format!("{topic}.dlq"), 1).await;
+    create_topic_and_dlq(&b.bootstrap, &topic, 4).await;
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), sim.base_url(), &topic);
 

@@ -8,9 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, vigie};
+use common::{free_port, produce_sample, vigie};
 use vigie_simulator::{CaseGenConfig, CaseGenerator};
-use vigie_testkit::{TestDb, broker, create_topic, ort_dylib, read_topic, unique_name, wait_for};
+use vigie_testkit::{
+    TestDb, broker, create_topic_and_dlq, ort_dylib, read_topic, unique_name, wait_for,
+};
 
 const CASES: u64 = 500;
 
@@ -33,29 +35,9 @@ async fn every_case_gets_one_score_with_its_id_model_version_and_key() {
         unique_name("health.case_score.v1"),
     );
     for t in [&cases, &scores] {
-        create_topic(&b.bootstrap, t, 2).await;
-        create_topic(&b.bootstrap, &format!("{t}.dlq"), 2).await;
+        create_topic_and_dlq(&b.bootstrap, t, 2).await;
     }
-    let out = vigie()
-        .args([
-            "produce",
-            "--topic",
-            &cases,
-            "--sample",
-            "cases",
-            "--count",
-            &CASES.to_string(),
-            "--seed",
-            "3",
-        ])
-        .env("VIGIE__KAFKA__BROKERS", &b.bootstrap)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    produce_sample(&b.bootstrap, &cases, CASES, 3);
 
     let scorer = vigie()
         .args([

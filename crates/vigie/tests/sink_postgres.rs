@@ -5,12 +5,12 @@
 
 mod common;
 
-use common::{free_port, metric, vigie};
+use common::{free_port, metric, produce_sample, vigie};
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use vigie_testkit::{TestDb, create_topic, durable_broker, unique_name, wait_for};
+use vigie_testkit::{TestDb, create_topic_and_dlq, durable_broker, unique_name, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const EVENTS: u64 = 20_000;
@@ -19,25 +19,9 @@ const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 /// A topic holding `EVENTS` sample cases.
 async fn loaded_topic(bootstrap: &str) -> String {
     let topic = unique_name("health.case.v1");
-    create_topic(bootstrap, &topic, 4).await;
-    create_topic(bootstrap, &format!("{topic}.dlq"), 4).await;
-    produce(bootstrap, &topic, EVENTS, 5);
+    create_topic_and_dlq(bootstrap, &topic, 4).await;
+    produce_sample(bootstrap, &topic, EVENTS, 5);
     topic
-}
-
-/// Appends `count` sample cases of generator `seed` (seeds give distinct ids).
-fn produce(bootstrap: &str, topic: &str, count: u64, seed: u64) {
-    let out = vigie()
-        .args(["produce", "--topic", topic, "--sample", "cases"])
-        .args(["--count", &count.to_string(), "--seed", &seed.to_string()])
-        .env("VIGIE__KAFKA__BROKERS", bootstrap)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn start_sink(bootstrap: &str, topic: &str, group: &str, db: &TestDb, port: u16) -> Child {
@@ -171,14 +155,13 @@ async fn kill_9_at_five_points_then_restart_stores_every_event_exactly_once() {
 async fn two_instances_and_a_rebalance_mid_stream_store_every_event_exactly_once() {
     let b = durable_broker();
     let topic = unique_name("health.case.v1");
-    create_topic(&b.bootstrap, &topic, 4).await;
-    create_topic(&b.bootstrap, &format!("{topic}.dlq"), 4).await;
+    create_topic_and_dlq(&b.bootstrap, &topic, 4).await;
     let db = TestDb::create().await;
     let pool = db.pool().await;
     let group = unique_name("g");
     let (pa, pb) = (free_port(), free_port());
     // The first half, drained by one instance alone.
-    produce(&b.bootstrap, &topic, EVENTS / 2, 5);
+    produce_sample(&b.bootstrap, &topic, EVENTS / 2, 5);
     let a = start_sink(&b.bootstrap, &topic, &group, &db, pa);
     wait_rows(&pool, EVENTS as i64 / 2).await;
     // A second instance joins the running group: once both hold
@@ -192,7 +175,7 @@ async fn two_instances_and_a_rebalance_mid_stream_store_every_event_exactly_once
         (na > 0.0 && nb > 0.0).then_some(())
     })
     .await;
-    produce(&b.bootstrap, &topic, EVENTS / 2, 6);
+    produce_sample(&b.bootstrap, &topic, EVENTS / 2, 6);
     wait_rows(&pool, EVENTS as i64).await;
     // The second instance did take part.
     let written = metric(pb, "vigie_sink_events_total").await.unwrap_or(0.0);

@@ -172,8 +172,11 @@ impl Source for CdcCases {
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
-        for _ in 0..repeated {
-            cx.metrics.error(NAME, "repeated_row");
+        if repeated > 0 {
+            cx.metrics
+                .errors
+                .with_label_values(&[NAME, "repeated_row"])
+                .inc_by(repeated);
         }
         Ok(poll)
     }
@@ -191,9 +194,10 @@ fn map_page(
 ) -> Result<(Poll, u64), SourceError> {
     let workers = workers(body.len());
     let page = parse_page_on(&body, &url, workers)?;
+    let served = page.rows.len() as u64;
     let mut poll = Poll {
         // A shifted page may hold more than the limit.
-        more: page.rows.len() as u64 >= u64::from(page_size),
+        more: served >= u64::from(page_size),
         next: at.clone(),
         ..Poll::default()
     };
@@ -235,7 +239,7 @@ fn map_page(
     }
     if pagination == Pagination::Offset {
         poll.next.watermark = None;
-        poll.next.position = at.position + page.len;
+        poll.next.position = at.position + served;
     }
     // The rows are owned from here on: the page (27 MB for 50,000 rows)
     // need not stay while they are serialized.
@@ -283,7 +287,6 @@ fn par_map<T: Send, U: Send>(
 pub struct Page<'a> {
     /// Rows in order.
     pub rows: Vec<Row<'a>>,
-    len: u64,
 }
 
 /// One row of a page.
@@ -310,8 +313,7 @@ fn parse_page_on<'a>(body: &'a [u8], url: &str, workers: usize) -> Result<Page<'
             error: format!("not a SODA page (a JSON array of rows): {e}"),
         })?;
     let rows = par_map(raws, workers, parse_row);
-    let len = rows.len() as u64;
-    Ok(Page { rows, len })
+    Ok(Page { rows })
 }
 
 fn parse_row(raw: &RawValue) -> Row<'_> {

@@ -37,14 +37,18 @@ pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCo
     let s = super::load(config)?;
     init_logging(&s.log);
     let p = &s.producers;
-    for name in p.sources.keys() {
-        vigie_producers::spec(name).with_context(|| format!("producers.sources.{name}"))?;
-    }
+    // Every configured source must be known, whichever run.
+    let configured: Vec<&str> = p
+        .sources
+        .keys()
+        .map(|k| {
+            vigie_producers::spec(k)
+                .map(|s| s.name)
+                .with_context(|| format!("producers.sources.{k}"))
+        })
+        .collect::<Result<_, _>>()?;
     let names: Vec<&str> = if a.sources.is_empty() {
-        p.sources
-            .keys()
-            .map(|k| vigie_producers::spec(k).map(|s| s.name))
-            .collect::<Result<_, _>>()?
+        configured
     } else {
         a.sources.iter().map(String::as_str).collect()
     };

@@ -14,6 +14,26 @@ pub(crate) fn vigie() -> Command {
     c
 }
 
+/// Appends `count` sample cases of generator `seed` to `topic` with
+/// `vigie produce --sample cases` (seeds give distinct ids).
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all use it"
+)]
+pub(crate) fn produce_sample(bootstrap: &str, topic: &str, count: u64, seed: u64) {
+    let out = vigie()
+        .args(["produce", "--topic", topic, "--sample", "cases"])
+        .args(["--count", &count.to_string(), "--seed", &seed.to_string()])
+        .env("VIGIE__KAFKA__BROKERS", bootstrap)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A TCP port free right now on 127.0.0.1.
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
