@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vigie_core::SchemaRegistry;
 use vigie_kafka::consumer::TopicPartition;
+use vigie_kafka::record::Record;
 use vigie_kafka::{
     Batch, BatchConsumer, ConsumerConfig, DeadLetter, DlqPublisher, EventProducer, KafkaError,
     KafkaMetrics, ProducerConfig, group_lag,
@@ -44,6 +45,96 @@ impl Rejects for BatchRejects<'_> {
             .map_err(|e| SinkError::Retryable(format!("DLQ publish: {e}")))?;
         self.published.extend(rejected.iter().map(|r| r.index));
         Ok(())
+    }
+}
+
+/// A record refused at the edge: its index in the batch and why.
+#[derive(Debug)]
+struct Refused {
+    index: usize,
+    reason: &'static str,
+    error: String,
+}
+
+/// A batch split into valid events and records refused at the edge.
+#[derive(Debug, Default)]
+struct Checked {
+    batch: Batch,
+    accepted: Vec<Accepted>,
+    refused: Vec<Refused>,
+    /// The batch was collected full: a backlog is likely waiting.
+    full: bool,
+}
+
+impl Checked {
+    fn validate(batch: Batch, schemas: &SchemaRegistry, max_record_bytes: usize) -> Self {
+        let mut accepted = Vec::with_capacity(batch.len());
+        let mut refused = Vec::new();
+        for (index, record) in batch.records.iter().enumerate() {
+            let mut refuse = |reason: &'static str, error: String| {
+                refused.push(Refused {
+                    index,
+                    reason,
+                    error,
+                });
+            };
+            let Some(payload) = record.payload.as_deref() else {
+                refuse("empty_payload", "record has no value".into());
+                continue;
+            };
+            if payload.len() > max_record_bytes {
+                refuse(
+                    "oversized",
+                    format!(
+                        "record of {} bytes exceeds max_record_bytes = {max_record_bytes}",
+                        payload.len(),
+                    ),
+                );
+                continue;
+            }
+            match schemas.parse(payload) {
+                Ok(event) => accepted.push(Accepted {
+                    index,
+                    partition: record.partition,
+                    event,
+                }),
+                Err(e) => refuse(e.kind().as_str(), e.to_string()),
+            }
+        }
+        Self {
+            batch,
+            accepted,
+            refused,
+            full: false,
+        }
+    }
+
+    /// Keeps only the records `keep` selects, with their verdicts.
+    fn retain(&mut self, keep: impl Fn(&Record) -> bool) {
+        let records = &self.batch.records;
+        let mut new_index = vec![usize::MAX; records.len()];
+        let mut kept = 0;
+        for (i, r) in records.iter().enumerate() {
+            if keep(r) {
+                new_index[i] = kept;
+                kept += 1;
+            }
+        }
+        if kept == records.len() {
+            return;
+        }
+        let mut i = 0;
+        self.batch.records.retain(|_| {
+            i += 1;
+            new_index[i - 1] != usize::MAX
+        });
+        let remap = |index: &mut usize| {
+            let n = new_index[*index];
+            *index = n;
+            n != usize::MAX
+        };
+        self.accepted.retain_mut(|a| remap(&mut a.index));
+        self.refused.retain_mut(|r| remap(&mut r.index));
     }
 }
 
@@ -211,7 +302,17 @@ impl Runtime {
         let mut applied: Option<BTreeMap<TopicPartition, i64>> =
             self.stored_offsets(sink, shutdown).await?;
         let mut generation = consumer.assignment_generation();
-        while let Some(mut batch) = consumer.next_batch(shutdown).await? {
+        // While a backlog is drained, the batch after the one being written,
+        // collected before the write and validated during it.
+        let mut ahead: Option<Checked> = None;
+        loop {
+            let mut checked = match ahead.take() {
+                Some(c) => c,
+                None => match consumer.next_batch(shutdown).await? {
+                    Some(batch) => self.check(batch).await,
+                    None => break,
+                },
+            };
             if let Some(applied) = applied.as_mut() {
                 let g = consumer.assignment_generation();
                 if g != generation {
@@ -228,9 +329,9 @@ impl Runtime {
                             match consumer.seek(&tp, *next) {
                                 // The partition is read again from the stored
                                 // offset: its in-flight records go.
-                                Ok(()) => batch
-                                    .records
-                                    .retain(|r| r.topic != tp.0 || r.partition != tp.1),
+                                Ok(()) => {
+                                    checked.retain(|r| r.topic != tp.0 || r.partition != tp.1)
+                                }
                                 // Keep them: skipping what is applied (below)
                                 // still holds, and nothing is lost.
                                 Err(e) => {
@@ -242,79 +343,138 @@ impl Runtime {
                 }
                 // A linear look-up over the few partitions held: no key
                 // String allocated per record on this hot path.
-                batch.records.retain(|r| {
+                checked.retain(|r| {
                     applied
                         .iter()
                         .find(|((t, p), _)| *p == r.partition && *t == r.topic)
                         .is_none_or(|(_, next)| r.offset >= *next)
                 });
             }
-            if batch.is_empty() {
-                continue;
-            }
-            let started = Instant::now();
-            let (accepted, dead) = self.validate(&batch);
-            // Dead letters first: once the sink commits, this batch is never
-            // read again, so they must already be safe.
-            dlq.publish(&dead).await?;
-            let next_offsets = batch.next_offsets();
-            let ctx = BatchContext {
-                group,
-                next_offsets: &next_offsets,
-            };
-            let mut rejects = BatchRejects {
-                dlq: &dlq,
-                batch: &batch,
-                stage: self.component,
-                published: BTreeSet::new(),
-            };
-            let written = match self
-                .write_with_retry(sink, &accepted, &ctx, &mut rejects, shutdown)
-                .await
-            {
-                Ok(n) => n,
-                Err(e) => {
-                    // Nothing of this batch is committed: a restart reads it again.
-                    warn!(component = self.component, error = %e, "Sink failed; stopping without committing");
-                    self.kafka_metrics
-                        .errors
-                        .with_label_values(&["sink", self.component])
-                        .inc();
-                    return Err(RunError::Sink {
-                        component: self.component,
-                        source: e,
+            // A full batch: more is likely waiting. Take what the client
+            // already holds now, before writing (rebalance callbacks run only
+            // while collecting), and validate it while this batch is written.
+            let next = if checked.full && !shutdown.is_cancelled() {
+                let mark = consumer.revocation_mark();
+                let next = consumer.ready_batch();
+                // Revoked meanwhile: this batch's records of those partitions
+                // are read again from the last commit, so they go.
+                let revoked = consumer.revoked_since(mark);
+                if !revoked.is_empty() {
+                    checked.retain(|r| {
+                        !revoked
+                            .iter()
+                            .any(|(t, p)| *p == r.partition && *t == r.topic)
                     });
                 }
+                (!next.is_empty()).then_some(next)
+            } else {
+                None
             };
-            let rejected = rejects.published.len();
-            match consumer.commit(&batch) {
-                Ok(()) => {}
-                // The store holds the offsets: Kafka's copy only feeds the
-                // lag metric, and the next commit repairs it.
-                Err(e) if applied.is_some() => {
-                    warn!(error = %e, "Kafka commit failed; the sink's stored offsets stand")
+            if checked.batch.is_empty() {
+                if let Some(next) = next {
+                    ahead = Some(self.check(next).await);
                 }
-                Err(e) => return Err(e.into()),
+                continue;
             }
+            let (step, next) = tokio::join!(
+                self.apply(&checked, consumer, &dlq, sink, group, &applied, shutdown),
+                async {
+                    match next {
+                        Some(n) => Some(self.check(n).await),
+                        None => None,
+                    }
+                }
+            );
+            ahead = next;
+            let (written, rejected) = step?;
             if let Some(applied) = applied.as_mut() {
-                applied.extend(next_offsets);
+                applied.extend(checked.batch.next_offsets());
             }
-            self.metrics
-                .written
-                .with_label_values(&[self.component])
-                .inc_by(written as u64);
-            self.metrics
-                .batch_seconds
-                .with_label_values(&[self.component])
-                .observe(started.elapsed().as_secs_f64());
-            summary.consumed += batch.len() as u64;
+            summary.consumed += checked.batch.len() as u64;
             summary.written += written as u64;
-            summary.dead_lettered += (dead.len() + rejected) as u64;
+            summary.dead_lettered += (checked.refused.len() + rejected) as u64;
             if shutdown.is_cancelled() {
                 break;
             }
         }
         Ok(summary)
+    }
+
+    /// Dead-letters, writes and commits one checked batch; returns how many
+    /// events the sink wrote and how many it refused.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply(
+        &self,
+        checked: &Checked,
+        consumer: &BatchConsumer,
+        dlq: &DlqPublisher<'_>,
+        sink: &mut dyn Sink,
+        group: &str,
+        applied: &Option<BTreeMap<TopicPartition, i64>>,
+        shutdown: &CancellationToken,
+    ) -> Result<(usize, usize), RunError> {
+        let started = Instant::now();
+        let batch = &checked.batch;
+        // Dead letters first: once the sink commits, this batch is never
+        // read again, so they must already be safe.
+        let dead: Vec<DeadLetter<'_>> = checked
+            .refused
+            .iter()
+            .map(|r| DeadLetter {
+                record: &batch.records[r.index],
+                reason: r.reason,
+                error: r.error.clone(),
+                stage: STAGE_VALIDATE,
+            })
+            .collect();
+        dlq.publish(&dead).await?;
+        let next_offsets = batch.next_offsets();
+        let ctx = BatchContext {
+            group,
+            next_offsets: &next_offsets,
+        };
+        let mut rejects = BatchRejects {
+            dlq,
+            batch,
+            stage: self.component,
+            published: BTreeSet::new(),
+        };
+        let written = match self
+            .write_with_retry(sink, &checked.accepted, &ctx, &mut rejects, shutdown)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                // Nothing of this batch is committed: a restart reads it again.
+                warn!(component = self.component, error = %e, "Sink failed; stopping without committing");
+                self.kafka_metrics
+                    .errors
+                    .with_label_values(&["sink", self.component])
+                    .inc();
+                return Err(RunError::Sink {
+                    component: self.component,
+                    source: e,
+                });
+            }
+        };
+        match consumer.commit(batch) {
+            Ok(()) => {}
+            // The store holds the offsets: Kafka's copy only feeds the
+            // lag metric, and the next commit repairs it.
+            Err(e) if applied.is_some() => {
+                warn!(error = %e, "Kafka commit failed; the sink's stored offsets stand")
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.metrics
+            .written
+            .with_label_values(&[self.component])
+            .inc_by(written as u64);
+        self.metrics
+            .batch_seconds
+            .with_label_values(&[self.component])
+            .observe(started.elapsed().as_secs_f64());
+        Ok((written, rejects.published.len()))
     }
 
     /// Logs and counts a transient sink failure, then waits `delay` (cut
@@ -367,42 +527,19 @@ impl Runtime {
         }
     }
 
-    /// Splits a batch into valid events and dead letters.
-    fn validate<'b>(&self, batch: &'b Batch) -> (Vec<Accepted>, Vec<DeadLetter<'b>>) {
-        let mut accepted = Vec::with_capacity(batch.len());
-        let mut dead = Vec::new();
-        for (index, record) in batch.records.iter().enumerate() {
-            let refuse = |reason: &'b str, error: String| DeadLetter {
-                record,
-                reason,
-                error,
-                stage: STAGE_VALIDATE,
-            };
-            let Some(payload) = record.payload.as_deref() else {
-                dead.push(refuse("empty_payload", "record has no value".into()));
-                continue;
-            };
-            if payload.len() > self.consumer.max_record_bytes {
-                dead.push(refuse(
-                    "oversized",
-                    format!(
-                        "record of {} bytes exceeds max_record_bytes = {}",
-                        payload.len(),
-                        self.consumer.max_record_bytes
-                    ),
-                ));
-                continue;
-            }
-            match self.schemas.parse(payload) {
-                Ok(event) => accepted.push(Accepted {
-                    index,
-                    partition: record.partition,
-                    event,
-                }),
-                Err(e) => dead.push(refuse(e.kind().as_str(), e.to_string())),
-            }
-        }
-        (accepted, dead)
+    /// Validates a batch at the edge, on a blocking thread (JSON decoding is
+    /// the consumer's main CPU cost, and may overlap another batch's write).
+    async fn check(&self, batch: Batch) -> Checked {
+        let schemas = self.schemas.clone();
+        let max_record_bytes = self.consumer.max_record_bytes;
+        let full = batch.len() >= self.consumer.batch_max_records;
+        let mut checked = tokio::task::spawn_blocking(move || {
+            Checked::validate(batch, &schemas, max_record_bytes)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        checked.full = full;
+        checked
     }
 
     async fn write_with_retry(
@@ -476,5 +613,65 @@ fn check_not_ahead(
             warn!(topic = %tp.0, partition = tp.1, error = %e, "Could not read the high watermark");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(partition: i32, offset: i64, payload: &[u8]) -> Record {
+        Record {
+            topic: "t".into(),
+            partition,
+            offset,
+            key: None,
+            payload: Some(payload.to_vec()),
+            headers: vec![],
+            timestamp_ms: None,
+        }
+    }
+
+    fn valid(i: u64) -> Vec<u8> {
+        let generator =
+            vigie_simulator::CaseGenerator::new(vigie_simulator::CaseGenConfig::default()).unwrap();
+        vigie_simulator::case_envelope(&generator, i, chrono::Utc::now())
+            .to_json_bytes()
+            .unwrap()
+    }
+
+    #[test]
+    fn retain_keeps_each_verdict_with_its_record() {
+        let schemas = SchemaRegistry::embedded().unwrap();
+        // Partition 0: valid, bad, valid; partition 1: bad, valid, valid.
+        let batch = Batch {
+            records: vec![
+                record(0, 0, &valid(0)),
+                record(1, 0, b"{not json"),
+                record(0, 1, b"{\"id\": 1}"),
+                record(1, 1, &valid(1)),
+                record(0, 2, &valid(2)),
+                record(1, 2, &valid(3)),
+            ],
+        };
+        let mut checked = Checked::validate(batch, &schemas, 1 << 20);
+        assert_eq!(checked.accepted.len(), 4);
+        assert_eq!(checked.refused.len(), 2);
+        checked.retain(|r| r.partition == 1);
+        let offsets: Vec<i64> = checked.batch.records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [0, 1, 2]);
+        assert!(checked.batch.records.iter().all(|r| r.partition == 1));
+        // Every verdict still points at its own record.
+        let refused: Vec<usize> = checked.refused.iter().map(|r| r.index).collect();
+        assert_eq!(refused, [0]);
+        assert_eq!(checked.refused[0].reason, "invalid_json");
+        for a in &checked.accepted {
+            let payload = checked.batch.records[a.index].payload.as_deref().unwrap();
+            assert_eq!(schemas.parse(payload).unwrap().id(), a.event.id());
+        }
+        assert_eq!(checked.accepted.len(), 2);
+        // Keeping everything changes nothing.
+        checked.retain(|_| true);
+        assert_eq!(checked.batch.len(), 3);
     }
 }

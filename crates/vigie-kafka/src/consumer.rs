@@ -2,16 +2,21 @@
 //! after their effects are durable.
 //!
 //! Rebalances: librdkafka runs the rebalance callbacks inside `recv`, so
-//! they can only happen while a batch is being *collected*, never while one
-//! is being processed. When partitions are revoked mid-collection, their
-//! records are dropped from the batch: nothing of them was applied or
-//! committed, so the partition's new owner reads them again from the last
-//! commit. Nothing committed is lost or repeated.
+//! they can only happen while a batch is being *collected* (by
+//! [`BatchConsumer::next_batch`] or [`BatchConsumer::ready_batch`]), never
+//! while one is being written. When partitions are revoked mid-collection,
+//! their records already collected are dropped from the batch, even if the
+//! same partitions come back in the same rebalance: nothing of them was
+//! applied or committed, so the partition's owner reads them again from the
+//! last commit. A caller that collects a batch ahead while holding another
+//! one not yet written drops that one's revoked records too
+//! ([`BatchConsumer::revoked_since`]). Nothing committed is lost or repeated.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -33,8 +38,10 @@ pub type TopicPartition = (String, i32);
 struct RebalanceState {
     /// Partitions currently assigned to this member.
     assigned: BTreeSet<TopicPartition>,
-    /// Revocations not yet applied to the in-flight batch.
-    revoked: BTreeSet<TopicPartition>,
+    /// Every revocation, in order: a batch drops the records of the
+    /// partitions revoked after its records were fetched. Rebalances are
+    /// rare, so the log stays small.
+    revoked: Vec<TopicPartition>,
     /// Incremented on every assignment.
     generation: u64,
 }
@@ -64,7 +71,7 @@ impl ConsumerContext for GroupContext {
             let mut s = self.state.lock().expect("rebalance state lock");
             for tp in revoked {
                 s.assigned.remove(&tp);
-                s.revoked.insert(tp);
+                s.revoked.push(tp);
             }
             self.assigned_gauge.set(s.assigned.len() as i64);
         }
@@ -77,10 +84,7 @@ impl ConsumerContext for GroupContext {
                 info!(partitions = ?assigned, "Partitions assigned");
                 let mut s = self.state.lock().expect("rebalance state lock");
                 s.generation += 1;
-                for tp in assigned {
-                    s.revoked.remove(&tp);
-                    s.assigned.insert(tp);
-                }
+                s.assigned.extend(assigned);
                 self.assigned_gauge.set(s.assigned.len() as i64);
             }
             Rebalance::Error(e) => warn!(error = %e, "Rebalance error"),
@@ -208,23 +212,47 @@ impl BatchConsumer {
             .map_err(KafkaError::Client)
     }
 
-    /// Drops from `batch` the records of partitions revoked since the last call.
-    fn apply_revocations(&self, batch: &mut Batch) {
-        let revoked = std::mem::take(
-            &mut self
-                .context
-                .state
-                .lock()
-                .expect("rebalance state lock")
-                .revoked,
-        );
+    /// A mark in the revocation log, for [`Self::revoked_since`].
+    pub fn revocation_mark(&self) -> usize {
+        self.context
+            .state
+            .lock()
+            .expect("rebalance state lock")
+            .revoked
+            .len()
+    }
+
+    /// The partitions revoked since `mark` (even if assigned again since):
+    /// records of them fetched before the mark must not be written, their
+    /// partitions are read again from the last commit.
+    pub fn revoked_since(&self, mark: usize) -> BTreeSet<TopicPartition> {
+        let s = self.context.state.lock().expect("rebalance state lock");
+        s.revoked
+            .get(mark..)
+            .unwrap_or_default()
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Drops from `batch` the records of partitions revoked since `mark`,
+    /// moves `mark` to now, and returns how many records went.
+    pub fn drop_revoked(&self, batch: &mut Batch, mark: &mut usize) -> usize {
+        let revoked: BTreeSet<TopicPartition> = {
+            let s = self.context.state.lock().expect("rebalance state lock");
+            let since = s.revoked.get(*mark..).unwrap_or_default();
+            *mark = s.revoked.len();
+            since.iter().cloned().collect()
+        };
         if revoked.is_empty() || batch.is_empty() {
-            return;
+            return 0;
         }
         let before = batch.len();
-        batch
-            .records
-            .retain(|r| !revoked.contains(&(r.topic.clone(), r.partition)));
+        batch.records.retain(|r| {
+            !revoked
+                .iter()
+                .any(|(t, p)| *p == r.partition && *t == r.topic)
+        });
         let dropped = before - batch.len();
         if dropped > 0 {
             debug!(dropped, "Released in-flight records of revoked partitions");
@@ -233,6 +261,7 @@ impl BatchConsumer {
                 .with_label_values(&[&self.config.group_id])
                 .inc_by(dropped as u64);
         }
+        dropped
     }
 
     /// Collects the next batch: up to `batch_max_records` records, closed
@@ -244,6 +273,7 @@ impl BatchConsumer {
         shutdown: &CancellationToken,
     ) -> Result<Option<Batch>, KafkaError> {
         let mut batch = Batch::default();
+        let mut mark = self.revocation_mark();
         let max_wait = Duration::from_millis(self.config.batch_max_wait_ms);
         let mut deadline: Option<Instant> = None;
         loop {
@@ -261,30 +291,57 @@ impl BatchConsumer {
                 _ = shutdown.cancelled() => break,
                 got = recv => got,
             };
-            self.apply_revocations(&mut batch);
+            self.drop_revoked(&mut batch, &mut mark);
             match got {
                 // The batch's time is up.
                 None => break,
-                Some(Ok(m)) => {
-                    batch.records.push(Record::from_message(&m));
-                    if deadline.is_none() {
+                Some(got) => {
+                    self.take(got, &mut batch);
+                    if deadline.is_none() && !batch.is_empty() {
                         deadline = Some(Instant::now() + max_wait);
                     }
                 }
-                Some(Err(e)) => {
-                    self.metrics
-                        .errors
-                        .with_label_values(&["client", "consume"])
-                        .inc();
-                    warn!(error = %e, "Consumer error");
-                }
             }
         }
-        self.apply_revocations(&mut batch);
+        self.drop_revoked(&mut batch, &mut mark);
         if batch.is_empty() && shutdown.is_cancelled() {
             return Ok(None);
         }
         Ok(Some(batch))
+    }
+
+    /// Collects, without waiting, up to `batch_max_records` records that
+    /// the client already holds: the batch after one being written, while
+    /// a backlog is drained. Empty when nothing is ready.
+    pub fn ready_batch(&self) -> Batch {
+        let mut batch = Batch::default();
+        let mut mark = self.revocation_mark();
+        while batch.len() < self.config.batch_max_records {
+            let Some(got) = self.consumer.recv().now_or_never() else {
+                break;
+            };
+            self.drop_revoked(&mut batch, &mut mark);
+            self.take(got, &mut batch);
+        }
+        self.drop_revoked(&mut batch, &mut mark);
+        batch
+    }
+
+    fn take(
+        &self,
+        got: Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError>,
+        batch: &mut Batch,
+    ) {
+        match got {
+            Ok(m) => batch.records.push(Record::from_message(&m)),
+            Err(e) => {
+                self.metrics
+                    .errors
+                    .with_label_values(&["client", "consume"])
+                    .inc();
+                warn!(error = %e, "Consumer error");
+            }
+        }
     }
 
     /// Commits the batch's next offsets, synchronously. Call only once the
