@@ -193,7 +193,13 @@ fn map_page(
     recent: &mut RecentIds,
 ) -> Result<(Poll, u64), SourceError> {
     let workers = workers(body.len());
-    let page = parse_page_on(&body, &url, workers)?;
+    let text = page_text(&body, &url)?;
+    // One pass straight into typed rows when every row maps (the common
+    // case); otherwise row by row, which keeps each refused row's bytes.
+    let page = match parse_page_typed(text) {
+        Some(page) => page,
+        None => parse_rows(text, &url, workers)?,
+    };
     let served = page.rows.len() as u64;
     let mut poll = Poll {
         // A shifted page may hold more than the limit.
@@ -291,7 +297,7 @@ pub struct Page<'a> {
 
 /// One row of a page.
 pub struct Row<'a> {
-    /// The row's JSON, as served.
+    /// The row's JSON, as served (for a refused row's dead letter).
     pub raw: &'a [u8],
     /// Its `:updated_at`, when present.
     pub updated_at: Option<Cow<'a, str>>,
@@ -302,31 +308,58 @@ pub struct Row<'a> {
 /// Parses a SODA page. A body that is not a JSON array is an error for the
 /// whole page; a row that does not map is refused alone.
 pub fn parse_page<'a>(body: &'a [u8], url: &str) -> Result<Page<'a>, SourceError> {
-    parse_page_on(body, url, 1)
+    parse_rows(page_text(body, url)?, url, 1)
 }
 
-/// [`parse_page`], the rows parsed on `workers` threads.
-fn parse_page_on<'a>(body: &'a [u8], url: &str, workers: usize) -> Result<Page<'a>, SourceError> {
-    let raws: Vec<&'a RawValue> =
-        serde_json::from_slice(body).map_err(|e| SourceError::Format {
-            url: url.to_owned(),
-            error: format!("not a SODA page (a JSON array of rows): {e}"),
-        })?;
+fn not_a_page(url: &str, error: impl std::fmt::Display) -> SourceError {
+    SourceError::Format {
+        url: url.to_owned(),
+        error: format!("not a SODA page (a JSON array of rows): {error}"),
+    }
+}
+
+/// The body as text, its UTF-8 checked once for the whole page (parsing
+/// from `&str`, serde_json does not check each string again).
+fn page_text<'a>(body: &'a [u8], url: &str) -> Result<&'a str, SourceError> {
+    std::str::from_utf8(body).map_err(|e| not_a_page(url, e))
+}
+
+/// The page in one pass, straight into typed rows; `None` if any row does
+/// not map (or the body is no page at all): [`parse_rows`] then says which.
+/// The rows' `raw` is left empty: it only serves refused rows.
+fn parse_page_typed(text: &str) -> Option<Page<'_>> {
+    let rows: Vec<SodaRow<'_>> = serde_json::from_str(text).ok()?;
+    rows.into_iter()
+        .map(|mut r| {
+            let updated_at = r.updated_at.take();
+            r.into_case().ok().map(|case| Row {
+                raw: &[],
+                updated_at,
+                case: Ok(case),
+            })
+        })
+        .collect::<Option<Vec<_>>>()
+        .map(|rows| Page { rows })
+}
+
+/// The page row by row, the rows parsed on `workers` threads.
+fn parse_rows<'a>(text: &'a str, url: &str, workers: usize) -> Result<Page<'a>, SourceError> {
+    let raws: Vec<&'a RawValue> = serde_json::from_str(text).map_err(|e| not_a_page(url, e))?;
     let rows = par_map(raws, workers, parse_row);
     Ok(Page { rows })
 }
 
 fn parse_row(raw: &RawValue) -> Row<'_> {
-    let bytes = raw.get().as_bytes();
-    match serde_json::from_slice::<SodaRow<'_>>(bytes) {
+    let text = raw.get();
+    match serde_json::from_str::<SodaRow<'_>>(text) {
         Ok(mut r) => Row {
-            raw: bytes,
+            raw: text.as_bytes(),
             updated_at: r.updated_at.take(),
             case: r.into_case(),
         },
         Err(e) => Row {
-            raw: bytes,
-            updated_at: serde_json::from_slice::<Ts<'_>>(bytes)
+            raw: text.as_bytes(),
+            updated_at: serde_json::from_str::<Ts<'_>>(text)
                 .ok()
                 .and_then(|t| t.updated_at),
             case: Err(("bad_row", format!("row is not a SODA case row: {e}"))),
@@ -482,6 +515,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_one_pass_parse_equals_the_row_by_row_parse() {
+        let text = r#"[{":id":"row-a",":updated_at":"2024-01-01T00:00:00.000","case_month":"2021-03","res_state":"CA","state_fips_code":"6","res_county":"LOS ANGELES","county_fips_code":"6037","age_group":"18 to 49 years","sex":"Female","race":"White","ethnicity":"Unknown","case_positive_specimen_interval":"0","process":"Missing","exposure_yn":"Missing","current_status":"Laboratory-confirmed case","symptom_status":"Symptomatic","hosp_yn":"No","icu_yn":"Missing","death_yn":"No","underlying_conditions_yn":"Missing"}
+,{":id":"row-b",":updated_at":"2024-01-01T00:00:00.001","case_month":"2021-04","res_state":"TX","res_county":"NA","county_fips_code":"NA","age_group":"65+ years","sex":"Male","race":"NA","ethnicity":"Missing","case_onset_interval":"-1","process":"Missing","exposure_yn":"Yes","current_status":"Probable Case","symptom_status":"Unknown","hosp_yn":"Yes","icu_yn":"Unknown","death_yn":"Yes","underlying_conditions_yn":"Missing","new_column":"ignored"}]"#;
+        let fast = parse_page_typed(text).expect("every row maps");
+        let slow = parse_rows(text, "u", 2).unwrap();
+        assert_eq!(fast.rows.len(), 2);
+        for (f, s) in fast.rows.iter().zip(&slow.rows) {
+            assert_eq!(f.case.as_ref().unwrap(), s.case.as_ref().unwrap());
+            assert_eq!(f.updated_at, s.updated_at);
+        }
+        // One row that does not map: no one-pass page, the row-by-row
+        // parse refuses that row alone.
+        let bad = text.replacen("2021-04", "2021-13", 1);
+        assert!(parse_page_typed(&bad).is_none());
+        let rows = parse_rows(&bad, "u", 1).unwrap().rows;
+        assert!(rows[0].case.is_ok() && rows[1].case.is_err());
+        assert!(rows[1].raw.starts_with(b"{\":id\":\"row-b"));
     }
 
     #[test]
