@@ -1004,3 +1004,71 @@ async fn invalid_configurations_do_not_start() {
         .unwrap_err();
     assert!(error.to_string().contains("who.countries"), "{error}");
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_endpoint_and_status_and_faults_by_kind() {
+    let mut config = with_cases(100);
+    config.faults = vec![rule(
+        Endpoint::Cases,
+        FaultKind::ServerError { status: 503 },
+        2,
+        Some(1),
+    )];
+    let sim = start(config).await;
+    let registry = prometheus::Registry::new();
+    sim.metrics().register(&registry).unwrap();
+
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(soda_response(&sim, &[("$limit", "1")]).await.status());
+    }
+    assert_eq!(statuses, [200, 503, 200]);
+    assert_eq!(get_text(&sim, WHO_CSV_PATH).await.0, StatusCode::OK);
+    assert_eq!(get_text(&sim, "/nowhere").await.0, StatusCode::NOT_FOUND);
+    // The control routes are not upstream traffic: not counted.
+    assert_eq!(get_text(&sim, "/_sim/manifest").await.0, StatusCode::OK);
+
+    let m = sim.metrics();
+    assert_eq!(m.requests("cases", 200), 2);
+    assert_eq!(m.requests("cases", 503), 1);
+    assert_eq!(m.requests("who", 200), 1);
+    assert_eq!(m.requests("not_found", 404), 1);
+    assert_eq!(m.faults_injected(Endpoint::Cases, "server_error"), 1);
+    assert_eq!(m.faults_injected(Endpoint::Who, "server_error"), 0);
+
+    // As Prometheus scrapes them.
+    let mut text = Vec::new();
+    prometheus::Encoder::encode(
+        &prometheus::TextEncoder::new(),
+        &registry.gather(),
+        &mut text,
+    )
+    .unwrap();
+    let text = String::from_utf8(text).unwrap();
+    for line in [
+        r#"vigie_simulator_requests_total{endpoint="cases",status="200"} 2"#,
+        r#"vigie_simulator_requests_total{endpoint="cases",status="503"} 1"#,
+        r#"vigie_simulator_requests_total{endpoint="who",status="200"} 1"#,
+        r#"vigie_simulator_requests_total{endpoint="not_found",status="404"} 1"#,
+        r#"vigie_simulator_faults_injected_total{endpoint="cases",kind="server_error"} 1"#,
+        // Kinds that never fired are present at 0, where they apply only.
+        r#"vigie_simulator_faults_injected_total{endpoint="cases",kind="repeat_rows"} 0"#,
+        r#"vigie_simulator_faults_injected_total{endpoint="news_article",kind="layout_change"} 0"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing in:\n{text}"
+        );
+    }
+    let counted: u64 = text
+        .lines()
+        .filter(|l| l.starts_with("vigie_simulator_requests_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(counted, 5, "the /_sim request is not counted:\n{text}");
+    assert!(
+        !text.contains(r#"endpoint="who",kind="repeat_rows""#),
+        "{text}"
+    );
+    sim.shutdown().await;
+}

@@ -6,6 +6,8 @@ pub mod http;
 pub mod logging;
 pub mod shutdown;
 
-pub use http::{Readiness, TelemetryConfig, TelemetryServer};
+pub use http::{
+    DEFAULT_CHECK_TIMEOUT, Readiness, ReadinessReport, TelemetryConfig, TelemetryServer,
+};
 pub use logging::{LogConfig, LogFormat, init_logging};
 pub use shutdown::shutdown_on_signals;

@@ -68,7 +68,7 @@ fn main() -> ExitCode {
             Command::Lag(a) => commands::lag::run(config, a).await,
             Command::Schemas(c) => commands::schemas::run(c),
             Command::Config(c) => commands::config::run(config, c),
-            Command::Simulate(c) => commands::simulate::run(c).await,
+            Command::Simulate(c) => commands::simulate::run(config, c).await,
             Command::Bench(c) => bench::run(config, c).await,
         }
     });

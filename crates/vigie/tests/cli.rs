@@ -1,5 +1,6 @@
 //! The `vigie` binary as a user runs it: configuration errors, schema
-//! checks, and a consumer stopped by SIGTERM mid-stream.
+//! checks, a consumer stopped by SIGTERM or SIGINT mid-stream, `/readyz`
+//! naming the dependency that is down, and the simulator's telemetry.
 
 mod common;
 
@@ -9,7 +10,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use vigie_testkit::{create_topic, create_topic_and_dlq, durable_broker, unique_name, wait_for};
+use sqlx::{Connection, Executor};
+use vigie_testkit::{
+    TestDb, create_topic, create_topic_and_dlq, durable_broker, unique_name, wait_for,
+};
 
 fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -153,38 +157,71 @@ fn schemas_check_passes_on_the_repository_and_fails_on_a_breaking_version() {
     );
 }
 
-#[tokio::test]
-async fn sigterm_mid_stream_commits_the_batch_and_exits_cleanly() {
+/// Records on the topic of a mid-stream stop: enough that, at the pace
+/// below, consuming them all takes many seconds.
+const MID_STREAM_TOTAL: u64 = 20_000;
+
+/// Sum over partitions of the group's committed offsets (0 where none).
+async fn committed(bootstrap: &str, group: &str, topic: &str) -> Option<(u64, u64)> {
+    let lags = vigie_kafka::group_lag(
+        bootstrap,
+        group,
+        &[topic.to_owned()],
+        Duration::from_secs(10),
+    )
+    .await
+    .ok()?;
+    let committed: i64 = lags.iter().map(|l| l.committed.unwrap_or(0)).sum();
+    let lag: i64 = lags.iter().map(|l| l.lag).sum();
+    Some((committed as u64, lag as u64))
+}
+
+/// Starts a consumer on a loaded topic, sends `signal` once some but not
+/// all records are committed, and checks that it finished and committed
+/// the batch in flight, committed exactly what it processed, and exited 0
+/// in bounded time.
+async fn stop_mid_stream(signal: &str) {
     // Committed offsets are read back: the durable broker (docs/tansu.md).
     let b = durable_broker();
     let topic = unique_name("health.case.v1");
     let group = unique_name("g");
     create_topic_and_dlq(&b.bootstrap, &topic, 2).await;
-    let total = 20_000u64;
+    let total = MID_STREAM_TOTAL;
     produce_sample(&b.bootstrap, &topic, total, 42);
 
     let port = free_port();
     let mut child = vigie()
         .args(["consume", "--group", &group, "--topic", &topic])
         .env("VIGIE__KAFKA__BROKERS", &b.bootstrap)
-        .env("VIGIE__KAFKA__CONSUMER__BATCH_MAX_RECORDS", "200")
+        // Small batches, each a synchronous commit: the topic takes many
+        // round trips to drain, so the signal lands mid-stream.
+        .env("VIGIE__KAFKA__CONSUMER__BATCH_MAX_RECORDS", "5")
         .env("VIGIE__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
         .env("VIGIE__LOG__FORMAT", "json")
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Logs are read as they come (a full pipe would block the consumer).
+    let stderr = child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
 
-    wait_for(
+    let before = wait_for(
         "the consumer to commit a first batch",
         Duration::from_secs(60),
         || async {
-            metric(port, "vigie_consumer_records_total")
+            committed(&b.bootstrap, &group, &topic)
                 .await
-                .filter(|n| *n > 0.0)
+                .filter(|(c, _)| *c > 0)
         },
     )
-    .await;
+    .await
+    .0;
     let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
         .await
         .unwrap();
@@ -196,22 +233,18 @@ async fn sigterm_mid_stream_commits_the_batch_and_exits_cleanly() {
     assert!(ready.text().await.unwrap().contains("kafka: ok"));
 
     let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
-    let status = tokio::task::spawn_blocking(move || {
-        let stderr = child.stderr.take().unwrap();
-        let logs: Vec<String> = BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .collect();
-        (child.wait().unwrap(), logs)
-    });
-    let (status, logs) = tokio::time::timeout(Duration::from_secs(45), status)
+    let sent = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap());
+    let status = tokio::time::timeout(Duration::from_secs(45), status)
         .await
-        .expect("the consumer exits within 45 s of SIGTERM")
+        .unwrap_or_else(|_| panic!("the consumer exits within 45 s of SIG{signal}"))
         .unwrap();
+    let exited_after = sent.elapsed();
+    let logs = logs.join().unwrap();
     assert!(
         status.success(),
         "exit status {status:?}; logs:\n{}",
@@ -223,24 +256,244 @@ async fn sigterm_mid_stream_commits_the_batch_and_exits_cleanly() {
         .find(|v| v["message"] == "Consumer stopped")
         .unwrap_or_else(|| panic!("no 'Consumer stopped' line in:\n{}", logs.join("\n")));
     let consumed = stopped["consumed"].as_u64().unwrap();
-    assert!(consumed > 0 && consumed <= total);
+    assert!(
+        logs.iter()
+            .any(|l| l.contains(&format!("\"signal\":\"SIG{signal}\""))),
+        "the signal was logged:\n{}",
+        logs.join("\n")
+    );
 
     // Everything processed was committed, and nothing more.
-    let lags = vigie_kafka::group_lag(
-        &b.bootstrap,
-        &group,
-        std::slice::from_ref(&topic),
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
-    let committed: i64 = lags.iter().map(|l| l.committed.unwrap_or(0)).sum();
+    let (committed, lag) = committed(&b.bootstrap, &group, &topic).await.unwrap();
     assert_eq!(
-        committed as u64, consumed,
+        committed, consumed,
         "committed offsets match the records processed"
     );
-    let lag: i64 = lags.iter().map(|l| l.lag).sum();
-    assert_eq!(lag as u64, total - consumed);
+    assert_eq!(lag, total - committed);
+    // The signal came mid-stream: after the first commit, before the end.
+    assert!(
+        committed >= before,
+        "committed {committed} before the signal {before}"
+    );
+    assert!(
+        committed < total,
+        "the signal arrived before the end of the stream ({committed} of {total} committed, \
+         exited {exited_after:?} after it)"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_mid_stream_commits_the_batch_and_exits_cleanly() {
+    stop_mid_stream("TERM").await;
+}
+
+#[tokio::test]
+async fn sigint_mid_stream_commits_the_batch_and_exits_cleanly() {
+    stop_mid_stream("INT").await;
+}
+
+/// `/readyz` of an instance, `None` while it does not answer.
+async fn readyz(port: u16) -> Option<(u16, String)> {
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.text().await.ok()?))
+}
+
+/// Stops a child this test started, by its id, and reaps it.
+fn stop(mut child: std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn readyz_fails_naming_kafka_when_the_broker_is_unreachable() {
+    let port = free_port();
+    // A port nothing listens on.
+    let closed = free_port();
+    let child = vigie()
+        .args(["consume", "--group", &unique_name("g"), "--topic", "t"])
+        .env("VIGIE__KAFKA__BROKERS", format!("127.0.0.1:{closed}"))
+        .env("VIGIE__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "error")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (status, body) = wait_for("/readyz to answer", Duration::from_secs(60), || {
+        readyz(port)
+    })
+    .await;
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .unwrap();
+    stop(child);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("kafka: down"), "{body}");
+    assert_eq!(health.status(), 200, "the process itself is healthy");
+}
+
+#[tokio::test]
+async fn readyz_fails_naming_postgres_while_its_database_refuses_connections() {
+    let b = vigie_testkit::broker();
+    let topic = unique_name("health.case.v1");
+    create_topic_and_dlq(&b.bootstrap, &topic, 1).await;
+    let db = TestDb::create().await;
+    let port = free_port();
+    let child = vigie()
+        .args([
+            "consume",
+            "--sink",
+            "postgres",
+            "--group",
+            &unique_name("g"),
+        ])
+        .args(["--topic", &topic])
+        .env("VIGIE__KAFKA__BROKERS", &b.bootstrap)
+        .env("VIGIE__SINK_POSTGRES__URL", &db.url)
+        .env("VIGIE__SINK_POSTGRES__ACQUIRE_TIMEOUT_MS", "2000")
+        .env("VIGIE__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "error")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Ready, with its partition: the consumer has read its stored offsets
+    // and only the probe touches the database from now on.
+    let body = wait_for(
+        "the consumer to be ready",
+        Duration::from_secs(60),
+        || async {
+            let (status, body) = readyz(port).await?;
+            let assigned = metric(port, "vigie_consumer_assigned_partitions").await?;
+            (status == 200 && assigned > 0.0).then_some(body)
+        },
+    )
+    .await;
+    assert!(
+        body.contains("kafka: ok") && body.contains("sink_postgres: ok"),
+        "{body}"
+    );
+
+    // The database goes away: new connections refused, open ones ended.
+    let mut admin = sqlx::PgConnection::connect(&vigie_testkit::admin_url())
+        .await
+        .unwrap();
+    let set_allowed = |allowed: bool| {
+        sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE {} WITH ALLOW_CONNECTIONS {allowed}",
+            db.name
+        ))
+    };
+    admin.execute(set_allowed(false)).await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&db.name)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let body = wait_for("/readyz to fail", Duration::from_secs(60), || async {
+        readyz(port)
+            .await
+            .filter(|(status, _)| *status == 503)
+            .map(|(_, body)| body)
+    })
+    .await;
+    assert!(body.contains("sink_postgres: down"), "{body}");
+    assert!(
+        body.contains("kafka: ok"),
+        "only the database is named: {body}"
+    );
+
+    // It comes back: ready again.
+    admin.execute(set_allowed(true)).await.unwrap();
+    wait_for("/readyz to recover", Duration::from_secs(60), || async {
+        readyz(port).await.filter(|(status, _)| *status == 200)
+    })
+    .await;
+    stop(child);
+}
+
+#[tokio::test]
+async fn simulate_serve_serves_metrics_health_and_readiness() {
+    let sim_port = free_port();
+    let port = free_port();
+    let mut child = vigie()
+        .args(["simulate", "serve", "--listen"])
+        .arg(format!("127.0.0.1:{sim_port}"))
+        // The same key as every other component.
+        .env("VIGIE__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (status, body) = wait_for("the simulator's /readyz", Duration::from_secs(60), || {
+        readyz(port)
+    })
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "simulator: ok\n");
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    // Every second cases request fails with a 503, once.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://127.0.0.1:{sim_port}");
+    let added = http
+        .post(format!("{base}/_sim/faults"))
+        .body(r#"{"endpoint":"cases","kind":"server_error","status":503,"every":2,"times":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 201);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let r = http
+            .get(format!("{base}/resource/n8mc-b4w4.json?$limit=1"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 503, 200]);
+    let r = http.get(format!("{base}/nowhere")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+
+    let get = |name: &'static str| async move { metric(port, name).await.unwrap() };
+    assert_eq!(
+        get(r#"vigie_simulator_requests_total{endpoint="cases",status="200"}"#).await,
+        2.0
+    );
+    assert_eq!(
+        get(r#"vigie_simulator_requests_total{endpoint="cases",status="503"}"#).await,
+        1.0
+    );
+    assert_eq!(
+        get(r#"vigie_simulator_requests_total{endpoint="not_found",status="404"}"#).await,
+        1.0
+    );
+    assert_eq!(
+        get(r#"vigie_simulator_faults_injected_total{endpoint="cases",kind="server_error"}"#).await,
+        1.0
+    );
+    // Readiness probes use the control API: not counted as upstream traffic.
+    assert_eq!(get("vigie_simulator_requests_total").await, 4.0);
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap());
+    let status = tokio::time::timeout(Duration::from_secs(30), status)
+        .await
+        .expect("the simulator exits within 30 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        readyz(port).await.is_none(),
+        "the telemetry endpoint stopped"
+    );
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ mod config;
 mod control;
 mod faults;
 mod manifest;
+mod metrics;
 mod news;
 mod who_csv;
 
@@ -45,6 +46,7 @@ pub use cases::{CASES_PATH, DEFAULT_LIMIT, MAX_LIMIT, ROW_EPOCH, row_timestamp};
 pub use config::{CasesSim, InvalidSetting, MAX_CASE_ROWS, NewsSim, SimConfig, WhoSim};
 pub use faults::{Endpoint, FaultKind, FaultRule};
 pub use manifest::{CasesManifest, Manifest, NewsManifest, RequestRecord, WhoManifest};
+pub use metrics::SimMetrics;
 pub use news::{NEWS_ITEM_PREFIX, NEWS_PATH};
 pub use who_csv::{WHO_CSV_HEADER, WHO_CSV_PATH, WHO_FIRST_DATE};
 
@@ -172,6 +174,13 @@ impl RunningSimulator {
         self.shared.manifest()
     }
 
+    /// Its Prometheus counters (requests by endpoint and status, faults
+    /// by endpoint and kind), counting since the start; register them to
+    /// serve them on a `/metrics`.
+    pub fn metrics(&self) -> &SimMetrics {
+        &self.shared.metrics
+    }
+
     /// Publishes a new revision of article `index`: same URL, new summary
     /// and content hash. Returns the new revision, or `None` if no such
     /// article is published.
@@ -241,6 +250,8 @@ enum Counted {
 }
 
 impl Counted {
+    /// Names of the manifest's request counts and of the metrics'
+    /// `endpoint` label, by [`slot`](Self::slot).
     const NAMES: [&'static str; 6] = [
         "cases",
         "who",
@@ -249,6 +260,10 @@ impl Counted {
         "robots_txt",
         "not_found",
     ];
+
+    fn name(self) -> &'static str {
+        Self::NAMES[self.slot()]
+    }
 
     fn slot(self) -> usize {
         match self {
@@ -273,6 +288,7 @@ struct Shared {
     who_max_days: u32,
     news: NewsSite,
     faults: Faults,
+    metrics: SimMetrics,
     requests: [AtomicU64; 6],
     log: std::sync::Mutex<VecDeque<RequestRecord>>,
 }
@@ -293,6 +309,7 @@ impl Shared {
         let news = NewsSite::new(news_generator, &config.news);
         Ok(Self {
             faults: Faults::new(config.faults.iter().cloned()),
+            metrics: SimMetrics::new(),
             started: Instant::now(),
             shutdown,
             cases,
@@ -447,7 +464,13 @@ where
     let at = shared.started.elapsed();
     shared.requests[counted.slot()].fetch_add(1, Ordering::Relaxed);
     let fault = match counted {
-        Counted::Served(endpoint) => shared.faults.next(endpoint),
+        Counted::Served(endpoint) => {
+            let fault = shared.faults.next(endpoint);
+            if let Some(kind) = &fault {
+                shared.metrics.count_fault(endpoint, kind);
+            }
+            fault
+        }
         Counted::Robots | Counted::NotFound => None,
     };
     let reply = match &fault {
@@ -474,6 +497,9 @@ where
         Some(kind @ FaultKind::RepeatRows { .. }) => render(Some(kind.clone())).await,
         Some(FaultKind::Reset | FaultKind::Truncated) | None => render(None).await,
     };
+    shared
+        .metrics
+        .count_request(counted.name(), reply.status.as_u16());
     shared.record(RequestRecord {
         path_and_query: uri
             .path_and_query()

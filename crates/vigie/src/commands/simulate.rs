@@ -1,20 +1,25 @@
 //! `vigie simulate`: the upstream simulator. `export` writes generated
 //! events as NDJSON (training data, fixtures, backfills); `serve` runs the
-//! simulated upstream HTTP servers (SODA, WHO CSV, Disease Outbreak News).
+//! simulated upstream HTTP servers (SODA, WHO CSV, Disease Outbreak News),
+//! with `/metrics`, `/healthz` and `/readyz` on `telemetry.listen` like
+//! every long-running component.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
+use prometheus::Registry;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tracing::info;
 use vigie_simulator::server::{
     CASES_PATH, DEFAULT_LISTEN, NEWS_PATH, SimConfig, Simulator, WHO_CSV_PATH,
 };
 use vigie_simulator::{CaseGenConfig, CaseGenerator, Drift};
-use vigie_telemetry::{LogConfig, init_logging, shutdown_on_signals};
+use vigie_telemetry::{Readiness, TelemetryServer, init_logging, shutdown_on_signals};
 
 /// Data sets the simulator exports.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -45,22 +50,29 @@ pub(crate) enum Cmd {
         drift_age_from: Option<u64>,
     },
     /// Serve the simulated upstream over HTTP until SIGTERM or Ctrl-C (see
-    /// docs/simulator.md).
+    /// docs/simulator.md), with /metrics, /healthz and /readyz on
+    /// `telemetry.listen`.
     Serve {
         /// Simulator configuration (TOML); the defaults without it. Not the
-        /// global `--config`, which is the platform's configuration.
+        /// global `--config`, the platform's configuration, of which only
+        /// `[telemetry]` and `[log]` apply here.
         #[arg(long, value_name = "FILE.toml")]
         sim_config: Option<PathBuf>,
         /// Address to listen on; port 0 picks a free port.
         #[arg(long, default_value_t = DEFAULT_LISTEN)]
         listen: SocketAddr,
+        /// Address of /metrics, /healthz and /readyz, overriding
+        /// `telemetry.listen` (give another port than a component running
+        /// beside it on the same host).
+        #[arg(long, value_name = "ADDR")]
+        telemetry_listen: Option<SocketAddr>,
         /// Seed, overriding the file's.
         #[arg(long)]
         seed: Option<u64>,
     },
 }
 
-pub(crate) async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(platform: Option<&Path>, cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Export {
             dataset: Dataset::Cases,
@@ -72,8 +84,14 @@ pub(crate) async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Serve {
             sim_config,
             listen,
+            telemetry_listen,
             seed,
         } => {
+            let settings = super::load(platform)?;
+            let mut telemetry = settings.telemetry;
+            if let Some(addr) = telemetry_listen {
+                telemetry.listen = addr;
+            }
             let mut config = match &sim_config {
                 Some(path) => load(path)?,
                 None => SimConfig::default(),
@@ -81,8 +99,8 @@ pub(crate) async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             if let Some(seed) = seed {
                 config.seed = seed;
             }
-            init_logging(&LogConfig::default());
-            serve(config, listen).await
+            init_logging(&settings.log);
+            serve(config, listen, &telemetry).await
         }
     }
 }
@@ -98,11 +116,26 @@ fn load(path: &Path) -> anyhow::Result<SimConfig> {
     Ok(config)
 }
 
-async fn serve(config: SimConfig, listen: SocketAddr) -> anyhow::Result<ExitCode> {
+async fn serve(
+    config: SimConfig,
+    listen: SocketAddr,
+    telemetry: &vigie_telemetry::TelemetryConfig,
+) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_on_signals();
     let seed = config.seed;
     let sim = Simulator::start(config, listen).await?;
     let base = sim.base_url().to_owned();
+    let registry = Registry::new();
+    sim.metrics().register(&registry)?;
+    // Ready while the simulated upstream answers HTTP on its own address.
+    let probe_addr: SocketAddr = base
+        .trim_start_matches("http://")
+        .parse()
+        .context("the simulator's address")?;
+    let readiness = Readiness::default().with("simulator", move || probe(probe_addr));
+    let server = TelemetryServer::start(telemetry, registry, readiness, shutdown.child_token())
+        .await
+        .with_context(|| format!("cannot serve telemetry on {}", telemetry.listen))?;
     info!(
         listen = %sim.addr(),
         seed,
@@ -110,12 +143,41 @@ async fn serve(config: SimConfig, listen: SocketAddr) -> anyhow::Result<ExitCode
         who = format!("{base}{WHO_CSV_PATH}"),
         news = format!("{base}{NEWS_PATH}"),
         control = format!("{base}/_sim/manifest"),
+        telemetry = %server.addr(),
         "Simulator listening"
     );
     shutdown.cancelled().await;
     sim.shutdown().await;
+    server.join().await;
     info!("Simulator stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// An HTTP round trip to the simulator's control API (`/_sim` requests
+/// are neither counted nor logged): `Ok` on a 200.
+async fn probe(addr: SocketAddr) -> Result<(), String> {
+    let round_trip = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(
+                format!("GET /_sim/manifest HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+        let mut status = String::new();
+        tokio::io::BufReader::new(stream)
+            .read_line(&mut status)
+            .await?;
+        Ok::<_, std::io::Error>(status)
+    };
+    match tokio::time::timeout(Duration::from_secs(3), round_trip).await {
+        Err(_) => Err(format!("{addr}: no answer within 3s")),
+        Ok(Err(e)) => Err(format!("{addr}: {e}")),
+        Ok(Ok(status)) => match status.split_whitespace().nth(1) {
+            Some("200") => Ok(()),
+            _ => Err(format!("{addr}: answered {:?}", status.trim_end())),
+        },
+    }
 }
 
 fn export(
