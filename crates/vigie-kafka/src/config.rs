@@ -4,7 +4,97 @@
 use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::KafkaError;
+
+/// A librdkafka property Vigie always sets itself because a guarantee rests
+/// on it: `extra` may not set it (nor an alias of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reserved {
+    /// The librdkafka property.
+    pub key: &'static str,
+    /// The value Vigie sets.
+    pub value: &'static str,
+    /// What would break with another value.
+    pub why: &'static str,
+}
+
+const IDEMPOTENCE_WHY: &str =
+    "without idempotence a retried send can write a record twice or out of order";
+const ACKS_WHY: &str = "with fewer acknowledgements than `all` a record acknowledged to Vigie \
+     can be lost when the partition leader fails (`acks=all` is also required by idempotence)";
+const AUTO_COMMIT_WHY: &str = "offsets are committed only once a batch's effects are durable; \
+     auto-commit would commit records that were never written, and a crash would lose them";
+const AUTO_STORE_WHY: &str = "offsets are committed explicitly for a whole processed batch; \
+     storing them as records are read would let any commit cover records not yet written";
+
+/// Properties of the producer that `extra` may not set.
+pub const PRODUCER_RESERVED: &[Reserved] = &[
+    Reserved {
+        key: "enable.idempotence",
+        value: "true",
+        why: IDEMPOTENCE_WHY,
+    },
+    Reserved {
+        key: "acks",
+        value: "all",
+        why: ACKS_WHY,
+    },
+    // librdkafka's alias of `acks`.
+    Reserved {
+        key: "request.required.acks",
+        value: "all",
+        why: ACKS_WHY,
+    },
+];
+
+/// Properties of the consumer that `extra` may not set.
+pub const CONSUMER_RESERVED: &[Reserved] = &[
+    Reserved {
+        key: "enable.auto.commit",
+        value: "false",
+        why: AUTO_COMMIT_WHY,
+    },
+    Reserved {
+        key: "enable.auto.offset.store",
+        value: "false",
+        why: AUTO_STORE_WHY,
+    },
+];
+
+/// The first reserved property `extra` sets, as an error message naming it.
+fn refuse_reserved(extra: &BTreeMap<String, String>, reserved: &[Reserved]) -> Result<(), String> {
+    for k in extra.keys() {
+        let key = k.trim().to_ascii_lowercase();
+        if let Some(r) = reserved.iter().find(|r| r.key == key) {
+            return Err(format!(
+                "`{k}` cannot be set here: Vigie always sets {}={}, because {}",
+                r.key, r.value, r.why
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_reserved(key: &str, reserved: &[Reserved]) -> bool {
+    let key = key.trim().to_ascii_lowercase();
+    reserved.iter().any(|r| r.key == key)
+}
+
+/// `extra` of `[kafka.producer]`, refusing reserved properties at load time.
+fn producer_extra<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let extra = BTreeMap::<String, String>::deserialize(d)?;
+    refuse_reserved(&extra, PRODUCER_RESERVED).map_err(serde::de::Error::custom)?;
+    Ok(extra)
+}
+
+/// `extra` of `[kafka.consumer]`, refusing reserved properties at load time.
+fn consumer_extra<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let extra = BTreeMap::<String, String>::deserialize(d)?;
+    refuse_reserved(&extra, CONSUMER_RESERVED).map_err(serde::de::Error::custom)?;
+    Ok(extra)
+}
 
 /// Producer settings. The defaults are the safe ones: idempotent, `acks=all`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,7 +112,9 @@ pub struct ProducerConfig {
     pub message_max_bytes: u64,
     /// How long librdkafka keeps retrying a record before reporting it failed.
     pub delivery_timeout_ms: u64,
-    /// Any other librdkafka property, passed through unchanged.
+    /// Any other librdkafka property, passed through unchanged. The
+    /// properties of [`PRODUCER_RESERVED`] are refused.
+    #[serde(deserialize_with = "producer_extra")]
     pub extra: BTreeMap<String, String>,
 }
 
@@ -41,8 +133,18 @@ impl Default for ProducerConfig {
 }
 
 impl ProducerConfig {
+    /// Refuses an `extra` that sets a property of [`PRODUCER_RESERVED`].
+    /// Loading the configuration checks it too; this covers settings built
+    /// in code.
+    pub fn validate(&self) -> Result<(), KafkaError> {
+        refuse_reserved(&self.extra, PRODUCER_RESERVED)
+            .map_err(|m| KafkaError::Config(format!("`kafka.producer.extra`: {m}")))
+    }
+
     /// The librdkafka configuration. Idempotence and `acks=all` are not
-    /// options: without them a retry can duplicate or lose a record.
+    /// options: without them a retry can duplicate or lose a record. A
+    /// reserved property in `extra` (see [`validate`](Self::validate)) is
+    /// never passed on.
     pub fn client_config(&self, brokers: &str) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", brokers)
@@ -60,7 +162,9 @@ impl ProducerConfig {
             // about 0.5 s before its first send.
             .set("enable.sparse.connections", "false");
         for (k, v) in &self.extra {
-            c.set(k, v);
+            if !is_reserved(k, PRODUCER_RESERVED) {
+                c.set(k, v);
+            }
         }
         c
     }
@@ -89,7 +193,9 @@ pub struct ConsumerConfig {
     pub max_record_bytes: usize,
     /// How often the lag gauge is refreshed, in milliseconds (0: never).
     pub lag_interval_ms: u64,
-    /// Any other librdkafka property, passed through unchanged.
+    /// Any other librdkafka property, passed through unchanged. The
+    /// properties of [`CONSUMER_RESERVED`] are refused.
+    #[serde(deserialize_with = "consumer_extra")]
     pub extra: BTreeMap<String, String>,
 }
 
@@ -111,8 +217,18 @@ impl Default for ConsumerConfig {
 }
 
 impl ConsumerConfig {
+    /// Refuses an `extra` that sets a property of [`CONSUMER_RESERVED`].
+    /// Loading the configuration checks it too; this covers settings built
+    /// in code.
+    pub fn validate(&self) -> Result<(), KafkaError> {
+        refuse_reserved(&self.extra, CONSUMER_RESERVED)
+            .map_err(|m| KafkaError::Config(format!("`kafka.consumer.extra`: {m}")))
+    }
+
     /// The librdkafka configuration. Auto-commit is off: offsets are
-    /// committed only once a batch's effects are durable.
+    /// committed only once a batch's effects are durable. A reserved
+    /// property in `extra` (see [`validate`](Self::validate)) is never
+    /// passed on.
     pub fn client_config(&self, brokers: &str) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", brokers)
@@ -140,8 +256,113 @@ impl ConsumerConfig {
                 (self.max_record_bytes.max(1_048_576) * 2).to_string(),
             );
         for (k, v) in &self.extra {
-            c.set(k, v);
+            if !is_reserved(k, CONSUMER_RESERVED) {
+                c.set(k, v);
+            }
         }
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extra(k: &str, v: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([(k.to_owned(), v.to_owned())])
+    }
+
+    fn config_error(r: Result<(), KafkaError>) -> String {
+        match r {
+            Err(KafkaError::Config(m)) => m,
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn producer_extra_cannot_switch_off_idempotence_or_acks() {
+        for (key, value, reserved) in [
+            ("enable.idempotence", "false", "enable.idempotence"),
+            ("acks", "1", "acks"),
+            ("request.required.acks", "0", "request.required.acks"),
+            (" ACKS ", "0", "acks"),
+        ] {
+            let p = ProducerConfig {
+                extra: extra(key, value),
+                ..ProducerConfig::default()
+            };
+            let m = config_error(p.validate());
+            assert!(m.contains(&format!("`{key}`")), "{m}");
+            assert!(m.contains("kafka.producer.extra"), "{m}");
+            assert!(m.contains(&format!("Vigie always sets {reserved}=")), "{m}");
+            let why = PRODUCER_RESERVED
+                .iter()
+                .find(|r| r.key == reserved)
+                .unwrap();
+            assert!(m.contains(why.why), "{m}");
+
+            // Refused when the settings are loaded...
+            let err = serde_json::from_value::<ProducerConfig>(serde_json::json!({
+                "extra": { key: value }
+            }))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(&format!("`{key}`")), "{err}");
+
+            // ...and never reaches librdkafka from settings built in code.
+            let c = p.client_config("localhost:9092");
+            assert_eq!(c.get("enable.idempotence"), Some("true"));
+            assert_eq!(c.get("acks"), Some("all"));
+            assert_ne!(c.get(key), Some(value), "{key} passed on");
+        }
+    }
+
+    #[test]
+    fn consumer_extra_cannot_switch_on_auto_commit_or_auto_offset_store() {
+        for key in ["enable.auto.commit", "enable.auto.offset.store"] {
+            let c = ConsumerConfig {
+                extra: extra(key, "true"),
+                ..ConsumerConfig::default()
+            };
+            let m = config_error(c.validate());
+            assert!(m.contains(&format!("`{key}`")), "{m}");
+            assert!(m.contains("kafka.consumer.extra"), "{m}");
+            assert!(m.contains("committed"), "{m}");
+
+            let err = serde_json::from_value::<ConsumerConfig>(serde_json::json!({
+                "group_id": "g",
+                "extra": { key: "true" }
+            }))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(&format!("`{key}`")), "{err}");
+
+            let cc = c.client_config("localhost:9092");
+            assert_eq!(cc.get("enable.auto.commit"), Some("false"));
+            assert_eq!(cc.get("enable.auto.offset.store"), Some("false"));
+        }
+    }
+
+    #[test]
+    fn other_extra_properties_pass_through_and_override_defaults() {
+        let p: ProducerConfig = serde_json::from_value(serde_json::json!({
+            "extra": { "linger.ms": "5", "security.protocol": "ssl" }
+        }))
+        .unwrap();
+        p.validate().unwrap();
+        let c = p.client_config("b:9092");
+        assert_eq!(c.get("linger.ms"), Some("5"));
+        assert_eq!(c.get("security.protocol"), Some("ssl"));
+
+        let k: ConsumerConfig = serde_json::from_value(serde_json::json!({
+            "extra": { "queued.max.messages.kbytes": "65536" }
+        }))
+        .unwrap();
+        k.validate().unwrap();
+        let c = k.client_config("b:9092");
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("65536"));
+
+        ProducerConfig::default().validate().unwrap();
+        ConsumerConfig::default().validate().unwrap();
     }
 }

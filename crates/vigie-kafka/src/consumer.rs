@@ -149,6 +149,7 @@ impl BatchConsumer {
         config: ConsumerConfig,
         metrics: KafkaMetrics,
     ) -> Result<Self, KafkaError> {
+        config.validate()?;
         let context = GroupContext {
             state: Arc::default(),
             assigned_gauge: metrics.assigned.with_label_values(&[&config.group_id]),

@@ -3,7 +3,8 @@
 /// What went wrong talking to Kafka.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
-    /// The client configuration was refused by librdkafka.
+    /// The client configuration was refused: by Vigie (a setting that would
+    /// switch off a guarantee) or by librdkafka.
     #[error("invalid Kafka client configuration: {0}")]
     Config(String),
     /// A record could not be delivered (after librdkafka's own retries).

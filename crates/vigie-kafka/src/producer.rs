@@ -50,12 +50,14 @@ impl std::fmt::Debug for EventProducer {
 }
 
 impl EventProducer {
-    /// Creates a producer from the `[kafka.producer]` settings.
+    /// Creates a producer from the `[kafka.producer]` settings; refuses an
+    /// `extra` that would switch off one of its guarantees.
     pub fn new(
         brokers: &str,
         config: &ProducerConfig,
         metrics: KafkaMetrics,
     ) -> Result<Self, KafkaError> {
+        config.validate()?;
         let inner: FutureProducer = config
             .client_config(brokers)
             .create()

@@ -1,0 +1,297 @@
+//! The runtime's own lag exporter against a real broker: the gauge it
+//! exports per partition equals records produced minus records committed.
+//!
+//! Lag needs right high watermarks, so this runs on the durable broker: the
+//! memory engine of Tansu 0.6 reports wrong ones (docs/tansu.md).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::Registry;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use vigie_consumers::{Accepted, BatchContext, ConsumerMetrics, Rejects, Runtime, Sink, SinkError};
+use vigie_core::SchemaRegistry;
+use vigie_kafka::{
+    ConsumerConfig, EventProducer, KafkaMetrics, OutRecord, ProducerConfig, group_lag,
+};
+use vigie_testkit::{create_topic_and_dlq, durable_broker, unique_name, wait_for};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const PARTITIONS: i32 = 3;
+
+/// Records produced or written, per partition.
+type PerPartition = BTreeMap<i32, i64>;
+
+/// A sink that writes nothing while its gate is closed, holding the batch
+/// (and so its commit) until the gate opens; counts what it wrote per partition.
+struct GatedSink {
+    open: watch::Receiver<bool>,
+    written: Arc<Mutex<PerPartition>>,
+}
+
+#[async_trait::async_trait]
+impl Sink for GatedSink {
+    async fn write(
+        &mut self,
+        events: &[Accepted],
+        _ctx: &BatchContext<'_>,
+        _rejects: &mut dyn Rejects,
+    ) -> Result<usize, SinkError> {
+        self.open
+            .wait_for(|open| *open)
+            .await
+            .map_err(|_| SinkError::Fatal("the test dropped the gate".into()))?;
+        let mut w = self.written.lock().unwrap();
+        for e in events {
+            *w.entry(e.partition).or_default() += 1;
+        }
+        Ok(events.len())
+    }
+}
+
+/// A valid `health.case` envelope; its key (the state) varies with `i`.
+fn case_envelope(i: usize) -> (String, String) {
+    const STATES: [(&str, &str); 5] = [
+        ("NY", "36"),
+        ("CA", "6"),
+        ("TX", "48"),
+        ("WA", "53"),
+        ("FL", "12"),
+    ];
+    let (state, fips) = STATES[i % STATES.len()];
+    let row = format!("row-{i}");
+    let json = serde_json::json!({
+        "id": vigie_core::event_id("cdc-cases", &[&row]).to_string(),
+        "schema": "health.case",
+        "schema_version": 1,
+        "source": "cdc-cases",
+        "occurred_at": "2021-03-01T00:00:00Z",
+        "ingested_at": "2026-11-28T10:00:00.123456Z",
+        "data": {
+            "row_id": row,
+            "case_month": "2021-03",
+            "res_state": state,
+            "state_fips_code": fips,
+            "age_group": "18 to 49 years",
+            "sex": "Female",
+            "race": "White",
+            "ethnicity": "Non-Hispanic/Latino",
+            "case_positive_specimen_interval": null,
+            "case_onset_interval": 0,
+            "process": "Missing",
+            "exposure_yn": "Missing",
+            "current_status": "Laboratory-confirmed case",
+            "symptom_status": "Symptomatic",
+            "hosp_yn": "No",
+            "icu_yn": "Missing",
+            "death_yn": "No",
+            "underlying_conditions_yn": "NA"
+        }
+    });
+    (state.to_owned(), json.to_string())
+}
+
+/// Produces envelopes `from..from + n`; returns how many landed in each
+/// partition, from the delivery reports.
+async fn produce(bootstrap: &str, topic: &str, from: usize, n: usize) -> PerPartition {
+    let p = EventProducer::new(
+        bootstrap,
+        &ProducerConfig::default(),
+        KafkaMetrics::unregistered(),
+    )
+    .expect("producer");
+    let records: Vec<(String, String)> = (from..from + n).map(case_envelope).collect();
+    let delivered = p
+        .send_all(records.iter().map(|(key, value)| OutRecord {
+            topic,
+            key: Some(key.as_bytes()),
+            payload: value.as_bytes(),
+            headers: &[],
+            timestamp_ms: None,
+        }))
+        .await
+        .expect("all delivered");
+    let mut per = PerPartition::new();
+    for d in delivered {
+        *per.entry(d.partition).or_default() += 1;
+    }
+    per
+}
+
+/// The lag gauge as exported to `registry`, per partition of `topic`; only
+/// the partitions the exporter has set appear.
+fn exported_lag(registry: &Registry, group: &str, topic: &str) -> PerPartition {
+    let mut out = PerPartition::new();
+    for family in registry.gather() {
+        if family.name() != "vigie_consumer_lag_records" {
+            continue;
+        }
+        for m in family.get_metric() {
+            let label = |name: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_owned())
+                    .unwrap_or_default()
+            };
+            if label("group") == group && label("topic") == topic {
+                let partition = label("partition").parse().expect("partition label");
+                out.insert(partition, m.get_gauge().get_value() as i64);
+            }
+        }
+    }
+    out
+}
+
+/// Produced minus written (committed, once the runtime is idle), for every partition.
+fn expected_lag(produced: &PerPartition, written: &PerPartition) -> PerPartition {
+    (0..PARTITIONS)
+        .map(|p| {
+            let n = produced.get(&p).copied().unwrap_or(0);
+            (p, n - written.get(&p).copied().unwrap_or(0))
+        })
+        .collect()
+}
+
+fn add(total: &mut PerPartition, more: &PerPartition) {
+    for (p, n) in more {
+        *total.entry(*p).or_default() += n;
+    }
+}
+
+#[tokio::test]
+async fn the_runtime_exports_lag_per_partition_as_produced_minus_committed() {
+    let b = durable_broker();
+    let topic = unique_name("health.case.v1");
+    let group = unique_name("g");
+    create_topic_and_dlq(&b.bootstrap, &topic, PARTITIONS).await;
+
+    let mut produced = produce(&b.bootstrap, &topic, 0, 90).await;
+    assert!(
+        produced.len() > 1,
+        "keys spread over partitions: {produced:?}"
+    );
+
+    let registry = Registry::new();
+    let kafka_metrics = KafkaMetrics::register(&registry).unwrap();
+    let runtime = Runtime {
+        component: "lag-test",
+        brokers: b.bootstrap.clone(),
+        consumer: ConsumerConfig {
+            group_id: group.clone(),
+            topics: vec![topic.clone()],
+            batch_max_records: 20,
+            batch_max_wait_ms: 100,
+            session_timeout_ms: 6_000,
+            lag_interval_ms: 100,
+            ..ConsumerConfig::default()
+        },
+        producer: ProducerConfig::default(),
+        schemas: Arc::new(SchemaRegistry::embedded().unwrap()),
+        kafka_metrics: kafka_metrics.clone(),
+        metrics: ConsumerMetrics::register(&registry).unwrap(),
+    };
+    let (gate, open) = watch::channel(true);
+    let written: Arc<Mutex<PerPartition>> = Arc::default();
+    let stop = CancellationToken::new();
+    let task = {
+        let stop = stop.clone();
+        let mut sink = GatedSink {
+            open,
+            written: written.clone(),
+        };
+        tokio::spawn(async move { runtime.run(&mut sink, stop).await })
+    };
+    let committed = || {
+        kafka_metrics
+            .consumed
+            .with_label_values(&[&group, &topic])
+            .get()
+    };
+
+    // 1. Everything consumed and committed: the exported lag drops to 0 on
+    //    every partition.
+    wait_for("the first 90 records committed", DEADLINE, || {
+        let n = committed();
+        async move { (n == 90).then_some(()) }
+    })
+    .await;
+    let zero = expected_lag(&produced, &written.lock().unwrap());
+    assert!(zero.values().all(|l| *l == 0), "{zero:?}");
+    wait_for("an exported lag of 0 on every partition", DEADLINE, || {
+        let now = exported_lag(&registry, &group, &topic);
+        let want = zero.clone();
+        async move { (now == want).then_some(()) }
+    })
+    .await;
+
+    // 2. The sink holds its next batch, so nothing more is committed: the
+    //    exported lag is what was produced since, per partition.
+    gate.send_replace(false);
+    let more = produce(&b.bootstrap, &topic, 90, 60).await;
+    add(&mut produced, &more);
+    let held = expected_lag(&produced, &written.lock().unwrap());
+    assert_eq!(held.values().sum::<i64>(), 60, "{held:?}");
+    wait_for(
+        "the exported lag to equal produced minus committed",
+        DEADLINE,
+        || {
+            let now = exported_lag(&registry, &group, &topic);
+            let want = held.clone();
+            async move { (now == want).then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(
+        committed(),
+        90,
+        "nothing committed while the sink held the batch"
+    );
+
+    // 3. The sink lets the batches through: lag back to 0.
+    gate.send_replace(true);
+    wait_for("all 150 records committed", DEADLINE, || {
+        let n = committed();
+        async move { (n == 150).then_some(()) }
+    })
+    .await;
+    let zero = expected_lag(&produced, &written.lock().unwrap());
+    assert!(zero.values().all(|l| *l == 0), "{zero:?}");
+    wait_for("an exported lag of 0 again", DEADLINE, || {
+        let now = exported_lag(&registry, &group, &topic);
+        let want = zero.clone();
+        async move { (now == want).then_some(()) }
+    })
+    .await;
+
+    stop.cancel();
+    let summary = task.await.unwrap().expect("run");
+    assert_eq!(summary.consumed, 150);
+    assert_eq!(summary.written, 150);
+
+    // The group's committed offsets, read by the library, agree: each
+    // partition committed exactly what was produced to it.
+    let lags = group_lag(
+        &b.bootstrap,
+        &group,
+        std::slice::from_ref(&topic),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("lag");
+    assert_eq!(lags.len(), PARTITIONS as usize);
+    for l in &lags {
+        let n = produced.get(&l.partition).copied().unwrap_or(0);
+        assert_eq!(l.lag, 0, "partition {}", l.partition);
+        assert_eq!(
+            l.high_watermark, n,
+            "partition {} high watermark",
+            l.partition
+        );
+        if n > 0 {
+            assert_eq!(l.committed, Some(n), "partition {} committed", l.partition);
+        }
+    }
+}
