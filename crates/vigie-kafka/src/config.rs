@@ -243,11 +243,14 @@ impl ConsumerConfig {
             )
             .set("enable.partition.eof", "false")
             // Bounds the prefetched records held in memory (librdkafka's
-            // default is 64 MiB); `extra` can raise it. With the bound hit,
+            // default is 64 MiB; the runtime holds one more batch while a
+            // backlog drains): 8 MiB keeps a 1M backlog's peak RSS of the
+            // PostgreSQL sink at 168 MiB instead of 185-195 with 16 MiB,
+            // no slower (`scripts/bench sink-postgres`). `extra` can raise it. With the bound hit,
             // librdkafka waits `fetch.queue.backoff.ms` (default 1 s) before
             // fetching the partition again: that stalled a fast consumer
             // for most of its time, so it resumes fetching after 10 ms.
-            .set("queued.max.messages.kbytes", "16384")
+            .set("queued.max.messages.kbytes", "8192")
             .set("fetch.queue.backoff.ms", "10")
             // Larger than any record we accept, so that an oversized record
             // reaches us and goes to the DLQ instead of stalling the fetcher.
