@@ -5,10 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rdkafka::error::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
+use vigie_core::{Case, Envelope, Event, SchemaRegistry};
 use vigie_kafka::{
-    BatchConsumer, ConsumerConfig, EventProducer, KafkaMetrics, OutRecord, ProducerConfig,
-    TopicOutcome, TopicSpec, ensure_topics, group_lag,
+    BatchConsumer, ConsumerConfig, EventProducer, KafkaError, KafkaMetrics, OutRecord,
+    ProducerConfig, TopicOutcome, TopicSpec, ensure_topics, group_lag,
 };
 use vigie_testkit::{broker, create_topic, durable_broker, unique_name, wait_for};
 
@@ -159,15 +161,29 @@ async fn two_members_split_partitions_and_a_rebalance_loses_nothing() {
     let topic = unique_name("split");
     let group = unique_name("g");
     create_topic(&b.bootstrap, &topic, 4).await;
-    produce(&b.bootstrap, &topic, 0, 400).await;
+    // A backlog, then a steady stream that runs until member b has committed
+    // records: records are produced, fetched, applied and committed while
+    // the group rebalances. No headers: on Tansu's SQLite storage every
+    // header stored slows down each later fetch of any record.
+    let producer = split_producer(&b.bootstrap);
+    split_send(&producer, &topic, 0, SPLIT_BACKLOG).await;
+    let produced = Arc::new(std::sync::atomic::AtomicUsize::new(SPLIT_BACKLOG));
+    let producing = CancellationToken::new();
+    let stream = tokio::spawn(split_keep_producing(
+        producer,
+        topic.clone(),
+        produced.clone(),
+        producing.clone(),
+    ));
+    let produced_now = || produced.load(std::sync::atomic::Ordering::SeqCst);
 
-    // Each member "applies" a batch by recording its coordinates, then commits.
-    // (partition, offset, member) of every record applied.
-    type Applied = Vec<(i32, i64, &'static str)>;
-    let applied: Arc<Mutex<Applied>> = Arc::default();
+    // Each member "applies" a batch, commits it, and once the commit is
+    // done records the batch's values as committed by it: (value, member).
+    type Committed = Vec<(usize, &'static str)>;
+    let committed: Arc<Mutex<Committed>> = Arc::default();
     let stop = CancellationToken::new();
     let run = |name: &'static str| {
-        let applied = applied.clone();
+        let committed = committed.clone();
         let stop = stop.clone();
         let c = Arc::new(
             BatchConsumer::new(
@@ -180,11 +196,13 @@ async fn two_members_split_partitions_and_a_rebalance_loses_nothing() {
         let member = c.clone();
         let task = tokio::spawn(async move {
             while let Some(batch) = c.next_batch(&stop).await.unwrap() {
-                {
-                    let mut a = applied.lock().unwrap();
-                    a.extend(batch.records.iter().map(|r| (r.partition, r.offset, name)));
-                }
-                c.commit(&batch).unwrap();
+                let values: Vec<usize> = batch.records.iter().map(split_value).collect();
+                c.commit(&batch)
+                    .unwrap_or_else(|e| panic!("member {name} commit: {e}"));
+                committed
+                    .lock()
+                    .unwrap()
+                    .extend(values.into_iter().map(|v| (v, name)));
                 if stop.is_cancelled() {
                     break;
                 }
@@ -193,19 +211,35 @@ async fn two_members_split_partitions_and_a_rebalance_loses_nothing() {
         });
         (member, task)
     };
+    let by = |name: &'static str| {
+        committed
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, m)| *m == name)
+            .count()
+    };
+
     let (ma, a) = run("a");
-    wait_for("member a to apply the first 400 records", DEADLINE, || {
-        let n = applied.lock().unwrap().len();
-        async move { (n >= 400).then_some(()) }
-    })
+    // Member b joins while a is mid-stream: a has committed some of the
+    // records produced so far, not all.
+    wait_for(
+        "member a to commit some but not all records",
+        SPLIT_DEADLINE,
+        || {
+            let (n, p) = (by("a"), produced_now());
+            async move { (n > 0 && n < p).then_some(()) }
+        },
+    )
     .await;
     let (mb, bm) = run("b");
-    wait_for(
+    let settled_at = wait_for(
         "the group to give both members partitions",
-        DEADLINE,
+        SPLIT_DEADLINE,
         || {
             let both = !ma.assigned().is_empty() && !mb.assigned().is_empty();
-            async move { both.then_some(()) }
+            let p = produced_now();
+            async move { both.then_some(p) }
         },
     )
     .await;
@@ -216,25 +250,131 @@ async fn two_members_split_partitions_and_a_rebalance_loses_nothing() {
     );
     assert_eq!(pa.len() + pb.len(), 4, "every partition owned");
     drop((ma, mb));
-    // Produce more after the rebalance, then wait for every record.
-    produce(&b.bootstrap, &topic, 400, 400).await;
-    wait_for("both members to apply all 800 records", DEADLINE, || {
-        let n = applied.lock().unwrap().len();
-        async move { (n >= 800).then_some(()) }
+    wait_for("member b to commit records", SPLIT_DEADLINE, || {
+        let n = by("b");
+        async move { (n > 0).then_some(()) }
+    })
+    .await;
+    producing.cancel();
+    let total = stream.await.unwrap();
+    wait_for("every record to be committed", SPLIT_DEADLINE, || {
+        let n = committed
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(v, _)| *v)
+            .collect::<BTreeSet<_>>()
+            .len();
+        async move { (n >= total).then_some(()) }
     })
     .await;
     stop.cancel();
     a.await.unwrap();
     bm.await.unwrap();
 
-    let applied = applied.lock().unwrap().clone();
-    let unique: BTreeSet<(i32, i64)> = applied.iter().map(|(p, o, _)| (*p, *o)).collect();
-    assert_eq!(unique.len(), 800, "every record applied");
-    assert_eq!(applied.len(), 800, "no record applied twice");
+    // Reconcile: every produced value committed, by one member, once.
+    let committed = committed.lock().unwrap().clone();
+    let mut owner: BTreeMap<usize, &str> = BTreeMap::new();
+    let mut twice = Vec::new();
+    for (v, m) in &committed {
+        if let Some(first) = owner.insert(*v, m) {
+            twice.push((*v, first, *m));
+        }
+    }
     assert!(
-        applied.iter().any(|(_, _, n)| *n == "b"),
-        "the second member applied records"
+        twice.is_empty(),
+        "{} records committed twice, e.g. (value, first member, second member): {:?}",
+        twice.len(),
+        &twice[..twice.len().min(10)]
     );
+    let missing: Vec<usize> = (0..total).filter(|v| !owner.contains_key(v)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {total} records never committed, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert_eq!(owner.len(), total, "only produced values committed");
+    // Both members worked, and the records produced before the group had
+    // settled were not all a's: b took over records in flight.
+    assert!(by_member(&committed, "a") > 0, "member a committed records");
+    assert!(
+        committed.iter().any(|(v, m)| *m == "b" && *v < settled_at),
+        "member b committed none of the {settled_at} records produced before the group settled"
+    );
+}
+
+/// Records on the split test's topic before its first member starts...
+const SPLIT_BACKLOG: usize = 2_000;
+/// ...then `SPLIT_CHUNK` more every `SPLIT_PACE`: a steady stream (about
+/// 500 a second), which paces the load and synchronises nothing.
+const SPLIT_CHUNK: usize = 10;
+const SPLIT_PACE: Duration = Duration::from_millis(20);
+/// Bound on each wait of the split test (generous: a loaded machine).
+const SPLIT_DEADLINE: Duration = Duration::from_secs(180);
+
+/// Records of `committed` that `member` committed.
+fn by_member(committed: &[(usize, &str)], member: &str) -> usize {
+    committed.iter().filter(|(_, m)| *m == member).count()
+}
+
+/// The number `n` of a record sent by [`split_send`] (`{"n":n}`).
+fn split_value(r: &vigie_kafka::Record) -> usize {
+    let v: serde_json::Value =
+        serde_json::from_slice(r.payload.as_deref().expect("a payload")).expect("JSON");
+    v["n"].as_u64().expect("a number") as usize
+}
+
+fn split_producer(bootstrap: &str) -> EventProducer {
+    EventProducer::new(
+        bootstrap,
+        &ProducerConfig::default(),
+        KafkaMetrics::unregistered(),
+    )
+    .expect("producer")
+}
+
+/// Sends records `from..from + n`, keyed `k<i % 13>`, valued `{"n":i}`,
+/// without headers, and waits for every acknowledgement.
+async fn split_send(p: &EventProducer, topic: &str, from: usize, n: usize) {
+    let keys: Vec<String> = (from..from + n).map(|i| format!("k{}", i % 13)).collect();
+    let values: Vec<String> = (from..from + n).map(|i| format!("{{\"n\":{i}}}")).collect();
+    // Collected first: a lazy iterator held across the await makes the
+    // future not `Send` for `tokio::spawn`.
+    let recs: Vec<OutRecord<'_>> = keys
+        .iter()
+        .zip(&values)
+        .map(|(k, v)| OutRecord {
+            topic,
+            key: Some(k.as_bytes()),
+            payload: v.as_bytes(),
+            headers: &[],
+            timestamp_ms: None,
+        })
+        .collect();
+    let delivered = p.send_all(recs).await.expect("all delivered");
+    assert_eq!(delivered.len(), n);
+}
+
+/// Sends records numbered from `produced`, `SPLIT_CHUNK` every
+/// `SPLIT_PACE`, until `stop`; `produced` counts those acknowledged.
+/// Returns the number of records the topic then holds.
+async fn split_keep_producing(
+    p: EventProducer,
+    topic: String,
+    produced: Arc<std::sync::atomic::AtomicUsize>,
+    stop: CancellationToken,
+) -> usize {
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut pace = tokio::time::interval(SPLIT_PACE);
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !stop.is_cancelled() {
+        pace.tick().await;
+        let next = produced.load(SeqCst);
+        split_send(&p, &topic, next, SPLIT_CHUNK).await;
+        produced.store(next + SPLIT_CHUNK, SeqCst);
+    }
+    produced.load(SeqCst)
 }
 
 #[tokio::test]
@@ -314,4 +454,300 @@ async fn ensure_topics_is_idempotent_and_creates_dlq_twins() {
             .to_string()
             .contains("partitions must be at least 1")
     );
+}
+
+/// A `health.case` v1 envelope; rows differ in state (so in key and
+/// partition), month, age group and onset interval.
+fn case_envelope(i: usize) -> Envelope<Case> {
+    const STATES: [(&str, &str); 4] = [("NY", "36"), ("CA", "6"), ("TX", "48"), ("WA", "53")];
+    const AGES: [&str; 4] = [
+        "0 - 17 years",
+        "18 to 49 years",
+        "50 to 64 years",
+        "65+ years",
+    ];
+    const SEXES: [&str; 2] = ["Female", "Male"];
+    let (state, fips) = STATES[i % STATES.len()];
+    let row = format!("row-{i}");
+    let month = i % 12 + 1;
+    serde_json::from_value(serde_json::json!({
+        "id": vigie_core::event_id("cdc-cases", &[&row]).to_string(),
+        "schema": "health.case",
+        "schema_version": 1,
+        "source": "cdc-cases",
+        "occurred_at": format!("2021-{month:02}-01T00:00:00Z"),
+        "ingested_at": "2026-11-28T10:00:00.123456Z",
+        "data": {
+            "row_id": row,
+            "case_month": format!("2021-{month:02}"),
+            "res_state": state,
+            "state_fips_code": fips,
+            "age_group": AGES[i % AGES.len()],
+            "sex": SEXES[i % SEXES.len()],
+            "race": "White",
+            "ethnicity": "Non-Hispanic/Latino",
+            "case_positive_specimen_interval": null,
+            "case_onset_interval": i % 7,
+            "process": "Missing",
+            "exposure_yn": "Missing",
+            "current_status": "Laboratory-confirmed case",
+            "symptom_status": "Symptomatic",
+            "hosp_yn": "No",
+            "icu_yn": "Missing",
+            "death_yn": "No",
+            "underlying_conditions_yn": "NA"
+        }
+    }))
+    .expect("a valid case envelope")
+}
+
+#[tokio::test]
+async fn envelopes_round_trip_through_a_group_with_keys_headers_and_bytes_unchanged() {
+    let b = broker();
+    let topic = unique_name("health.case.v1");
+    create_topic(&b.bootstrap, &topic, 3).await;
+    let schemas = SchemaRegistry::embedded().expect("embedded schemas");
+
+    let n = 120;
+    let envelopes: Vec<Envelope<Case>> = (0..n).map(case_envelope).collect();
+    let bytes: Vec<Vec<u8>> = envelopes
+        .iter()
+        .map(|e| e.to_json_bytes().expect("serialise"))
+        .collect();
+    let keys: Vec<String> = envelopes.iter().map(Envelope::partition_key).collect();
+    // Headers in a deliberate order, with a repeated name and non-UTF-8 bytes.
+    let headers: Vec<Vec<(String, Vec<u8>)>> = envelopes
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            vec![
+                ("vigie.schema".to_owned(), b"health.case/1".to_vec()),
+                ("vigie.event_id".to_owned(), e.id.to_string().into_bytes()),
+                ("hop".to_owned(), b"first".to_vec()),
+                ("hop".to_owned(), b"second".to_vec()),
+                ("raw".to_owned(), vec![0, 0xff, 0xfe, i as u8]),
+            ]
+        })
+        .collect();
+    let borrowed: Vec<Vec<(&str, &[u8])>> = headers
+        .iter()
+        .map(|hs| hs.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect())
+        .collect();
+    let p = EventProducer::new(
+        &b.bootstrap,
+        &ProducerConfig::default(),
+        KafkaMetrics::unregistered(),
+    )
+    .expect("producer");
+    let delivered = p
+        .send_all((0..n).map(|i| OutRecord {
+            topic: &topic,
+            key: Some(keys[i].as_bytes()),
+            payload: &bytes[i],
+            headers: &borrowed[i],
+            timestamp_ms: Some(envelopes[i].occurred_at.timestamp_millis()),
+        }))
+        .await
+        .expect("all delivered");
+    let sent_at: BTreeMap<(i32, i64), usize> = delivered
+        .iter()
+        .enumerate()
+        .map(|(i, d)| ((d.partition, d.offset), i))
+        .collect();
+    assert_eq!(sent_at.len(), n, "one distinct position per record");
+    let partitions: BTreeSet<i32> = delivered.iter().map(|d| d.partition).collect();
+    assert!(
+        partitions.len() > 1,
+        "keys spread over partitions: {partitions:?}"
+    );
+
+    let c = BatchConsumer::new(
+        &b.bootstrap,
+        consumer_config(&topic, &unique_name("g"), 50),
+        KafkaMetrics::unregistered(),
+    )
+    .expect("consumer");
+    let got = drain(&c, n).await;
+    c.close().await;
+
+    assert_eq!(got.len(), n);
+    let mut seen = BTreeSet::new();
+    for r in &got {
+        let i = *sent_at
+            .get(&(r.partition, r.offset))
+            .unwrap_or_else(|| panic!("no record sent to {}/{}", r.partition, r.offset));
+        assert!(seen.insert(i), "record {i} delivered twice");
+        assert_eq!(r.topic, topic);
+        assert_eq!(r.key.as_deref(), Some(keys[i].as_bytes()), "record {i} key");
+        let want: Vec<(String, Option<Vec<u8>>)> = headers[i]
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect();
+        assert_eq!(r.headers, want, "record {i} headers, in order");
+        assert_eq!(
+            r.timestamp_ms,
+            Some(envelopes[i].occurred_at.timestamp_millis()),
+            "record {i} timestamp"
+        );
+        let payload = r.payload.as_deref().expect("a value");
+        assert_eq!(payload, bytes[i].as_slice(), "record {i} bytes");
+        let back: Envelope<Case> = serde_json::from_slice(payload).expect("an envelope");
+        assert_eq!(back, envelopes[i], "record {i} envelope");
+        match schemas.parse(payload) {
+            Ok(Event::Case(e)) => assert_eq!(e, envelopes[i], "record {i} validated event"),
+            other => panic!("record {i} did not validate as a case: {other:?}"),
+        }
+    }
+    assert_eq!(seen.len(), n, "every envelope came back");
+}
+
+#[tokio::test]
+async fn a_failed_delivery_is_an_error_naming_the_topic() {
+    let b = broker();
+    let existing = unique_name("delivered");
+    create_topic(&b.bootstrap, &existing, 1).await;
+    // Never created, and Tansu does not create topics on demand.
+    let missing = unique_name("missing");
+    let metrics = KafkaMetrics::unregistered();
+    let p = EventProducer::new(
+        &b.bootstrap,
+        &ProducerConfig {
+            delivery_timeout_ms: 2_000,
+            ..ProducerConfig::default()
+        },
+        metrics.clone(),
+    )
+    .expect("producer");
+    let record = |topic| OutRecord {
+        topic,
+        key: Some(b"k"),
+        payload: b"{}",
+        headers: &[],
+        timestamp_ms: None,
+    };
+
+    // The same producer delivers to a topic that exists...
+    p.send(record(&existing)).await.expect("delivered");
+    // ...and reports the record it could not deliver as an error.
+    let err = tokio::time::timeout(DEADLINE, p.send(record(&missing)))
+        .await
+        .expect("the delivery report before the deadline")
+        .expect_err("a record for a missing topic is not delivered");
+    match &err {
+        KafkaError::Delivery { topic, source } => {
+            assert_eq!(topic, &missing);
+            assert!(
+                matches!(
+                    source.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::MessageTimedOut
+                            | RDKafkaErrorCode::UnknownTopic
+                            | RDKafkaErrorCode::UnknownTopicOrPartition
+                    )
+                ),
+                "cause: {source:?}"
+            );
+        }
+        other => panic!("expected a delivery error, got {other:?}"),
+    }
+    assert!(err.to_string().contains(&missing), "{err}");
+    assert_eq!(err.error_type(), "delivery");
+    assert_eq!(
+        metrics
+            .errors
+            .with_label_values(&["delivery", "produce"])
+            .get(),
+        1
+    );
+    assert_eq!(metrics.produced.with_label_values(&[&missing]).get(), 0);
+    assert_eq!(metrics.produced.with_label_values(&[&existing]).get(), 1);
+
+    // A record the client refuses locally is an error too, naming the topic.
+    let big = vec![b'x'; 1_100_000];
+    let err = p
+        .send(OutRecord {
+            payload: &big,
+            ..record(&existing)
+        })
+        .await
+        .expect_err("a record above message_max_bytes is refused");
+    match &err {
+        KafkaError::Delivery { topic, source } => {
+            assert_eq!(topic, &existing);
+            assert_eq!(
+                source.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::MessageSizeTooLarge),
+                "cause: {source:?}"
+            );
+        }
+        other => panic!("expected a delivery error, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_producer_refuses_extra_that_would_switch_off_a_guarantee() {
+    for key in ["enable.idempotence", "acks"] {
+        let err = EventProducer::new(
+            "127.0.0.1:9",
+            &ProducerConfig {
+                extra: BTreeMap::from([(key.to_owned(), "0".to_owned())]),
+                ..ProducerConfig::default()
+            },
+            KafkaMetrics::unregistered(),
+        )
+        .expect_err("refused");
+        match err {
+            KafkaError::Config(m) => assert!(m.contains(&format!("`{key}`")), "{m}"),
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn consumer_extra_cannot_turn_auto_commit_back_on() {
+    // Committed offsets are read back: the durable broker (docs/tansu.md).
+    let b = durable_broker();
+    let topic = unique_name("autocommit");
+    let group = unique_name("g");
+    create_topic(&b.bootstrap, &topic, 1).await;
+    produce(&b.bootstrap, &topic, 0, 30).await;
+
+    // With these, librdkafka would store each offset as it is read and
+    // commit them on close.
+    let mut config = consumer_config(&topic, &group, 100);
+    config.extra = BTreeMap::from([
+        ("enable.auto.commit".to_owned(), "true".to_owned()),
+        ("enable.auto.offset.store".to_owned(), "true".to_owned()),
+        ("auto.commit.interval.ms".to_owned(), "50".to_owned()),
+    ]);
+    assert!(matches!(config.validate(), Err(KafkaError::Config(_))));
+    let c = match BatchConsumer::new(&b.bootstrap, config, KafkaMetrics::unregistered()) {
+        Ok(c) => c,
+        // Refusing the settings outright keeps the guarantee too.
+        Err(KafkaError::Config(_)) => return,
+        Err(e) => panic!("consumer: {e}"),
+    };
+    let stop = CancellationToken::new();
+    let mut read = 0;
+    tokio::time::timeout(DEADLINE, async {
+        while read < 30 {
+            // Read, never committed.
+            read += c.next_batch(&stop).await.unwrap().unwrap().len();
+        }
+    })
+    .await
+    .expect("all 30 records read");
+    c.close().await;
+
+    let lags = group_lag(
+        &b.bootstrap,
+        &group,
+        std::slice::from_ref(&topic),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("lag");
+    assert_eq!(lags.len(), 1);
+    assert_eq!(lags[0].committed, None, "nothing committed: {lags:?}");
+    assert_eq!(lags[0].lag, 30);
 }

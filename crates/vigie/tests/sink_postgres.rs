@@ -75,17 +75,14 @@ async fn checksum(pool: &sqlx::PgPool) -> String {
     .unwrap()
 }
 
-async fn reconcile(pool: &sqlx::PgPool, group: &str) {
+async fn reconcile(pool: &sqlx::PgPool, group: &str, total: u64) {
+    let total = total as i64;
     let (rows, ids): (i64, i64) =
         sqlx::query_as("SELECT count(*), count(DISTINCT row_id) FROM health_case")
             .fetch_one(pool)
             .await
             .unwrap();
-    assert_eq!(
-        (rows, ids),
-        (EVENTS as i64, EVENTS as i64),
-        "every case exactly once"
-    );
+    assert_eq!((rows, ids), (total, total), "every case exactly once");
     let offsets: i64 = sqlx::query_scalar(
         "SELECT sum(next_offset)::bigint FROM sink_offsets WHERE consumer_group = $1",
     )
@@ -94,7 +91,7 @@ async fn reconcile(pool: &sqlx::PgPool, group: &str) {
     .await
     .unwrap();
     assert_eq!(
-        offsets, EVENTS as i64,
+        offsets, total,
         "stored offsets at the end of every partition"
     );
 }
@@ -107,15 +104,16 @@ fn stop(mut child: Child) {
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
 }
 
-/// The reference: the same topic loaded by one undisturbed run.
-async fn clean_run(bootstrap: &str, topic: &str) -> String {
+/// The reference: the same topic, holding `total` cases, loaded by one
+/// undisturbed run.
+async fn clean_run(bootstrap: &str, topic: &str, total: u64) -> String {
     let db = TestDb::create().await;
     let group = unique_name("clean");
     let child = start_sink(bootstrap, topic, &group, &db, free_port());
     let pool = db.pool().await;
-    wait_rows(&pool, EVENTS as i64).await;
+    wait_rows(&pool, total as i64).await;
     stop(child);
-    reconcile(&pool, &group).await;
+    reconcile(&pool, &group, total).await;
     checksum(&pool).await
 }
 
@@ -136,17 +134,21 @@ async fn kill_9_at_five_points_then_restart_stores_every_event_exactly_once() {
             // in after its session timeout; a member joining sooner gets an
             // empty assignment that is never revised (docs/tansu.md). Kafka
             // evicts it within the rebalance timeout instead. This waits out
-            // the broker's timeout, not our own work.
+            // the broker's timeout, not our own work. Nothing observable
+            // marks that moment on Tansu: the eviction happens only at the
+            // next group request (a join: too early, it is the problem), and
+            // DescribeGroups fails on its SQLite storage (the stored group
+            // does not deserialize; the broker drops the connection).
             tokio::time::sleep(SESSION_TIMEOUT + Duration::from_secs(1)).await;
         }
     }
     let child = start_sink(&b.bootstrap, &topic, &group, &db, free_port());
     wait_rows(&pool, EVENTS as i64).await;
     stop(child);
-    reconcile(&pool, &group).await;
+    reconcile(&pool, &group, EVENTS).await;
     assert_eq!(
         checksum(&pool).await,
-        clean_run(&b.bootstrap, &topic).await,
+        clean_run(&b.bootstrap, &topic, EVENTS).await,
         "same content as a clean run"
     );
 }
@@ -160,32 +162,115 @@ async fn two_instances_and_a_rebalance_mid_stream_store_every_event_exactly_once
     let pool = db.pool().await;
     let group = unique_name("g");
     let (pa, pb) = (free_port(), free_port());
-    // The first half, drained by one instance alone.
-    produce_sample(&b.bootstrap, &topic, EVENTS / 2, 5);
+    // A backlog for the first instance.
+    let backlog = EVENTS / 2;
+    produce_sample(&b.bootstrap, &topic, backlog, 5);
     let a = start_sink(&b.bootstrap, &topic, &group, &db, pa);
-    wait_rows(&pool, EVENTS as i64 / 2).await;
-    // A second instance joins the running group: once both hold
-    // partitions, the second half goes to both.
+    // The second instance joins once the first has stored some of the
+    // backlog but not all, while a stream of new cases keeps coming.
+    wait_for(
+        "the first instance to store some of the backlog, not all",
+        DEADLINE,
+        || async { count(&pool).await.filter(|n| *n > 0 && *n < backlog as i64) },
+    )
+    .await;
+    let stream = Stream::start(&b.bootstrap, &topic, backlog);
     let second = start_sink(&b.bootstrap, &topic, &group, &db, pb);
-    wait_for("both instances to hold partitions", DEADLINE, || async {
+    // `produced` is read before each look at the assignments: all of those
+    // cases existed when the group settled.
+    let produced = wait_for("both instances to hold partitions", DEADLINE, || async {
+        let produced = stream.produced();
         let (na, nb) = (
             metric(pa, "vigie_consumer_assigned_partitions").await?,
             metric(pb, "vigie_consumer_assigned_partitions").await?,
         );
-        (na > 0.0 && nb > 0.0).then_some(())
+        (na > 0.0 && nb > 0.0).then_some(produced)
     })
     .await;
-    produce_sample(&b.bootstrap, &topic, EVENTS / 2, 6);
-    wait_rows(&pool, EVENTS as i64).await;
-    // The second instance did take part.
-    let written = metric(pb, "vigie_sink_events_total").await.unwrap_or(0.0);
+    let stored = count(&pool).await.unwrap();
+    assert!(
+        stored < produced as i64,
+        "all {produced} cases produced were stored ({stored} rows) when the group settled: \
+         the rebalance was not mid-stream"
+    );
+    // Both instances take part.
+    for (port, which) in [(pb, "second"), (pa, "first")] {
+        wait_for(
+            &format!("the {which} instance to write events"),
+            DEADLINE,
+            || async {
+                metric(port, "vigie_sink_events_total")
+                    .await
+                    .filter(|n| *n > 0.0)
+            },
+        )
+        .await;
+    }
+    let total = stream.stop().await;
+    wait_rows(&pool, total as i64).await;
     stop(a);
     stop(second);
-    assert!(written > 0.0, "the second instance wrote rows");
-    reconcile(&pool, &group).await;
+    reconcile(&pool, &group, total).await;
     assert_eq!(
         checksum(&pool).await,
-        clean_run(&b.bootstrap, &topic).await,
+        clean_run(&b.bootstrap, &topic, total).await,
         "same content as a clean run"
     );
+}
+
+/// Cases `vigie produce` appends in each step of a [`Stream`].
+const STREAM_STEP: u64 = 500;
+/// A bound on a stream's steps (the waits end it much sooner).
+const STREAM_MAX_STEPS: u64 = 40;
+
+/// Runs of `vigie produce`, one after another, each with its own seed
+/// (distinct ids), until stopped.
+struct Stream {
+    produced: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Stream {
+    /// Starts appending to `topic`, which holds `already` cases.
+    fn start(bootstrap: &str, topic: &str, already: u64) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+        let produced = std::sync::Arc::new(AtomicU64::new(already));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+        let task = {
+            let (produced, stop) = (produced.clone(), stop.clone());
+            tokio::task::spawn_blocking(move || {
+                for step in 0..STREAM_MAX_STEPS {
+                    if stop.load(SeqCst) {
+                        break;
+                    }
+                    produce_sample(&bootstrap, &topic, STREAM_STEP, 100 + step);
+                    produced.fetch_add(STREAM_STEP, SeqCst);
+                }
+            })
+        };
+        Self {
+            produced,
+            stop,
+            task,
+        }
+    }
+
+    /// Cases on the topic so far (acknowledged).
+    fn produced(&self) -> u64 {
+        self.produced.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stops after the step under way; returns the cases on the topic.
+    async fn stop(self) -> u64 {
+        let Self {
+            produced,
+            stop,
+            task,
+        } = self;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        task.await.unwrap();
+        produced.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
