@@ -52,47 +52,6 @@ impl Sink for GatedSink {
 }
 
 /// A valid `health.case` envelope; its key (the state) varies with `i`.
-fn case_envelope(i: usize) -> (String, String) {
-    const STATES: [(&str, &str); 5] = [
-        ("NY", "36"),
-        ("CA", "6"),
-        ("TX", "48"),
-        ("WA", "53"),
-        ("FL", "12"),
-    ];
-    let (state, fips) = STATES[i % STATES.len()];
-    let row = format!("row-{i}");
-    let json = serde_json::json!({
-        "id": vigie_core::event_id("cdc-cases", &[&row]).to_string(),
-        "schema": "health.case",
-        "schema_version": 1,
-        "source": "cdc-cases",
-        "occurred_at": "2021-03-01T00:00:00Z",
-        "ingested_at": "2026-11-28T10:00:00.123456Z",
-        "data": {
-            "row_id": row,
-            "case_month": "2021-03",
-            "res_state": state,
-            "state_fips_code": fips,
-            "age_group": "18 to 49 years",
-            "sex": "Female",
-            "race": "White",
-            "ethnicity": "Non-Hispanic/Latino",
-            "case_positive_specimen_interval": null,
-            "case_onset_interval": 0,
-            "process": "Missing",
-            "exposure_yn": "Missing",
-            "current_status": "Laboratory-confirmed case",
-            "symptom_status": "Symptomatic",
-            "hosp_yn": "No",
-            "icu_yn": "Missing",
-            "death_yn": "No",
-            "underlying_conditions_yn": "NA"
-        }
-    });
-    (state.to_owned(), json.to_string())
-}
-
 /// Produces envelopes `from..from + n`; returns how many landed in each
 /// partition, from the delivery reports.
 async fn produce(bootstrap: &str, topic: &str, from: usize, n: usize) -> PerPartition {
@@ -102,12 +61,21 @@ async fn produce(bootstrap: &str, topic: &str, from: usize, n: usize) -> PerPart
         KafkaMetrics::unregistered(),
     )
     .expect("producer");
-    let records: Vec<(String, String)> = (from..from + n).map(case_envelope).collect();
+    // Case envelopes of the simulator's seeded generator, as `(key, value)`.
+    let generator =
+        vigie_simulator::CaseGenerator::new(vigie_simulator::CaseGenConfig::default()).unwrap();
+    let now = chrono::Utc::now();
+    let records: Vec<(String, Vec<u8>)> = (from..from + n)
+        .map(|i| {
+            let env = vigie_simulator::case_envelope(&generator, i as u64, now);
+            (env.partition_key(), env.to_json_bytes().unwrap())
+        })
+        .collect();
     let delivered = p
         .send_all(records.iter().map(|(key, value)| OutRecord {
             topic,
             key: Some(key.as_bytes()),
-            payload: value.as_bytes(),
+            payload: value,
             headers: &[],
             timestamp_ms: None,
         }))

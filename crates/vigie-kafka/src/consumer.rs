@@ -239,12 +239,10 @@ impl BatchConsumer {
     /// Drops from `batch` the records of partitions revoked since `mark`,
     /// moves `mark` to now, and returns how many records went.
     pub fn drop_revoked(&self, batch: &mut Batch, mark: &mut usize) -> usize {
-        let revoked: BTreeSet<TopicPartition> = {
-            let s = self.context.state.lock().expect("rebalance state lock");
-            let since = s.revoked.get(*mark..).unwrap_or_default();
-            *mark = s.revoked.len();
-            since.iter().cloned().collect()
-        };
+        // Callbacks run only inside this thread's poll: nothing is revoked
+        // between these two reads.
+        let revoked = self.revoked_since(*mark);
+        *mark = self.revocation_mark();
         if revoked.is_empty() || batch.is_empty() {
             return 0;
         }
