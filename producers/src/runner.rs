@@ -1,14 +1,14 @@
 //! Runs one source: poll, produce, wait for the broker's acknowledgements,
-//! save the checkpoint, repeat. While a page's events are being
-//! acknowledged, the next page is already being fetched.
+//! save the checkpoint, repeat; the three run at once, on consecutive polls.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vigie_kafka::dlq::{H_ERROR, H_REASON, H_STAGE, H_URL};
-use vigie_kafka::{EventProducer, KafkaError, OutRecord, dlq_topic};
+use vigie_kafka::{EventProducer, KafkaError, OutRecord, Pipeline, dlq_topic};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::http::{FetchError, HttpConfig, HttpFetcher};
@@ -45,6 +45,15 @@ pub struct RunStats {
     pub polls: u64,
 }
 
+/// A poll handed to librdkafka, waiting for its acknowledgements.
+struct Pushed<'p> {
+    pipeline: Pipeline<'p>,
+    /// The checkpoint to save once they came.
+    next: Checkpoint,
+    /// Events and dead letters.
+    counts: (u64, u64),
+}
+
 /// Everything a source runs with.
 #[derive(Debug)]
 pub struct SourceRunner {
@@ -65,6 +74,15 @@ pub struct SourceRunner {
 
 impl SourceRunner {
     /// Runs `source` until shutdown (or until caught up).
+    ///
+    /// Three stages run at once, each on the previous one's output: polling
+    /// (fetch, then map on a blocking thread), handing a poll's records to
+    /// librdkafka, and waiting for a poll's acknowledgements before saving
+    /// the checkpoint after it. Checkpoints are therefore saved in poll
+    /// order, each once everything before it is acknowledged; the broker
+    /// never waits for the next page to be mapped, nor the mapping for the
+    /// previous page's acknowledgements. At most [`Self::AHEAD`] polls wait
+    /// between two stages.
     pub async fn run(
         &self,
         mut source: Box<dyn Source>,
@@ -84,19 +102,83 @@ impl SourceRunner {
             metrics: &self.metrics,
             quarantine: &self.quarantine_dir,
         };
-        let mut at = self.checkpoints.load(name)?;
+        let at = self.checkpoints.load(name)?;
         info!(source = name, topic = %self.config.topic, checkpoint = ?at.watermark, position = at.position, "Source started");
-        let mut stats = RunStats::default();
-        let mut prefetched: Option<Result<Poll, SourceError>> = None;
-        loop {
-            if shutdown.is_cancelled() {
-                break;
+        let (to_push, mut polled) = mpsc::channel::<Poll>(Self::AHEAD);
+        let (to_ack, mut pushed) = mpsc::channel::<Pushed<'_>>(Self::AHEAD);
+        let poller = self.poll_loop(&mut *source, at, &cx, to_push);
+        let pusher = async move {
+            while let Some(poll) = polled.recv().await {
+                // Past shutdown, what is not handed over yet is polled
+                // again next time, from the last checkpoint.
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                let Poll {
+                    events,
+                    rejects,
+                    next,
+                    more: _,
+                } = poll;
+                let counts = (events.len() as u64, rejects.len() as u64);
+                let pipeline = self.push(producer, name, events, rejects).await?;
+                let pushed = Pushed {
+                    pipeline,
+                    next,
+                    counts,
+                };
+                if to_ack.send(pushed).await.is_err() {
+                    break;
+                }
             }
-            let polled = match prefetched.take() {
-                Some(p) => p,
-                None => source.poll(&at, &cx).await,
-            };
-            let poll = match polled {
+            Ok::<_, RunError>(())
+        };
+        let acker = async move {
+            let mut stats = RunStats::default();
+            while let Some(Pushed {
+                pipeline,
+                next,
+                counts: (n_events, n_rejects),
+            }) = pushed.recv().await
+            {
+                pipeline.finish().await?;
+                self.checkpoints.save(name, &next)?;
+                self.record(name, &next, n_events, n_rejects);
+                stats.events += n_events;
+                stats.rejects += n_rejects;
+                stats.polls += 1;
+            }
+            Ok::<_, RunError>(stats)
+        };
+        let ((), (), stats) = tokio::try_join!(poller, pusher, acker)?;
+        info!(
+            source = name,
+            events = stats.events,
+            rejects = stats.rejects,
+            "Source stopped"
+        );
+        Ok(stats)
+    }
+
+    /// Polls waiting to be handed to librdkafka, and handed polls waiting
+    /// for their acknowledgements: enough for the stages not to wait on
+    /// each other, few enough to bound memory (a poll of 10,000 cases holds
+    /// about 7 MB of envelopes until handed over).
+    const AHEAD: usize = 1;
+
+    /// Polls from `at` on, each from the checkpoint the previous one ends
+    /// at, and sends the polls to `out` until shutdown, until caught up if
+    /// asked, or until `out` is closed.
+    async fn poll_loop(
+        &self,
+        source: &mut dyn Source,
+        mut at: Checkpoint,
+        cx: &PollContext<'_>,
+        out: mpsc::Sender<Poll>,
+    ) -> Result<(), RunError> {
+        let name = source.name();
+        while !cx.shutdown.is_cancelled() {
+            let poll = match source.poll(&at, cx).await {
                 Ok(p) => p,
                 Err(SourceError::Fetch(FetchError::Cancelled)) => break,
                 Err(e) if e.is_transient() => {
@@ -104,7 +186,7 @@ impl SourceRunner {
                     if matches!(e, SourceError::Format { .. }) {
                         self.metrics.error(name, "parse");
                     }
-                    if self.pause(shutdown).await {
+                    if self.pause(cx.shutdown).await {
                         break;
                     }
                     continue;
@@ -116,57 +198,28 @@ impl SourceRunner {
                     });
                 }
             };
-            let Poll {
-                events,
-                rejects,
-                next,
-                more,
-            } = poll;
-            let (n_events, n_rejects) = (events.len() as u64, rejects.len() as u64);
-            let acked = self.publish(producer, name, events, rejects);
-            // Fetch the next page while this one is acknowledged.
-            let acked = if more && !shutdown.is_cancelled() {
-                let (acked, next) = tokio::join!(acked, source.poll(&next, &cx));
-                prefetched = Some(next);
-                acked
-            } else {
-                acked.await
-            };
-            acked?;
-            self.checkpoints.save(name, &next)?;
-            self.record(name, &next, n_events, n_rejects);
-            stats.events += n_events;
-            stats.rejects += n_rejects;
-            stats.polls += 1;
-            at = next;
-            if !more {
-                if self.until_caught_up {
-                    break;
-                }
-                if self.pause(shutdown).await {
-                    break;
-                }
+            let more = poll.more;
+            at = poll.next.clone();
+            if out.send(poll).await.is_err() {
+                break;
+            }
+            if !more && (self.until_caught_up || self.pause(cx.shutdown).await) {
+                break;
             }
         }
-        info!(
-            source = name,
-            events = stats.events,
-            rejects = stats.rejects,
-            "Source stopped"
-        );
-        Ok(stats)
+        Ok(())
     }
 
-    /// Produces a poll's events and dead letters and waits for every
-    /// acknowledgement. They are freed once handed to librdkafka (which
-    /// copies them), not kept until acknowledged.
-    async fn publish(
+    /// Hands a poll's events and dead letters to librdkafka (which copies
+    /// them: they are freed here, not kept until acknowledged); the
+    /// returned pipeline waits for their acknowledgements.
+    async fn push<'p>(
         &self,
-        producer: &EventProducer,
+        producer: &'p EventProducer,
         name: &'static str,
         events: Vec<Outgoing>,
         rejects: Vec<Reject>,
-    ) -> Result<(), KafkaError> {
+    ) -> Result<Pipeline<'p>, KafkaError> {
         let topic = self.config.topic.as_str();
         let mut pipeline = producer.pipeline(false);
         for e in &events {
@@ -202,8 +255,7 @@ impl SourceRunner {
             }
         }
         drop(rejects);
-        pipeline.finish().await?;
-        Ok(())
+        Ok(pipeline)
     }
 
     fn record(&self, name: &str, at: &Checkpoint, events: u64, rejects: u64) {
