@@ -395,7 +395,9 @@ impl Sink for PostgresSink {
                 {
                     st.counties
                         .entry(fips.as_str().to_owned())
-                        .or_insert_with(|| (env.data.res_state.as_str().to_owned(), name.clone()));
+                        .or_insert_with(|| {
+                            (env.data.res_state.as_str().to_owned(), name.to_string())
+                        });
                 }
             }
         }

@@ -33,11 +33,14 @@ const UNIT_SEPARATOR: char = '\u{1f}';
 /// lets consumers drop duplicates. Changing this encoding or the namespace
 /// changes every id: treat both as frozen.
 #[must_use]
-pub fn event_id(source: &str, natural_key: &[&str]) -> Uuid {
+pub fn event_id<S: AsRef<str>>(source: &str, natural_key: &[S]) -> Uuid {
     use std::fmt::Write as _;
 
-    let mut name = String::new();
-    for (i, part) in std::iter::once(&source).chain(natural_key).enumerate() {
+    let parts = || std::iter::once(source).chain(natural_key.iter().map(AsRef::as_ref));
+    // Every part with up to 20 bytes of length prefix and separator: one
+    // allocation per event.
+    let mut name = String::with_capacity(parts().map(|p| p.len() + 20).sum());
+    for (i, part) in parts().enumerate() {
         if i > 0 {
             name.push(UNIT_SEPARATOR);
         }
@@ -64,6 +67,18 @@ pub trait Payload: Serialize + DeserializeOwned {
 
     /// The Kafka message key: records sharing it keep their relative order.
     fn partition_key(&self) -> String;
+
+    /// Appends the payload's JSON to `out`: by default serde_json's. A
+    /// payload produced at high rates overrides it with a writer of the
+    /// very same bytes that skips serde's per-field work (see
+    /// [`Envelope::encode`]).
+    ///
+    /// # Errors
+    ///
+    /// Those of the payload's `Serialize` implementation.
+    fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        serde_json::to_writer(out, self)
+    }
 }
 
 /// The wrapper around every event on a Vigie topic.
@@ -101,10 +116,8 @@ impl<D: Payload> Envelope<D> {
     /// `source` should match `^[a-z][a-z0-9-]*$`; the schema registry rejects
     /// envelopes whose source does not.
     pub fn new(source: &str, data: D, ingested_at: DateTime<Utc>) -> Self {
-        let key = data.natural_key();
-        let key: Vec<&str> = key.iter().map(String::as_str).collect();
         Self {
-            id: event_id(source, &key),
+            id: event_id(source, &data.natural_key()),
             schema: D::SCHEMA.to_owned(),
             schema_version: D::VERSION,
             source: source.to_owned(),
@@ -117,6 +130,34 @@ impl<D: Payload> Envelope<D> {
     /// The Kafka message key for this event.
     pub fn partition_key(&self) -> String {
         self.data.partition_key()
+    }
+
+    /// The bytes of [`Envelope::to_json_bytes`], written by hand around
+    /// [`Payload::write_json`]: what producers send, once per event.
+    ///
+    /// # Errors
+    ///
+    /// Those of the payload's writer.
+    pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let mut out = Vec::with_capacity(1024);
+        out.extend_from_slice(b"{\"id\":\"");
+        let mut id = Uuid::encode_buffer();
+        out.extend_from_slice(self.id.hyphenated().encode_lower(&mut id).as_bytes());
+        out.push(b'"');
+        wire::write_key(&mut out, "schema", false);
+        wire::write_str(&mut out, &self.schema);
+        wire::write_key(&mut out, "schema_version", false);
+        out.extend_from_slice(itoa::Buffer::new().format(self.schema_version).as_bytes());
+        wire::write_key(&mut out, "source", false);
+        wire::write_str(&mut out, &self.source);
+        wire::write_key(&mut out, "occurred_at", false);
+        wire::write_timestamp(&mut out, &self.occurred_at);
+        wire::write_key(&mut out, "ingested_at", false);
+        wire::write_timestamp(&mut out, &self.ingested_at);
+        wire::write_key(&mut out, "data", false);
+        self.data.write_json(&mut out)?;
+        out.push(b'}');
+        Ok(out)
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
+pub use smol_str::SmolStr;
 
 use crate::envelope::Payload;
 use crate::wire;
@@ -91,7 +92,9 @@ macro_rules! vocabulary {
     };
 }
 
-/// Defines a string newtype that only holds values passing `$check`.
+/// Defines a string newtype that only holds values passing `$check`. Up to
+/// 23 bytes (codes, row ids) it is kept inline, not on the heap: a case
+/// carries several.
 macro_rules! checked_text {
     (
         $(#[$meta:meta])*
@@ -100,7 +103,7 @@ macro_rules! checked_text {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String")]
-        pub struct $name(String);
+        pub struct $name(SmolStr);
 
         impl $name {
             /// The value as written on the wire.
@@ -113,12 +116,7 @@ macro_rules! checked_text {
             type Error = InvalidValue;
 
             fn try_from(s: String) -> Result<Self, InvalidValue> {
-                let check: fn(&str) -> bool = $check;
-                if check(&s) {
-                    Ok(Self(s))
-                } else {
-                    Err(InvalidValue::new($what, &s, $expected))
-                }
+                s.parse()
             }
         }
 
@@ -126,13 +124,18 @@ macro_rules! checked_text {
             type Err = InvalidValue;
 
             fn from_str(s: &str) -> Result<Self, InvalidValue> {
-                Self::try_from(s.to_owned())
+                let check: fn(&str) -> bool = $check;
+                if check(s) {
+                    Ok(Self(SmolStr::new(s)))
+                } else {
+                    Err(InvalidValue::new($what, s, $expected))
+                }
             }
         }
 
         impl From<$name> for String {
             fn from(value: $name) -> String {
-                value.0
+                value.0.into()
             }
         }
 
@@ -231,7 +234,7 @@ impl ContentHash {
             hex.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
             hex.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
         }
-        Self(hex)
+        Self(hex.into())
     }
 }
 
@@ -243,8 +246,8 @@ checked_text! {
 }
 
 /// A calendar month written `YYYY-MM`, as the CDC data set reports cases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub struct CaseMonth {
     // Field order gives chronological `Ord`.
     year: u16,
@@ -321,6 +324,28 @@ impl fmt::Display for CaseMonth {
 impl From<CaseMonth> for String {
     fn from(value: CaseMonth) -> String {
         value.to_string()
+    }
+}
+
+impl CaseMonth {
+    /// `YYYY-MM`, on the stack: every case event carries one.
+    fn text(self) -> [u8; 7] {
+        let mut text = *b"0000-00";
+        let (year, month) = text.split_at_mut(4);
+        for (digits, mut value) in [(year, self.year), (&mut month[1..], self.month.into())] {
+            for digit in digits.iter_mut().rev() {
+                // A digit: `value % 10` is below 10.
+                *digit = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        }
+        text
+    }
+}
+
+impl Serialize for CaseMonth {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(std::str::from_utf8(&self.text()).unwrap_or_default())
     }
 }
 
@@ -520,7 +545,7 @@ pub struct Case {
         deserialize_with = "wire::present",
         skip_serializing_if = "Option::is_none"
     )]
-    pub res_county: Option<String>,
+    pub res_county: Option<SmolStr>,
     /// County FIPS code, absent when suppressed.
     #[serde(
         default,
@@ -577,6 +602,71 @@ impl Payload for Case {
     /// Per state, so that one state's cases stay in order.
     fn partition_key(&self) -> String {
         self.res_state.to_string()
+    }
+
+    /// The bytes serde_json writes, field by field (the US stream carries
+    /// millions of cases); `case_serialization_is_serde_s` checks that
+    /// they are the same.
+    fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        use wire::{write_key as key, write_str as text};
+        fn interval(out: &mut Vec<u8>, weeks: Option<i32>) {
+            match weeks {
+                Some(w) => out.extend_from_slice(itoa::Buffer::new().format(w).as_bytes()),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        out.push(b'{');
+        key(out, "row_id", true);
+        text(out, self.row_id.as_str());
+        key(out, "case_month", false);
+        out.push(b'"');
+        out.extend_from_slice(&self.case_month.text());
+        out.push(b'"');
+        key(out, "res_state", false);
+        text(out, self.res_state.as_str());
+        if let Some(fips) = &self.state_fips_code {
+            key(out, "state_fips_code", false);
+            text(out, fips.as_str());
+        }
+        if let Some(county) = &self.res_county {
+            key(out, "res_county", false);
+            text(out, county);
+        }
+        if let Some(fips) = &self.county_fips_code {
+            key(out, "county_fips_code", false);
+            text(out, fips.as_str());
+        }
+        for (name, value) in [
+            ("age_group", self.age_group.as_str()),
+            ("sex", self.sex.as_str()),
+            ("race", self.race.as_str()),
+            ("ethnicity", self.ethnicity.as_str()),
+        ] {
+            key(out, name, false);
+            text(out, value);
+        }
+        key(out, "case_positive_specimen_interval", false);
+        interval(out, self.case_positive_specimen_interval);
+        key(out, "case_onset_interval", false);
+        interval(out, self.case_onset_interval);
+        for (name, value) in [
+            ("process", self.process.as_str()),
+            ("exposure_yn", self.exposure_yn.as_str()),
+            ("current_status", self.current_status.as_str()),
+            ("symptom_status", self.symptom_status.as_str()),
+            ("hosp_yn", self.hosp_yn.as_str()),
+            ("icu_yn", self.icu_yn.as_str()),
+            ("death_yn", self.death_yn.as_str()),
+            (
+                "underlying_conditions_yn",
+                self.underlying_conditions_yn.as_str(),
+            ),
+        ] {
+            key(out, name, false);
+            text(out, value);
+        }
+        out.push(b'}');
+        Ok(())
     }
 }
 
@@ -676,6 +766,75 @@ impl Payload for OutbreakNews {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Envelope;
+
+    /// Cases over every vocabulary value, absent and present options,
+    /// and county names that need escapes.
+    fn varied_cases() -> Vec<Case> {
+        let counties = [
+            None,
+            Some("LOS ANGELES"),
+            Some("O'BRIEN \"X\"\\\n\u{1}"),
+            Some("DOÑA ANA"),
+        ];
+        let n = 64;
+        (0..n)
+            .map(|i| {
+                let pick = |len: usize, salt: usize| (i * 7 + salt * 13 + i / len) % len;
+                Case {
+                    row_id: format!("row-{i}").parse().unwrap(),
+                    case_month: CaseMonth::new(2019 + (i % 5) as u16, 1 + (i % 12) as u8).unwrap(),
+                    res_state: "CA".parse().unwrap(),
+                    state_fips_code: (i % 3 != 0).then(|| "6".parse().unwrap()),
+                    res_county: counties[i % counties.len()].map(SmolStr::new),
+                    county_fips_code: (i % 5 != 0).then(|| "06037".parse().unwrap()),
+                    age_group: AgeGroup::ALL[pick(AgeGroup::ALL.len(), 1)],
+                    sex: Sex::ALL[pick(Sex::ALL.len(), 2)],
+                    race: Race::ALL[pick(Race::ALL.len(), 3)],
+                    ethnicity: Ethnicity::ALL[pick(Ethnicity::ALL.len(), 4)],
+                    case_positive_specimen_interval: (i % 4 != 0).then_some(i as i32 - 20),
+                    case_onset_interval: (i % 3 == 0).then_some(-(i as i32)),
+                    process: Process::ALL[pick(Process::ALL.len(), 5)],
+                    exposure_yn: YesNo::ALL[pick(YesNo::ALL.len(), 6)],
+                    current_status: CurrentStatus::ALL[pick(CurrentStatus::ALL.len(), 7)],
+                    symptom_status: SymptomStatus::ALL[pick(SymptomStatus::ALL.len(), 8)],
+                    hosp_yn: YesNo::ALL[pick(YesNo::ALL.len(), 9)],
+                    icu_yn: YesNo::ALL[pick(YesNo::ALL.len(), 10)],
+                    death_yn: YesNo::ALL[pick(YesNo::ALL.len(), 11)],
+                    underlying_conditions_yn: YesNo::ALL[pick(YesNo::ALL.len(), 12)],
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_case_is_written_as_serde_writes_it() {
+        use chrono::TimeZone;
+        let cases = varied_cases();
+        for v in [AgeGroup::ALL.len(), Race::ALL.len(), Process::ALL.len()] {
+            assert!(cases.len() >= 4 * v, "every value comes up");
+        }
+        let at = Utc.with_ymd_and_hms(2024, 2, 29, 23, 59, 59).unwrap()
+            + chrono::Duration::nanoseconds(123_456_789);
+        for (i, case) in cases.into_iter().enumerate() {
+            let mut fast = Vec::new();
+            case.write_json(&mut fast).unwrap();
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                serde_json::to_string(&case).unwrap()
+            );
+            let mut env = Envelope::new("cdc-cases", case, at);
+            if i % 2 == 1 {
+                // The envelope's own strings escaped too.
+                env.source = "a\"b\\c".into();
+                env.schema = "health.\u{7}".into();
+            }
+            assert_eq!(
+                String::from_utf8(env.encode().unwrap()).unwrap(),
+                String::from_utf8(env.to_json_bytes().unwrap()).unwrap()
+            );
+        }
+    }
 
     #[test]
     fn case_month_round_trips() {
@@ -696,6 +855,12 @@ mod tests {
             "+202-03",
         ] {
             assert!(bad.parse::<CaseMonth>().is_err(), "{bad:?}");
+        }
+        for (year, month) in [(0, 1), (7, 9), (999, 10), (2021, 3), (9999, 12)] {
+            let m = CaseMonth::new(year, month).unwrap();
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(json, format!("\"{m}\""));
+            assert_eq!(serde_json::from_str::<CaseMonth>(&json).unwrap(), m);
         }
     }
 

@@ -190,6 +190,77 @@ pub(crate) fn format_date(date: NaiveDate) -> String {
     date.format("%Y-%m-%d").to_string()
 }
 
+/// `t` as chrono's `to_rfc3339_opts(SecondsFormat::Micros, true)` writes
+/// it (`2024-03-01T12:00:00.000000Z`, the fraction truncated), for the
+/// years 0 to 9999 and no leap second; `None` otherwise. Every event
+/// carries two timestamps: this writes them without chrono's formatting
+/// machinery or an allocation.
+fn timestamp_text(t: &DateTime<Utc>) -> Option<[u8; 27]> {
+    use chrono::{Datelike, Timelike};
+    // The naive value once: each accessor of a `DateTime` converts again.
+    let t = t.naive_utc();
+    let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
+    let nanos = t.nanosecond();
+    if nanos >= 1_000_000_000 {
+        return None;
+    }
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    let fields = [
+        (0, 4, year),
+        (5, 2, t.month()),
+        (8, 2, t.day()),
+        (11, 2, t.hour()),
+        (14, 2, t.minute()),
+        (17, 2, t.second()),
+        (20, 6, nanos / 1000),
+    ];
+    for (at, width, mut value) in fields {
+        for digit in text[at..at + width].iter_mut().rev() {
+            // A digit: `value % 10` is below 10.
+            *digit = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    }
+    Some(text)
+}
+
+/// Appends `t` as a JSON string, as [`timestamp::serialize`] writes it.
+pub(crate) fn write_timestamp(out: &mut Vec<u8>, t: &DateTime<Utc>) {
+    match timestamp_text(t) {
+        Some(text) => {
+            out.push(b'"');
+            out.extend_from_slice(&text);
+            out.push(b'"');
+        }
+        None => write_str(out, &t.to_rfc3339_opts(SecondsFormat::Micros, true)),
+    }
+}
+
+/// Appends `s` as a JSON string, escaped as serde_json escapes it: most
+/// strings need no escape and are copied as they are.
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+/// Appends `"key":` to an object being written: `key` is a field name,
+/// which needs no escape. `first` leaves out the comma.
+pub(crate) fn write_key(out: &mut Vec<u8>, key: &str, first: bool) {
+    if !first {
+        out.push(b',');
+    }
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
 /// Whether `s` has the shape of the envelope's timestamp pattern: RFC 3339
 /// with a `T` separator, no leap second and an optional fraction. chrono
 /// alone would also accept a space separator and `:60`.
@@ -230,7 +301,10 @@ pub(crate) mod timestamp {
     use super::{DateTime, Deserialize, Deserializer, SecondsFormat, Serializer, Utc, de};
 
     pub(crate) fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true))
+        match super::timestamp_text(t) {
+            Some(text) => s.serialize_str(std::str::from_utf8(&text).unwrap_or_default()),
+            None => s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true)),
+        }
     }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
@@ -286,6 +360,35 @@ mod tests {
         ] {
             assert_eq!(parse_date(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn timestamps_are_written_as_chrono_writes_them() {
+        use chrono::TimeZone;
+        // Every field at its bounds, a truncated fraction, and a walk
+        // across 400 years in steps that hit every field value.
+        let mut times = vec![
+            Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap()
+                + chrono::Duration::nanoseconds(999_999_999),
+            Utc.with_ymd_and_hms(2024, 2, 29, 12, 0, 0).unwrap()
+                + chrono::Duration::nanoseconds(1_999),
+        ];
+        let mut t = Utc.with_ymd_and_hms(1800, 1, 1, 0, 0, 0).unwrap();
+        for _ in 0..100_000 {
+            t += chrono::Duration::nanoseconds(126_230_400_000_000_000 / 100_000 + 7_919);
+            times.push(t);
+        }
+        for t in times {
+            let fast = timestamp_text(&t).expect("in range");
+            let chrono = t.to_rfc3339_opts(SecondsFormat::Micros, true);
+            assert_eq!(std::str::from_utf8(&fast).unwrap(), chrono);
+            assert!(is_timestamp_shape(&chrono), "{chrono}");
+        }
+        let far = Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap();
+        assert!(timestamp_text(&far).is_none(), "chrono writes +10000");
+        let before = Utc.with_ymd_and_hms(-1, 1, 1, 0, 0, 0).unwrap();
+        assert!(timestamp_text(&before).is_none());
     }
 
     #[test]

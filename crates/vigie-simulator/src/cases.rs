@@ -14,7 +14,7 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 use vigie_core::health::{
     AgeGroup, Case, CaseMonth, CountyFips, CurrentStatus, Ethnicity, Process, Race, RowId, Sex,
-    StateCode, StateFips, SymptomStatus, YesNo,
+    SmolStr, StateCode, StateFips, SymptomStatus, YesNo,
 };
 
 use crate::checked;
@@ -294,7 +294,7 @@ impl Default for CaseGenConfig {
 struct StateSlot {
     code: StateCode,
     fips: StateFips,
-    counties: Vec<(String, CountyFips)>,
+    counties: Vec<(SmolStr, CountyFips)>,
     county_pick: Weighted<usize>,
 }
 
@@ -367,7 +367,7 @@ impl CaseGenerator {
                 counties: s
                     .counties
                     .iter()
-                    .map(|c| (c.name.to_owned(), checked(c.fips)))
+                    .map(|c| (SmolStr::new(c.name), checked(c.fips)))
                     .collect(),
                 county_pick: Weighted::new(
                     s.counties

@@ -307,3 +307,22 @@ fn two_hundred_thousand_rows_generate() {
     }
     assert!(hospitalised > 0);
 }
+
+/// The producers' hand-written envelope writer gives serde_json's bytes on
+/// the simulated stream, whatever the row.
+#[test]
+fn case_envelopes_are_encoded_as_serde_writes_them() {
+    let generator = generator(11, None);
+    let at = chrono::Utc::now();
+    for index in 0..20_000 {
+        let env = vigie_simulator::case_envelope(&generator, index, at);
+        let fast = env.encode().unwrap();
+        let serde = env.to_json_bytes().unwrap();
+        assert!(
+            fast == serde,
+            "row {index}:\n{}\n{}",
+            String::from_utf8_lossy(&fast),
+            String::from_utf8_lossy(&serde)
+        );
+    }
+}

@@ -107,7 +107,7 @@ async fn every_case_gets_one_score_with_its_id_model_version_and_key() {
         assert!((0.0..=1.0).contains(&env.data.score));
         assert_eq!(
             env.id,
-            vigie_core::event_id("scorer", &[&case, "hosp_risk", "1.0.0"]),
+            vigie_core::event_id("scorer", &[case.as_str(), "hosp_risk", "1.0.0"]),
             "deterministic id"
         );
     }

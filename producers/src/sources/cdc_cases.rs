@@ -21,7 +21,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use vigie_core::health::{Case, InvalidValue};
+use vigie_core::health::{Case, InvalidValue, SmolStr};
 
 use super::outgoing;
 use crate::checkpoint::Checkpoint;
@@ -74,19 +74,19 @@ struct CdcCases {
     recent: Arc<Mutex<RecentIds>>,
 }
 
-/// A bounded set of the most recent row ids (one allocation per id, shared
-/// by the set and the order).
+/// A bounded set of the most recent row ids (kept inline: row ids are
+/// short, so no allocation per id).
 #[derive(Default)]
 struct RecentIds {
-    set: HashSet<Arc<str>>,
-    order: VecDeque<Arc<str>>,
+    set: HashSet<SmolStr>,
+    order: VecDeque<SmolStr>,
     capacity: usize,
 }
 
 impl RecentIds {
     /// Records `id`; false if it was already there.
     fn insert(&mut self, id: &str) -> bool {
-        let id: Arc<str> = Arc::from(id);
+        let id = SmolStr::new(id);
         if !self.set.insert(id.clone()) {
             return false;
         }
@@ -350,7 +350,7 @@ fn parse_page_typed(text: &str) -> Option<Page<'_>> {
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
             let mut rows = Vec::with_capacity(self.capacity);
             while let Some(mut r) = seq.next_element::<SodaRow<'de>>()? {
-                let updated_at = r.updated_at.take();
+                let updated_at = r.updated_at.take().map(|t| t.0);
                 let case = r
                     .into_case()
                     .map_err(|_| A::Error::custom("a row does not map"))?;
@@ -383,14 +383,15 @@ fn parse_row(raw: &RawValue) -> Row<'_> {
     match serde_json::from_str::<SodaRow<'_>>(text) {
         Ok(mut r) => Row {
             raw: text.as_bytes(),
-            updated_at: r.updated_at.take(),
+            updated_at: r.updated_at.take().map(|t| t.0),
             case: r.into_case(),
         },
         Err(e) => Row {
             raw: text.as_bytes(),
             updated_at: serde_json::from_str::<Ts<'_>>(text)
                 .ok()
-                .and_then(|t| t.updated_at),
+                .and_then(|t| t.updated_at)
+                .map(|t| t.0),
             case: Err(("bad_row", format!("row is not a SODA case row: {e}"))),
         },
     }
@@ -400,7 +401,39 @@ fn parse_row(raw: &RawValue) -> Row<'_> {
 #[derive(Deserialize)]
 struct Ts<'a> {
     #[serde(rename = ":updated_at", borrow)]
-    updated_at: Option<Cow<'a, str>>,
+    updated_at: Option<Text<'a>>,
+}
+
+/// A string value of a row, borrowed from the page unless it holds escapes.
+/// serde borrows a `Cow<str>` field, but not one inside an `Option`: that
+/// would copy every value of every row.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a str>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// The text of a value that may be absent.
+fn text<'t>(v: &'t Option<Text<'_>>) -> Option<&'t str> {
+    v.as_ref().map(|t| &*t.0)
 }
 
 /// A row as SODA serves it: every value a string, nulls left out, system
@@ -409,58 +442,56 @@ struct Ts<'a> {
 #[derive(Deserialize)]
 struct SodaRow<'a> {
     #[serde(rename = ":id", borrow)]
-    id: Option<Cow<'a, str>>,
+    id: Option<Text<'a>>,
     #[serde(rename = ":updated_at", borrow)]
-    updated_at: Option<Cow<'a, str>>,
+    updated_at: Option<Text<'a>>,
     #[serde(borrow)]
-    case_month: Option<Cow<'a, str>>,
+    case_month: Option<Text<'a>>,
     #[serde(borrow)]
-    res_state: Option<Cow<'a, str>>,
+    res_state: Option<Text<'a>>,
     #[serde(borrow)]
-    state_fips_code: Option<Cow<'a, str>>,
+    state_fips_code: Option<Text<'a>>,
     #[serde(borrow)]
-    res_county: Option<Cow<'a, str>>,
+    res_county: Option<Text<'a>>,
     #[serde(borrow)]
-    county_fips_code: Option<Cow<'a, str>>,
+    county_fips_code: Option<Text<'a>>,
     #[serde(borrow)]
-    age_group: Option<Cow<'a, str>>,
+    age_group: Option<Text<'a>>,
     #[serde(borrow)]
-    sex: Option<Cow<'a, str>>,
+    sex: Option<Text<'a>>,
     #[serde(borrow)]
-    race: Option<Cow<'a, str>>,
+    race: Option<Text<'a>>,
     #[serde(borrow)]
-    ethnicity: Option<Cow<'a, str>>,
+    ethnicity: Option<Text<'a>>,
     #[serde(borrow)]
-    case_positive_specimen_interval: Option<Cow<'a, str>>,
+    case_positive_specimen_interval: Option<Text<'a>>,
     #[serde(borrow)]
-    case_onset_interval: Option<Cow<'a, str>>,
+    case_onset_interval: Option<Text<'a>>,
     #[serde(borrow)]
-    process: Option<Cow<'a, str>>,
+    process: Option<Text<'a>>,
     #[serde(borrow)]
-    exposure_yn: Option<Cow<'a, str>>,
+    exposure_yn: Option<Text<'a>>,
     #[serde(borrow)]
-    current_status: Option<Cow<'a, str>>,
+    current_status: Option<Text<'a>>,
     #[serde(borrow)]
-    symptom_status: Option<Cow<'a, str>>,
+    symptom_status: Option<Text<'a>>,
     #[serde(borrow)]
-    hosp_yn: Option<Cow<'a, str>>,
+    hosp_yn: Option<Text<'a>>,
     #[serde(borrow)]
-    icu_yn: Option<Cow<'a, str>>,
+    icu_yn: Option<Text<'a>>,
     #[serde(borrow)]
-    death_yn: Option<Cow<'a, str>>,
+    death_yn: Option<Text<'a>>,
     #[serde(borrow)]
-    underlying_conditions_yn: Option<Cow<'a, str>>,
+    underlying_conditions_yn: Option<Text<'a>>,
 }
 
 type Refusal = (&'static str, String);
 
 fn required<T: FromStr<Err = InvalidValue>>(
     field: &str,
-    v: &Option<Cow<'_, str>>,
+    v: &Option<Text<'_>>,
 ) -> Result<T, Refusal> {
-    let v = v
-        .as_deref()
-        .ok_or_else(|| ("missing_field", format!("{field}: missing")))?;
+    let v = text(v).ok_or_else(|| ("missing_field", format!("{field}: missing")))?;
     v.parse()
         .map_err(|e: InvalidValue| ("invalid_value", format!("{field}: {e}")))
 }
@@ -468,9 +499,9 @@ fn required<T: FromStr<Err = InvalidValue>>(
 /// Absent and `NA` (suppressed) are both `None`.
 fn optional<T: FromStr<Err = InvalidValue>>(
     field: &str,
-    v: &Option<Cow<'_, str>>,
+    v: &Option<Text<'_>>,
 ) -> Result<Option<T>, Refusal> {
-    match v.as_deref() {
+    match text(v) {
         None | Some("NA") => Ok(None),
         Some(s) => s
             .parse()
@@ -479,8 +510,8 @@ fn optional<T: FromStr<Err = InvalidValue>>(
     }
 }
 
-fn interval(field: &str, v: &Option<Cow<'_, str>>) -> Result<Option<i32>, Refusal> {
-    match v.as_deref() {
+fn interval(field: &str, v: &Option<Text<'_>>) -> Result<Option<i32>, Refusal> {
+    match text(v) {
         None | Some("NA") => Ok(None),
         Some(s) => s.parse().map(Some).map_err(|_| {
             (
@@ -498,9 +529,9 @@ impl SodaRow<'_> {
             case_month: required("case_month", &self.case_month)?,
             res_state: required("res_state", &self.res_state)?,
             state_fips_code: optional("state_fips_code", &self.state_fips_code)?,
-            res_county: match self.res_county.as_deref() {
+            res_county: match text(&self.res_county) {
                 None | Some("NA") => None,
-                Some(s) => Some(s.to_owned()),
+                Some(s) => Some(s.into()),
             },
             county_fips_code: optional("county_fips_code", &self.county_fips_code)?,
             age_group: required("age_group", &self.age_group)?,
@@ -553,6 +584,8 @@ mod tests {
         let fast = parse_page_typed(text).expect("every row maps");
         let slow = parse_rows(text, "u", 2).unwrap();
         assert_eq!(fast.rows.len(), 2);
+        // Values are borrowed from the page, not copied.
+        assert!(matches!(fast.rows[0].updated_at, Some(Cow::Borrowed(_))));
         for (f, s) in fast.rows.iter().zip(&slow.rows) {
             assert_eq!(f.case.as_ref().unwrap(), s.case.as_ref().unwrap());
             assert_eq!(f.updated_at, s.updated_at);
@@ -564,6 +597,16 @@ mod tests {
         let rows = parse_rows(&bad, "u", 1).unwrap().rows;
         assert!(rows[0].case.is_ok() && rows[1].case.is_err());
         assert!(rows[1].raw.starts_with(b"{\":id\":\"row-b"));
+    }
+
+    #[test]
+    fn values_are_borrowed_unless_escaped() {
+        let row: SodaRow<'_> =
+            serde_json::from_str(r#"{"res_state":"CA","res_county":"O'BRIEN \"X\""}"#).unwrap();
+        assert!(matches!(row.res_state, Some(Text(Cow::Borrowed("CA")))));
+        assert!(matches!(&row.res_county, Some(Text(Cow::Owned(c))) if c == "O'BRIEN \"X\""));
+        assert!(row.sex.is_none());
+        assert!(serde_json::from_str::<SodaRow<'_>>(r#"{"sex":1}"#).is_err());
     }
 
     #[test]

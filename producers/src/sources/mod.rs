@@ -14,8 +14,6 @@ pub(crate) fn outgoing<D: Payload>(source: &str, data: D, ingested_at: DateTime<
     let env = Envelope::new(source, data, ingested_at);
     Outgoing {
         key: env.partition_key(),
-        payload: env
-            .to_json_bytes()
-            .expect("a typed envelope always serializes"),
+        payload: env.encode().expect("a typed envelope always serializes"),
     }
 }

@@ -472,7 +472,7 @@ mod tests {
             case_month: "2021-03".parse().unwrap(),
             res_state: "CA".parse().unwrap(),
             state_fips_code: None,
-            res_county: Some("O'BRIEN \"X\"".to_owned()),
+            res_county: Some("O'BRIEN \"X\"".into()),
             county_fips_code: None,
             age_group: AgeGroup::Age18To49,
             sex: Sex::Female,
