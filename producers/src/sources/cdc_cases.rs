@@ -25,6 +25,7 @@ use vigie_core::health::{Case, InvalidValue, SmolStr};
 
 use super::outgoing;
 use crate::checkpoint::Checkpoint;
+use crate::http::{FetchError, Fetched};
 use crate::source::{Poll, PollContext, Reject, Source, SourceConfig, SourceError, SourceSpec};
 
 /// Registry entry.
@@ -72,6 +73,10 @@ struct CdcCases {
     /// inserted or re-published while paging) serves some rows twice.
     /// Shared with the blocking thread that maps a page.
     recent: Arc<Mutex<RecentIds>>,
+    /// While a backlog drains, the page that most likely comes next,
+    /// fetched while the last one was mapped; used only if its URL is the
+    /// one the next poll asks for.
+    prefetched: Option<(String, Result<Fetched, FetchError>)>,
 }
 
 /// A bounded set of the most recent row ids (kept inline: row ids are
@@ -124,6 +129,7 @@ fn build(config: &SourceConfig) -> Result<Box<dyn Source>, SourceError> {
         })),
         options,
         app_token,
+        prefetched: None,
     }))
 }
 
@@ -159,19 +165,39 @@ impl Source for CdcCases {
             Some(t) => vec![("X-App-Token", t.as_str())],
             None => vec![],
         };
-        let fetched = cx.http.get(&url, &headers, cx.shutdown).await?;
+        // A page prefetched for another URL (the guess was wrong) is
+        // dropped; a failed prefetch is fetched again, with its retries.
+        let fetched = match self.prefetched.take() {
+            Some((guessed, Ok(fetched))) if guessed == url => fetched,
+            _ => cx.http.get(&url, &headers, cx.shutdown).await?,
+        };
         // Parsing, mapping and serializing a page is CPU work (50,000 rows:
         // a few hundred ms): on a blocking thread, so that the runner keeps
         // producing the previous page meanwhile instead of waiting on it.
+        // A full page means a backlog: the next one, at the checkpoint this
+        // one most likely ends at, is fetched meanwhile.
         let (page_size, pagination) = (self.options.page_size, self.options.pagination);
+        let guess =
+            guess_next(&fetched.body, at, page_size, pagination).map(|next| self.page_url(&next));
         let recent = self.recent.clone();
         let at = at.clone();
-        let (poll, repeated) = tokio::task::spawn_blocking(move || {
+        let map = tokio::task::spawn_blocking(move || {
             let mut recent = recent.lock().unwrap_or_else(|e| e.into_inner());
             map_page(fetched.body, url, &at, page_size, pagination, &mut recent)
-        })
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+        });
+        let prefetch = async {
+            match guess {
+                Some(url) => {
+                    let fetched = cx.http.get(&url, &headers, cx.shutdown).await;
+                    Some((url, fetched))
+                }
+                None => None,
+            }
+        };
+        let (mapped, prefetched) = tokio::join!(map, prefetch);
+        let (poll, repeated) =
+            mapped.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+        self.prefetched = prefetched.filter(|_| poll.more);
         if repeated > 0 {
             cx.metrics
                 .errors
@@ -180,6 +206,59 @@ impl Source for CdcCases {
         }
         Ok(poll)
     }
+}
+
+/// The checkpoint a full page most likely ends at, read off the end of its
+/// body without parsing it: for watermark pagination, the last row's
+/// `:updated_at` and the rows at the end of the page that carry it (plus
+/// those taken before the page, if the whole page carries it). `None` for
+/// a page that is not full (the source is caught up: nothing to prefetch)
+/// or whose end does not read as expected. Only a guess: the poll after
+/// this one fetches its own page unless the guess names the same URL.
+fn guess_next(
+    body: &[u8],
+    at: &Checkpoint,
+    page_size: u32,
+    pagination: Pagination,
+) -> Option<Checkpoint> {
+    // A served row takes 400 to 600 bytes: far fewer bytes than a full
+    // page would take means it is not one.
+    if body.len() < page_size as usize * 200 {
+        return None;
+    }
+    if pagination == Pagination::Offset {
+        return Some(Checkpoint {
+            position: at.position + u64::from(page_size),
+            ..Checkpoint::default()
+        });
+    }
+    const KEY: &str = "\":updated_at\":\"";
+    let text = std::str::from_utf8(body.get(body.len().saturating_sub(1 << 16)..)?).ok()?;
+    let mut end = text.len();
+    let mut last: Option<&str> = None;
+    let mut rows = 0;
+    while let Some(at_key) = text[..end].rfind(KEY) {
+        let value = &text[at_key + KEY.len()..];
+        let value = &value[..value.find('"')?];
+        match last {
+            None => last = Some(value),
+            Some(l) if l != value => break,
+            Some(_) => {}
+        }
+        rows += 1;
+        end = at_key;
+    }
+    let watermark = last?.to_owned();
+    let position = if text[..end].contains(KEY) || at.watermark.as_deref() != Some(&watermark) {
+        rows
+    } else {
+        at.position + rows
+    };
+    Some(Checkpoint {
+        watermark: Some(watermark),
+        position,
+        ..Checkpoint::default()
+    })
 }
 
 /// Maps a fetched page to a poll: the rows' events and rejects, and the
@@ -597,6 +676,81 @@ mod tests {
         let rows = parse_rows(&bad, "u", 1).unwrap().rows;
         assert!(rows[0].case.is_ok() && rows[1].case.is_err());
         assert!(rows[1].raw.starts_with(b"{\":id\":\"row-b"));
+    }
+
+    /// A page of `n` rows; row `i` updated at `stamp(i)`.
+    fn page(n: usize, stamp: impl Fn(usize) -> String) -> String {
+        let rows: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{":id":"row-{i}",":updated_at":"{}","case_month":"2021-03","res_state":"CA","age_group":"18 to 49 years","sex":"Female","race":"White","ethnicity":"Unknown","process":"Missing","exposure_yn":"Missing","current_status":"Laboratory-confirmed case","symptom_status":"Symptomatic","hosp_yn":"No","icu_yn":"Missing","death_yn":"No","underlying_conditions_yn":"Missing","padding":"{}"}}"#,
+                    stamp(i),
+                    "x".repeat(150)
+                )
+            })
+            .collect();
+        format!("[{}]\n", rows.join("\n,"))
+    }
+
+    /// What mapping the page gives as its end checkpoint.
+    fn mapped_next(
+        body: &str,
+        at: &Checkpoint,
+        page_size: u32,
+        pagination: Pagination,
+    ) -> Checkpoint {
+        let mut recent = RecentIds {
+            capacity: 1000,
+            ..RecentIds::default()
+        };
+        let body = Bytes::copy_from_slice(body.as_bytes());
+        map_page(body, "u".into(), at, page_size, pagination, &mut recent)
+            .unwrap()
+            .0
+            .next
+    }
+
+    #[test]
+    fn the_guessed_next_page_is_the_one_mapping_leads_to() {
+        let ms = |i: usize| format!("2024-01-01T00:00:00.{i:03}");
+        let start = Checkpoint::default();
+        let cases: Vec<(String, Checkpoint)> = vec![
+            // Every row its own time: the last one, once.
+            (page(100, ms), start.clone()),
+            // The last three rows at the same time.
+            (page(100, |i| ms(i.min(97))), start.clone()),
+            // The whole page at the watermark it started from.
+            (
+                page(100, |_| ms(5)),
+                Checkpoint {
+                    watermark: Some(ms(5)),
+                    position: 40,
+                    ..Checkpoint::default()
+                },
+            ),
+        ];
+        for (body, at) in &cases {
+            let guess = guess_next(body.as_bytes(), at, 100, Pagination::Watermark);
+            assert_eq!(
+                guess.as_ref(),
+                Some(&mapped_next(body, at, 100, Pagination::Watermark))
+            );
+        }
+        let at = Checkpoint {
+            position: 300,
+            ..Checkpoint::default()
+        };
+        let body = page(100, ms);
+        assert_eq!(
+            guess_next(body.as_bytes(), &at, 100, Pagination::Offset),
+            Some(mapped_next(&body, &at, 100, Pagination::Offset))
+        );
+        // A page well short of full: caught up, nothing to prefetch.
+        assert_eq!(
+            guess_next(page(10, ms).as_bytes(), &start, 100, Pagination::Watermark),
+            None
+        );
+        assert_eq!(guess_next(b"[]", &start, 1, Pagination::Offset), None);
     }
 
     #[test]
