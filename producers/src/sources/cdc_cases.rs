@@ -167,10 +167,11 @@ impl Source for CdcCases {
             Some(t) => vec![("X-App-Token", t.as_str())],
             None => vec![],
         };
-        // A page prefetched for another URL (the guess was wrong) is
-        // dropped; a failed prefetch is fetched again, with its retries.
         let fetched = match self.prefetched.take() {
-            Some((guessed, Ok(fetched))) if guessed == url => fetched,
+            // This page, fetched early; or how that failed, its retries
+            // spent: the runner polls again after its interval.
+            Some((guessed, fetched)) if guessed == url => fetched?,
+            // Nothing prefetched, or for another URL (a wrong guess).
             _ => cx.http.get(&url, &headers, cx.shutdown).await?,
         };
         // Parsing, mapping and serializing a page is CPU work (50,000 rows:
