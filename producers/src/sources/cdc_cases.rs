@@ -236,7 +236,12 @@ fn guess_next(
         });
     }
     const KEY: &str = "\":updated_at\":\"";
-    let text = std::str::from_utf8(body.get(body.len().saturating_sub(1 << 16)..)?).ok()?;
+    // The last 64 KiB, from a character boundary.
+    let mut start = body.len().saturating_sub(1 << 16);
+    while body.get(start).is_some_and(|b| b & 0xC0 == 0x80) {
+        start += 1;
+    }
+    let text = std::str::from_utf8(&body[start..]).ok()?;
     let mut end = text.len();
     let mut last: Option<&str> = None;
     let mut rows = 0;
@@ -747,6 +752,19 @@ mod tests {
         assert_eq!(
             guess_next(body.as_bytes(), &at, 100, Pagination::Offset),
             Some(mapped_next(&body, &at, 100, Pagination::Offset))
+        );
+        // The last 64 KiB start inside a character: read from the next one.
+        let mut wide = page(200, |i| format!("{}Ñ", ms(i)));
+        while wide.is_char_boundary(wide.len() - (1 << 16)) {
+            wide.push(' ');
+        }
+        assert_eq!(
+            guess_next(wide.as_bytes(), &start, 100, Pagination::Watermark),
+            Some(Checkpoint {
+                watermark: Some(format!("{}Ñ", ms(199))),
+                position: 1,
+                ..Checkpoint::default()
+            })
         );
         // A page well short of full: caught up, nothing to prefetch.
         assert_eq!(
