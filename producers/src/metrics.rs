@@ -19,6 +19,11 @@ pub struct SourceMetrics {
     pub last_success: GaugeVec,
     /// Checkpoint position: rows consumed, or pages, per source.
     pub checkpoint_position: GaugeVec,
+    /// Pages fetched ahead while a backlog drains, by outcome: `used` (the
+    /// next poll asked for that URL; a failed fetch counts here too, as the
+    /// next poll's failure), `wrong_guess` (it asked for another one),
+    /// `dropped` (the page before it turned out to be the last).
+    pub prefetches: IntCounterVec,
 }
 
 impl SourceMetrics {
@@ -31,6 +36,7 @@ impl SourceMetrics {
         registry.register(Box::new(m.upstream_seconds.clone()))?;
         registry.register(Box::new(m.last_success.clone()))?;
         registry.register(Box::new(m.checkpoint_position.clone()))?;
+        registry.register(Box::new(m.prefetches.clone()))?;
         Ok(m)
     }
 
@@ -76,6 +82,11 @@ impl SourceMetrics {
             checkpoint_position: gauge(
                 "vigie_source_checkpoint_position",
                 "Position of the saved checkpoint (rows or pages), per source.",
+            ),
+            prefetches: counter(
+                "vigie_source_prefetches_total",
+                "Pages fetched ahead while a backlog drains, per source and outcome (used, wrong_guess, dropped).",
+                &["source", "outcome"],
             ),
         }
     }

@@ -102,6 +102,55 @@ fn rule(endpoint: Endpoint, kind: FaultKind, every: u64, times: u64) -> FaultRul
     }
 }
 
+/// While a backlog drains, each page is fetched while the one before it is
+/// mapped, and the guess of where it starts holds on the simulator's pages:
+/// every page requested once, each prefetch used.
+#[tokio::test]
+async fn cdc_cases_fetch_the_next_page_while_mapping_one() {
+    let (rows, page) = (5_000, 1_000);
+    let sim = simulator(SimConfig {
+        seed: 12,
+        cases: vigie_simulator::server::CasesSim {
+            rows,
+            ..Default::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let topic = topic("health.case.v1").await;
+    let state = tempfile::tempdir().unwrap();
+    let metrics = SourceMetrics::unregistered();
+    let run = Run {
+        name: "cdc-cases",
+        url: format!("{}{CASES_PATH}", sim.base_url()),
+        topic: &topic,
+        options: &format!("page_size = {page}"),
+        state: state.path(),
+        metrics: metrics.clone(),
+    };
+    assert_eq!(run.go().await.events, rows);
+    let requests: Vec<String> = sim
+        .request_log()
+        .into_iter()
+        .map(|r| r.path_and_query)
+        .collect();
+    let distinct: BTreeSet<&String> = requests.iter().collect();
+    // Five full pages and the empty one after them.
+    assert_eq!(requests.len(), 6, "{requests:#?}");
+    assert_eq!(distinct.len(), requests.len(), "a page fetched twice");
+    let outcome = |o: &str| {
+        metrics
+            .prefetches
+            .with_label_values(&["cdc-cases", o])
+            .get()
+    };
+    // Every page but the first was fetched ahead.
+    assert_eq!(
+        (outcome("used"), outcome("wrong_guess"), outcome("dropped")),
+        (5, 0, 0)
+    );
+}
+
 #[tokio::test]
 async fn cdc_cases_recover_from_every_fault_and_hold_every_row_once() {
     let rows = 3_000;

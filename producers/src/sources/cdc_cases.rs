@@ -167,12 +167,25 @@ impl Source for CdcCases {
             Some(t) => vec![("X-App-Token", t.as_str())],
             None => vec![],
         };
+        let prefetches = |outcome| {
+            cx.metrics
+                .prefetches
+                .with_label_values(&[NAME, outcome])
+                .inc()
+        };
         let fetched = match self.prefetched.take() {
             // This page, fetched early; or how that failed, its retries
             // spent: the runner polls again after its interval.
-            Some((guessed, fetched)) if guessed == url => fetched?,
-            // Nothing prefetched, or for another URL (a wrong guess).
-            _ => cx.http.get(&url, &headers, cx.shutdown).await?,
+            Some((guessed, fetched)) if guessed == url => {
+                prefetches("used");
+                fetched?
+            }
+            wrong => {
+                if wrong.is_some() {
+                    prefetches("wrong_guess");
+                }
+                cx.http.get(&url, &headers, cx.shutdown).await?
+            }
         };
         // Parsing, mapping and serializing a page is CPU work (50,000 rows:
         // a few hundred ms): on a blocking thread, so that the runner keeps
@@ -200,7 +213,13 @@ impl Source for CdcCases {
         let (mapped, prefetched) = tokio::join!(map, prefetch);
         let (poll, repeated) =
             mapped.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
-        self.prefetched = prefetched.filter(|_| poll.more);
+        self.prefetched = match prefetched {
+            Some(_) if !poll.more => {
+                prefetches("dropped");
+                None
+            }
+            p => p,
+        };
         if repeated > 0 {
             cx.metrics
                 .errors
