@@ -605,8 +605,8 @@ impl Payload for Case {
     }
 
     /// The bytes serde_json writes, field by field (the US stream carries
-    /// millions of cases); `case_serialization_is_serde_s` checks that
-    /// they are the same.
+    /// millions of cases); `a_case_is_written_as_serde_writes_it` checks
+    /// that they are the same.
     fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         use wire::{write_key as key, write_str as text};
         fn interval(out: &mut Vec<u8>, weeks: Option<i32>) {
