@@ -26,6 +26,20 @@ async fn simulator(config: SimConfig) -> RunningSimulator {
         .expect("simulator")
 }
 
+/// The simulator serving `rows` case rows of generator `seed`, with `faults`.
+async fn cases_simulator(seed: u64, rows: u64, faults: Vec<FaultRule>) -> RunningSimulator {
+    simulator(SimConfig {
+        seed,
+        cases: vigie_simulator::server::CasesSim {
+            rows,
+            ..Default::default()
+        },
+        faults,
+        ..SimConfig::default()
+    })
+    .await
+}
+
 /// A source's topic (and DLQ twin) on the durable broker, whose watermarks
 /// are right, so that counts can be checked exactly.
 async fn topic(prefix: &str) -> String {
@@ -108,15 +122,7 @@ fn rule(endpoint: Endpoint, kind: FaultKind, every: u64, times: u64) -> FaultRul
 #[tokio::test]
 async fn cdc_cases_fetch_the_next_page_while_mapping_one() {
     let (rows, page) = (5_000, 1_000);
-    let sim = simulator(SimConfig {
-        seed: 12,
-        cases: vigie_simulator::server::CasesSim {
-            rows,
-            ..Default::default()
-        },
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = cases_simulator(12, rows, vec![]).await;
     let topic = topic("health.case.v1").await;
     let state = tempfile::tempdir().unwrap();
     let metrics = SourceMetrics::unregistered();
@@ -154,13 +160,10 @@ async fn cdc_cases_fetch_the_next_page_while_mapping_one() {
 #[tokio::test]
 async fn cdc_cases_recover_from_every_fault_and_hold_every_row_once() {
     let rows = 3_000;
-    let sim = simulator(SimConfig {
-        seed: 11,
-        cases: vigie_simulator::server::CasesSim {
-            rows,
-            ..Default::default()
-        },
-        faults: vec![
+    let sim = cases_simulator(
+        11,
+        rows,
+        vec![
             rule(
                 Endpoint::Cases,
                 FaultKind::TooManyRequests {
@@ -180,8 +183,7 @@ async fn cdc_cases_recover_from_every_fault_and_hold_every_row_once() {
             rule(Endpoint::Cases, FaultKind::Truncated, 6, 1),
             rule(Endpoint::Cases, FaultKind::RepeatRows { rows: 40 }, 2, 3),
         ],
-        ..SimConfig::default()
-    })
+    )
     .await;
     let topic = topic("health.case.v1").await;
     let state = tempfile::tempdir().unwrap();

@@ -456,49 +456,16 @@ async fn ensure_topics_is_idempotent_and_creates_dlq_twins() {
     );
 }
 
-/// A `health.case` v1 envelope; rows differ in state (so in key and
-/// partition), month, age group and onset interval.
-fn case_envelope(i: usize) -> Envelope<Case> {
-    const STATES: [(&str, &str); 4] = [("NY", "36"), ("CA", "6"), ("TX", "48"), ("WA", "53")];
-    const AGES: [&str; 4] = [
-        "0 - 17 years",
-        "18 to 49 years",
-        "50 to 64 years",
-        "65+ years",
-    ];
-    const SEXES: [&str; 2] = ["Female", "Male"];
-    let (state, fips) = STATES[i % STATES.len()];
-    let row = format!("row-{i}");
-    let month = i % 12 + 1;
-    serde_json::from_value(serde_json::json!({
-        "id": vigie_core::event_id("cdc-cases", &[&row]).to_string(),
-        "schema": "health.case",
-        "schema_version": 1,
-        "source": "cdc-cases",
-        "occurred_at": format!("2021-{month:02}-01T00:00:00Z"),
-        "ingested_at": "2026-11-28T10:00:00.123456Z",
-        "data": {
-            "row_id": row,
-            "case_month": format!("2021-{month:02}"),
-            "res_state": state,
-            "state_fips_code": fips,
-            "age_group": AGES[i % AGES.len()],
-            "sex": SEXES[i % SEXES.len()],
-            "race": "White",
-            "ethnicity": "Non-Hispanic/Latino",
-            "case_positive_specimen_interval": null,
-            "case_onset_interval": i % 7,
-            "process": "Missing",
-            "exposure_yn": "Missing",
-            "current_status": "Laboratory-confirmed case",
-            "symptom_status": "Symptomatic",
-            "hosp_yn": "No",
-            "icu_yn": "Missing",
-            "death_yn": "No",
-            "underlying_conditions_yn": "NA"
-        }
-    }))
-    .expect("a valid case envelope")
+/// `health.case` v1 envelopes from the simulator's generator (rows differ in
+/// state, so in key and partition), ingested at a time with whole
+/// microseconds, which is what the envelope's timestamps keep.
+fn case_envelopes(n: u64) -> Vec<Envelope<Case>> {
+    let generator =
+        vigie_simulator::CaseGenerator::new(vigie_simulator::CaseGenConfig::default()).unwrap();
+    let at = "2026-11-28T10:00:00.123456Z".parse().unwrap();
+    (0..n)
+        .map(|i| vigie_simulator::case_envelope(&generator, i, at))
+        .collect()
 }
 
 #[tokio::test]
@@ -509,7 +476,7 @@ async fn envelopes_round_trip_through_a_group_with_keys_headers_and_bytes_unchan
     let schemas = SchemaRegistry::embedded().expect("embedded schemas");
 
     let n = 120;
-    let envelopes: Vec<Envelope<Case>> = (0..n).map(case_envelope).collect();
+    let envelopes = case_envelopes(n as u64);
     let bytes: Vec<Vec<u8>> = envelopes
         .iter()
         .map(|e| e.to_json_bytes().expect("serialise"))
