@@ -82,11 +82,10 @@ macro_rules! vocabulary {
             type Err = InvalidValue;
 
             fn from_str(s: &str) -> Result<Self, InvalidValue> {
-                $name::ALL
-                    .iter()
-                    .copied()
-                    .find(|v| v.as_str() == s)
-                    .ok_or_else(|| InvalidValue::new(stringify!($name), s, "a value of the vocabulary"))
+                match s {
+                    $( $text => Ok($name::$variant), )+
+                    _ => Err(InvalidValue::new(stringify!($name), s, "a value of the vocabulary")),
+                }
             }
         }
     };

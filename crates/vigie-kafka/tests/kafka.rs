@@ -651,6 +651,111 @@ async fn a_failed_delivery_is_an_error_naming_the_topic() {
     }
 }
 
+#[tokio::test]
+async fn pipelines_sharing_a_producer_each_get_their_own_deliveries() {
+    let b = broker();
+    let (a, c) = (unique_name("pipe-a"), unique_name("pipe-b"));
+    create_topic(&b.bootstrap, &a, 1).await;
+    create_topic(&b.bootstrap, &c, 1).await;
+    let metrics = KafkaMetrics::unregistered();
+    let p = EventProducer::new(&b.bootstrap, &ProducerConfig::default(), metrics.clone())
+        .expect("producer");
+    let (na, nc) = (700, 300);
+
+    // Two pipelines open at once, their records interleaved in one queue.
+    let mut pa = p.pipeline(true);
+    let mut pc = p.pipeline(true);
+    for i in 0..na.max(nc) {
+        for (pipe, topic, n) in [(&mut pa, &a, na), (&mut pc, &c, nc)] {
+            if i < n {
+                let payload = format!("{{\"n\":{i}}}");
+                pipe.push(OutRecord {
+                    topic,
+                    key: None,
+                    payload: payload.as_bytes(),
+                    headers: &[],
+                    timestamp_ms: None,
+                })
+                .await
+                .expect("queued");
+            }
+        }
+    }
+    let (acked_c, delivered_c) = pc.finish().await.expect("b delivered");
+    let (acked_a, delivered_a) = pa.finish().await.expect("a delivered");
+
+    // Each topic has one partition and one writer, so a pipeline's records
+    // sit at offsets 0, 1, 2... in push order: each report reached the
+    // pipeline that sent the record, at the record's position.
+    assert_eq!((acked_a, acked_c), (na as u64, nc as u64));
+    let offsets = |d: &[vigie_kafka::Delivered]| d.iter().map(|d| d.offset).collect::<Vec<_>>();
+    assert_eq!(offsets(&delivered_a), (0..na as i64).collect::<Vec<_>>());
+    assert_eq!(offsets(&delivered_c), (0..nc as i64).collect::<Vec<_>>());
+    assert_eq!(metrics.produced.with_label_values(&[&a]).get(), na as u64);
+    assert_eq!(metrics.produced.with_label_values(&[&c]).get(), nc as u64);
+}
+
+#[tokio::test]
+async fn a_pipeline_reports_its_earliest_failure_after_every_record_settled() {
+    let b = broker();
+    let existing = unique_name("settled");
+    create_topic(&b.bootstrap, &existing, 1).await;
+    let missing = unique_name("missing");
+    let metrics = KafkaMetrics::unregistered();
+    let p = EventProducer::new(
+        &b.bootstrap,
+        &ProducerConfig {
+            delivery_timeout_ms: 2_000,
+            ..ProducerConfig::default()
+        },
+        metrics.clone(),
+    )
+    .expect("producer");
+    let record = |topic| OutRecord {
+        topic,
+        key: None,
+        payload: b"{}",
+        headers: &[],
+        timestamp_ms: None,
+    };
+
+    // 10 good records, 2 for a topic that does not exist, 10 good ones.
+    let mut pipe = p.pipeline(false);
+    for topic in [[&existing; 10].as_slice(), &[&missing; 2], &[&existing; 10]].concat() {
+        pipe.push(record(topic)).await.expect("queued");
+    }
+    let err = tokio::time::timeout(DEADLINE, pipe.finish())
+        .await
+        .expect("every report before the deadline")
+        .expect_err("two records were not delivered");
+    assert!(
+        matches!(&err, KafkaError::Delivery { topic, .. } if topic == &missing),
+        "{err:?}"
+    );
+    // The good records on both sides of the failures were acknowledged
+    // and counted; each failure was counted once.
+    assert_eq!(metrics.produced.with_label_values(&[&existing]).get(), 20);
+    assert_eq!(metrics.produced.with_label_values(&[&missing]).get(), 0);
+    assert_eq!(
+        metrics
+            .errors
+            .with_label_values(&["delivery", "produce"])
+            .get(),
+        2
+    );
+
+    // A pipeline dropped before `finish` still has its records delivered
+    // and counted when their reports come: a later record to the same
+    // partition is reported after them.
+    let mut dropped = p.pipeline(false);
+    for _ in 0..25 {
+        dropped.push(record(&existing)).await.expect("queued");
+    }
+    drop(dropped);
+    p.send(record(&existing)).await.expect("delivered");
+    assert_eq!(metrics.produced.with_label_values(&[&existing]).get(), 46);
+}
+
 #[test]
 fn the_producer_refuses_extra_that_would_switch_off_a_guarantee() {
     for key in ["enable.idempotence", "acks"] {

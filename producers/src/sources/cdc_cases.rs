@@ -82,10 +82,10 @@ struct CdcCases {
 }
 
 /// A bounded set of the most recent row ids (kept inline: row ids are
-/// short, so no allocation per id).
+/// short, so no allocation per id; hashed with foldhash, seeded per process).
 #[derive(Default)]
 struct RecentIds {
-    set: HashSet<SmolStr>,
+    set: HashSet<SmolStr, foldhash::fast::RandomState>,
     order: VecDeque<SmolStr>,
     capacity: usize,
 }
