@@ -79,6 +79,13 @@ pub trait Payload: Serialize + DeserializeOwned {
     fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         serde_json::to_writer(out, self)
     }
+
+    /// The id of this record's event from `source`: [`event_id`] over
+    /// [`Payload::natural_key`]. A payload produced at high rates overrides
+    /// it to hash its key without collecting it into strings first.
+    fn event_id(&self, source: &str) -> Uuid {
+        event_id(source, &self.natural_key())
+    }
 }
 
 /// The wrapper around every event on a Vigie topic.
@@ -117,7 +124,7 @@ impl<D: Payload> Envelope<D> {
     /// envelopes whose source does not.
     pub fn new(source: &str, data: D, ingested_at: DateTime<Utc>) -> Self {
         Self {
-            id: event_id(source, &data.natural_key()),
+            id: data.event_id(source),
             schema: D::SCHEMA.to_owned(),
             schema_version: D::VERSION,
             source: source.to_owned(),
@@ -139,17 +146,66 @@ impl<D: Payload> Envelope<D> {
     ///
     /// Those of the payload's writer.
     pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
+        EnvelopeRef {
+            id: self.id,
+            schema: &self.schema,
+            schema_version: self.schema_version,
+            source: &self.source,
+            occurred_at: self.occurred_at,
+            ingested_at: self.ingested_at,
+            data: &self.data,
+        }
+        .encode()
+    }
+}
+
+/// The bytes of `Envelope::new(source, data, ingested_at).encode()`, without
+/// building the envelope: no copy of the schema, the source or the data.
+///
+/// # Errors
+///
+/// Those of the payload's writer.
+pub fn encode_event<D: Payload>(
+    source: &str,
+    data: &D,
+    ingested_at: DateTime<Utc>,
+) -> Result<Vec<u8>, serde_json::Error> {
+    EnvelopeRef {
+        id: data.event_id(source),
+        schema: D::SCHEMA,
+        schema_version: D::VERSION,
+        source,
+        occurred_at: data.occurred_at(),
+        ingested_at,
+        data,
+    }
+    .encode()
+}
+
+/// An envelope's fields, borrowed, for [`Envelope::encode`] and [`encode_event`].
+struct EnvelopeRef<'a, D> {
+    id: Uuid,
+    schema: &'a str,
+    schema_version: u32,
+    source: &'a str,
+    occurred_at: DateTime<Utc>,
+    ingested_at: DateTime<Utc>,
+    data: &'a D,
+}
+
+impl<D: Payload> EnvelopeRef<'_, D> {
+    fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
         let mut out = Vec::with_capacity(1024);
         out.extend_from_slice(b"{\"id\":\"");
         let mut id = Uuid::encode_buffer();
         out.extend_from_slice(self.id.hyphenated().encode_lower(&mut id).as_bytes());
         out.push(b'"');
         wire::write_key(&mut out, "schema", false);
-        wire::write_str(&mut out, &self.schema);
+        wire::write_str(&mut out, self.schema);
         wire::write_key(&mut out, "schema_version", false);
         out.extend_from_slice(itoa::Buffer::new().format(self.schema_version).as_bytes());
         wire::write_key(&mut out, "source", false);
-        wire::write_str(&mut out, &self.source);
+        wire::write_str(&mut out, self.source);
         wire::write_key(&mut out, "occurred_at", false);
         wire::write_timestamp(&mut out, &self.occurred_at);
         wire::write_key(&mut out, "ingested_at", false);
