@@ -2,14 +2,16 @@
 //! `acks=all`, compressed, and with every delivery error surfaced.
 
 use std::future::poll_fn;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rdkafka::ClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::util::Timeout;
 use slab::Slab;
 
@@ -43,11 +45,14 @@ pub struct Delivered {
 
 /// An idempotent producer with a bounded in-flight window.
 ///
-/// Delivery reports are not futures: librdkafka's polling thread hands each
-/// one to [`Deliveries`], which counts it against the [`Pipeline`] that sent
-/// the record and wakes that pipeline only when what it waits for is reached.
+/// Delivery reports are not futures: the producer's polling thread hands
+/// each one to [`Deliveries`], which counts it against the [`Pipeline`] that
+/// sent the record and wakes that pipeline only when what it waits for is
+/// reached.
 pub struct EventProducer {
-    inner: ThreadedProducer<Deliveries>,
+    inner: Arc<BaseProducer<Deliveries>>,
+    stop: Arc<AtomicBool>,
+    poller: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for EventProducer {
@@ -69,12 +74,38 @@ impl EventProducer {
             open: Mutex::new(Slab::new()),
             metrics,
         };
-        let inner = config
-            .client_config(brokers)
-            .create_with_context(context)
-            .map_err(|e| KafkaError::Config(e.to_string()))?;
-        Ok(Self { inner })
+        let inner: Arc<BaseProducer<Deliveries>> = Arc::new(
+            config
+                .client_config(brokers)
+                .create_with_context(context)
+                .map_err(|e| KafkaError::Config(e.to_string()))?,
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let poller = std::thread::Builder::new()
+            .name("vigie-producer-poll".into())
+            .spawn({
+                let (inner, stop) = (Arc::clone(&inner), Arc::clone(&stop));
+                move || {
+                    // Serves delivery reports as they come. Each call lasts
+                    // its whole timeout, so the timeout bounds how long a
+                    // dropped producer waits for this thread (rdkafka's
+                    // ThreadedProducer polls 100 ms at a time: up to 100 ms
+                    // more for every short-lived command).
+                    while !stop.load(Ordering::Relaxed) {
+                        inner.poll(Self::POLL_SLICE);
+                    }
+                }
+            })
+            .map_err(|e| KafkaError::Config(format!("cannot start the producer's thread: {e}")))?;
+        Ok(Self {
+            inner,
+            stop,
+            poller: Some(poller),
+        })
     }
+
+    /// How long one call of the polling thread waits for delivery reports.
+    const POLL_SLICE: Duration = Duration::from_millis(5);
 
     fn deliveries(&self) -> &Deliveries {
         self.inner.context()
@@ -149,6 +180,19 @@ impl EventProducer {
         self.inner
             .flush(Timeout::After(timeout))
             .map_err(KafkaError::Client)
+    }
+}
+
+impl Drop for EventProducer {
+    /// Stops the polling thread; librdkafka's own drop then purges what is
+    /// still queued, reporting it as failed to its pipelines.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(poller) = self.poller.take()
+            && poller.join().is_err()
+        {
+            tracing::warn!("the producer's polling thread panicked");
+        }
     }
 }
 
