@@ -301,6 +301,14 @@ pub(crate) async fn run(config: Option<&Path>, cmd: Cmd) -> anyhow::Result<ExitC
             vigie_secs.push(timed(vigie_cmd(), &input)?);
             kcat_secs.push(timed(kcat_cmd(), &input)?);
         }
+        // Both topics, read back, must hold every event.
+        for topic in [&vt, &kt] {
+            let n = bench_ingest::count_records(&kcat, &brokers, topic)?;
+            anyhow::ensure!(
+                n == events as u64,
+                "{topic} holds {n} records, not {events}"
+            );
+        }
         eprintln!(
             "run {}: kcat {:.3} s, vigie {:.3} s",
             r + 1,
