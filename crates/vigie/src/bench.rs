@@ -304,10 +304,7 @@ pub(crate) async fn run(config: Option<&Path>, cmd: Cmd) -> anyhow::Result<ExitC
         // Both topics, read back, must hold every event.
         for topic in [&vt, &kt] {
             let n = bench_ingest::count_records(&kcat, &brokers, topic)?;
-            anyhow::ensure!(
-                n == events as u64,
-                "{topic} holds {n} records, not {events}"
-            );
+            anyhow::ensure!(n == events, "{topic} holds {n} records, not {events}");
         }
         eprintln!(
             "run {}: kcat {:.3} s, vigie {:.3} s",
