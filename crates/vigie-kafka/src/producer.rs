@@ -43,6 +43,14 @@ pub struct Delivered {
     pub offset: i64,
 }
 
+impl Delivered {
+    /// A position not reported yet (only ever seen by a failed pipeline).
+    const UNKNOWN: Self = Self {
+        partition: -1,
+        offset: -1,
+    };
+}
+
 /// An idempotent producer with a bounded in-flight window.
 ///
 /// Delivery reports are not futures: the producer's polling thread hands
@@ -371,13 +379,6 @@ impl std::fmt::Debug for Pipeline<'_> {
             .field("pushed", &self.pushed)
             .finish_non_exhaustive()
     }
-}
-
-impl Delivered {
-    const UNKNOWN: Self = Self {
-        partition: -1,
-        offset: -1,
-    };
 }
 
 impl Pipeline<'_> {
