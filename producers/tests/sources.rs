@@ -58,7 +58,25 @@ struct Run<'a> {
     metrics: SourceMetrics,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    /// A `cdc-cases` run against the simulator's case endpoint.
+    fn cases(
+        sim: &RunningSimulator,
+        topic: &'a str,
+        options: &'a str,
+        state: &'a std::path::Path,
+        metrics: &SourceMetrics,
+    ) -> Self {
+        Self {
+            name: "cdc-cases",
+            url: format!("{}{CASES_PATH}", sim.base_url()),
+            topic,
+            options,
+            state,
+            metrics: metrics.clone(),
+        }
+    }
+
     /// Runs the source until it has caught up.
     async fn go(&self) -> RunStats {
         let config = SourceConfig {
@@ -126,14 +144,8 @@ async fn cdc_cases_fetch_the_next_page_while_mapping_one() {
     let topic = topic("health.case.v1").await;
     let state = tempfile::tempdir().unwrap();
     let metrics = SourceMetrics::unregistered();
-    let run = Run {
-        name: "cdc-cases",
-        url: format!("{}{CASES_PATH}", sim.base_url()),
-        topic: &topic,
-        options: &format!("page_size = {page}"),
-        state: state.path(),
-        metrics: metrics.clone(),
-    };
+    let options = format!("page_size = {page}");
+    let run = Run::cases(&sim, &topic, &options, state.path(), &metrics);
     assert_eq!(run.go().await.events, rows);
     let requests: Vec<String> = sim
         .request_log()
@@ -188,14 +200,7 @@ async fn cdc_cases_recover_from_every_fault_and_hold_every_row_once() {
     let topic = topic("health.case.v1").await;
     let state = tempfile::tempdir().unwrap();
     let metrics = SourceMetrics::unregistered();
-    let run = Run {
-        name: "cdc-cases",
-        url: format!("{}{CASES_PATH}", sim.base_url()),
-        topic: &topic,
-        options: "page_size = 250",
-        state: state.path(),
-        metrics: metrics.clone(),
-    };
+    let run = Run::cases(&sim, &topic, "page_size = 250", state.path(), &metrics);
     let stats = run.go().await;
 
     let injected = sim.manifest().faults_injected;

@@ -272,6 +272,14 @@ impl CaseMonth {
         }
     }
 
+    /// `YYYY-MM`, on the stack: every case event carries one.
+    fn text(self) -> [u8; 7] {
+        let mut text = *b"0000-00";
+        wire::write_digits(&mut text[..4], self.year.into());
+        wire::write_digits(&mut text[5..], self.month.into());
+        text
+    }
+
     /// The year.
     pub fn year(self) -> u16 {
         self.year
@@ -317,29 +325,13 @@ impl FromStr for CaseMonth {
 
 impl fmt::Display for CaseMonth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04}-{:02}", self.year, self.month)
+        f.write_str(std::str::from_utf8(&self.text()).unwrap_or_default())
     }
 }
 
 impl From<CaseMonth> for String {
     fn from(value: CaseMonth) -> String {
         value.to_string()
-    }
-}
-
-impl CaseMonth {
-    /// `YYYY-MM`, on the stack: every case event carries one.
-    fn text(self) -> [u8; 7] {
-        let mut text = *b"0000-00";
-        let (year, month) = text.split_at_mut(4);
-        for (digits, mut value) in [(year, self.year), (&mut month[1..], self.month.into())] {
-            for digit in digits.iter_mut().rev() {
-                // A digit: `value % 10` is below 10.
-                *digit = b'0' + (value % 10) as u8;
-                value /= 10;
-            }
-        }
-        text
     }
 }
 

@@ -214,14 +214,20 @@ fn timestamp_text(t: &DateTime<Utc>) -> Option<[u8; 27]> {
         (17, 2, t.second()),
         (20, 6, nanos / 1000),
     ];
-    for (at, width, mut value) in fields {
-        for digit in text[at..at + width].iter_mut().rev() {
-            // A digit: `value % 10` is below 10.
-            *digit = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
+    for (at, width, value) in fields {
+        write_digits(&mut text[at..at + width], value);
     }
     Some(text)
+}
+
+/// Writes `value` in decimal into all of `digits`, right-aligned and
+/// zero-padded (the highest digits are dropped if it does not fit).
+pub(crate) fn write_digits(digits: &mut [u8], mut value: u32) {
+    for digit in digits.iter_mut().rev() {
+        // A digit: `value % 10` is below 10.
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
 }
 
 /// Appends `t` as a JSON string, as [`timestamp::serialize`] writes it.

@@ -568,6 +568,30 @@ async fn envelopes_round_trip_through_a_group_with_keys_headers_and_bytes_unchan
     assert_eq!(seen.len(), n, "every envelope came back");
 }
 
+/// A producer that reports a record as failed 2 s after it was queued.
+fn gives_up_after_2s(bootstrap: &str, metrics: &KafkaMetrics) -> EventProducer {
+    EventProducer::new(
+        bootstrap,
+        &ProducerConfig {
+            delivery_timeout_ms: 2_000,
+            ..ProducerConfig::default()
+        },
+        metrics.clone(),
+    )
+    .expect("producer")
+}
+
+/// A small keyed record for `topic`.
+fn record(topic: &str) -> OutRecord<'_> {
+    OutRecord {
+        topic,
+        key: Some(b"k"),
+        payload: b"{}",
+        headers: &[],
+        timestamp_ms: None,
+    }
+}
+
 #[tokio::test]
 async fn a_failed_delivery_is_an_error_naming_the_topic() {
     let b = broker();
@@ -576,22 +600,7 @@ async fn a_failed_delivery_is_an_error_naming_the_topic() {
     // Never created, and Tansu does not create topics on demand.
     let missing = unique_name("missing");
     let metrics = KafkaMetrics::unregistered();
-    let p = EventProducer::new(
-        &b.bootstrap,
-        &ProducerConfig {
-            delivery_timeout_ms: 2_000,
-            ..ProducerConfig::default()
-        },
-        metrics.clone(),
-    )
-    .expect("producer");
-    let record = |topic| OutRecord {
-        topic,
-        key: Some(b"k"),
-        payload: b"{}",
-        headers: &[],
-        timestamp_ms: None,
-    };
+    let p = gives_up_after_2s(&b.bootstrap, &metrics);
 
     // The same producer delivers to a topic that exists...
     p.send(record(&existing)).await.expect("delivered");
@@ -702,22 +711,7 @@ async fn a_pipeline_reports_its_earliest_failure_after_every_record_settled() {
     create_topic(&b.bootstrap, &existing, 1).await;
     let missing = unique_name("missing");
     let metrics = KafkaMetrics::unregistered();
-    let p = EventProducer::new(
-        &b.bootstrap,
-        &ProducerConfig {
-            delivery_timeout_ms: 2_000,
-            ..ProducerConfig::default()
-        },
-        metrics.clone(),
-    )
-    .expect("producer");
-    let record = |topic| OutRecord {
-        topic,
-        key: None,
-        payload: b"{}",
-        headers: &[],
-        timestamp_ms: None,
-    };
+    let p = gives_up_after_2s(&b.bootstrap, &metrics);
 
     // 10 good records, 2 for a topic that does not exist, 10 good ones.
     let mut pipe = p.pipeline(false);
