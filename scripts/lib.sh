@@ -5,7 +5,8 @@ set -euo pipefail
 
 VIGIE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VIGIE_STATE="${VIGIE_STATE:-$VIGIE_ROOT/.vigie}"
-TANSU_VERSION="0.6.0"
+KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$VIGIE_ROOT/infra/kafka/pom.xml")"
+KAFKA_LIBS="$VIGIE_STATE/kafka-libs"
 CONFLUENT_KAFKA_VERSION="2.16.0"
 ONNXRUNTIME_VERSION="1.32.0"
 NUMPY_VERSION="2.4.6"
@@ -15,12 +16,21 @@ mkdir -p "$VIGIE_STATE"
 say() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
 
-# wait_port HOST:PORT SECONDS — wait for a TCP port to accept connections.
+# kafka_java CLASS ARGS... — runs a class of Apache Kafka's jars (tools log
+# warnings and errors only, to stderr).
+kafka_java() {
+  java -Xmx512m -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$VIGIE_ROOT/infra/kafka/log4j2-tools.yaml" \
+    -cp "$KAFKA_LIBS/*" "$@"
+}
+
+# wait_port HOST:PORT SECONDS — wait for a TCP port to accept connections
+# (tried at least once: `wait_port ADDR 0` asks whether it accepts now).
 wait_port() {
   local hp=$1 secs=$2 i
-  for ((i = 0; i < secs * 10; i++)); do
+  for ((i = 0; ; i++)); do
     if (exec 3<>"/dev/tcp/${hp%:*}/${hp#*:}") 2>/dev/null; then return 0; fi
+    ((i < secs * 10)) || return 1
     sleep 0.1
   done
-  return 1
 }

@@ -1,8 +1,5 @@
 //! The runtime's own lag exporter against a real broker: the gauge it
 //! exports per partition equals records produced minus records committed.
-//!
-//! Lag needs right high watermarks, so this runs on the durable broker: the
-//! memory engine of Tansu 0.6 reports wrong ones (docs/tansu.md).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +13,7 @@ use vigie_core::SchemaRegistry;
 use vigie_kafka::{
     ConsumerConfig, EventProducer, KafkaMetrics, OutRecord, ProducerConfig, group_lag,
 };
-use vigie_testkit::{create_topic_and_dlq, durable_broker, unique_name, wait_for};
+use vigie_testkit::{broker, create_topic_and_dlq, unique_name, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const PARTITIONS: i32 = 3;
@@ -131,7 +128,7 @@ fn add(total: &mut PerPartition, more: &PerPartition) {
 
 #[tokio::test]
 async fn the_runtime_exports_lag_per_partition_as_produced_minus_committed() {
-    let b = durable_broker();
+    let b = broker();
     let topic = unique_name("health.case.v1");
     let group = unique_name("g");
     create_topic_and_dlq(&b.bootstrap, &topic, PARTITIONS).await;

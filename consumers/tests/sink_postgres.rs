@@ -13,7 +13,7 @@ use vigie_core::SchemaRegistry;
 use vigie_kafka::{ConsumerConfig, KafkaMetrics, ProducerConfig};
 use vigie_simulator::{CaseGenConfig, CaseGenerator, CountryDayGenerator, NewsGenerator};
 use vigie_testkit::{
-    RawInput, TestDb, create_topic, create_topic_and_dlq, durable_broker, produce_raw, read_topic,
+    RawInput, TestDb, broker, create_topic, create_topic_and_dlq, produce_raw, read_topic,
     unique_name, wait_for,
 };
 
@@ -113,7 +113,7 @@ where
 
 #[tokio::test]
 async fn poison_mix_goes_to_the_dlq_and_the_rest_is_stored_once() {
-    let b = durable_broker();
+    let b = broker();
     let db = TestDb::create().await;
     let topic = unique_name("health.mixed.v1");
     create_topic_and_dlq(&b.bootstrap, &topic, 3).await;
@@ -242,7 +242,7 @@ async fn poison_mix_goes_to_the_dlq_and_the_rest_is_stored_once() {
 
 #[tokio::test]
 async fn severed_database_connections_lose_and_duplicate_nothing() {
-    let b = durable_broker();
+    let b = broker();
     let db = TestDb::create().await;
     let topic = unique_name("health.case.v1");
     create_topic_and_dlq(&b.bootstrap, &topic, 4).await;
@@ -335,8 +335,7 @@ async fn migrations_apply_on_an_empty_database_and_reapply_as_a_no_op() {
 
 #[tokio::test]
 async fn stored_offsets_past_the_end_of_a_recreated_topic_stop_the_run_with_a_clear_error() {
-    // Durable broker: its high watermarks are right (docs/tansu.md).
-    let b = durable_broker();
+    let b = broker();
     let db = TestDb::create().await;
     let topic = unique_name("health.recreated.v1");
     let group = unique_name("g");

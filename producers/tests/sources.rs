@@ -16,7 +16,7 @@ use vigie_simulator::server::{
     WHO_CSV_PATH,
 };
 use vigie_simulator::{CaseGenConfig, CaseGenerator, CountryDayGenerator, NewsGenerator};
-use vigie_testkit::{create_topic_and_dlq, durable_broker, read_topic, topic_len, unique_name};
+use vigie_testkit::{broker, create_topic_and_dlq, read_topic, topic_len, unique_name};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -43,7 +43,7 @@ async fn cases_simulator(seed: u64, rows: u64, faults: Vec<FaultRule>) -> Runnin
 /// A source's topic (and DLQ twin) on the durable broker, whose watermarks
 /// are right, so that counts can be checked exactly.
 async fn topic(prefix: &str) -> String {
-    let b = durable_broker();
+    let b = broker();
     let topic = unique_name(prefix);
     create_topic_and_dlq(&b.bootstrap, &topic, 3).await;
     topic
@@ -102,7 +102,7 @@ impl<'a> Run<'a> {
             until_caught_up: true,
         };
         let producer = EventProducer::new(
-            &durable_broker().bootstrap,
+            &broker().bootstrap,
             &ProducerConfig::default(),
             KafkaMetrics::unregistered(),
         )
@@ -116,7 +116,7 @@ impl<'a> Run<'a> {
 
 /// Event ids of the records of `topic` (exactly `n` of them).
 fn ids(topic: &str, n: usize) -> Vec<String> {
-    read_topic(&durable_broker().bootstrap, topic, n, DEADLINE)
+    read_topic(&broker().bootstrap, topic, n, DEADLINE)
         .into_iter()
         .map(|(_, _, _, value, _)| {
             let v: serde_json::Value = serde_json::from_slice(&value).unwrap();
@@ -219,7 +219,7 @@ async fn cdc_cases_recover_from_every_fault_and_hold_every_row_once() {
     );
     assert_eq!(stats.events, rows);
     assert_eq!(
-        topic_len(&durable_broker().bootstrap, &topic),
+        topic_len(&broker().bootstrap, &topic),
         rows as i64,
         "no row twice"
     );
@@ -300,7 +300,7 @@ async fn who_covid_produces_each_new_day_once_as_the_file_grows() {
         .collect();
     let got: Vec<String> = ids(&topic, 80);
     assert_eq!(got.iter().cloned().collect::<BTreeSet<_>>(), expected);
-    assert_eq!(topic_len(&durable_broker().bootstrap, &topic), 80);
+    assert_eq!(topic_len(&broker().bootstrap, &topic), 80);
 }
 
 #[tokio::test]
@@ -408,7 +408,7 @@ async fn who_don_obeys_robots_and_the_rate_detects_edits_and_survives_a_layout_c
     // An edit: one new version, same event id, new hash.
     sim.edit_article(5).expect("article 5 is published");
     assert_eq!(run.go().await.events, 1);
-    let records = read_topic(&durable_broker().bootstrap, &topic, 25, DEADLINE);
+    let records = read_topic(&broker().bootstrap, &topic, 25, DEADLINE);
     let of_article_5: Vec<serde_json::Value> = records
         .iter()
         .map(|r| serde_json::from_slice::<serde_json::Value>(&r.3).unwrap())
@@ -440,5 +440,5 @@ async fn who_don_obeys_robots_and_the_rate_detects_edits_and_survives_a_layout_c
         .expect("quarantine")
         .count();
     assert!(kept >= 1, "pages kept for inspection");
-    assert_eq!(topic_len(&durable_broker().bootstrap, &topic), 25);
+    assert_eq!(topic_len(&broker().bootstrap, &topic), 25);
 }

@@ -1,9 +1,7 @@
 //! Kafka plumbing shared by every Vigie producer and consumer.
 //!
-//! Everything here is standard Kafka through librdkafka (rdkafka): it runs
-//! unchanged on Apache Kafka, Redpanda and Tansu. Where Tansu 0.6 answers an
-//! API wrongly, the gap is documented in `docs/tansu.md`, never worked
-//! around with broker-specific code.
+//! Everything here is standard Kafka through librdkafka (rdkafka), tested
+//! against Apache Kafka; nothing is specific to one broker.
 
 pub mod admin;
 pub mod config;

@@ -1,5 +1,5 @@
-//! The Kafka plumbing against a real broker (Tansu, or the broker named by
-//! `VIGIE_TEST_BROKER` / `VIGIE_TEST_DURABLE_BROKER`).
+//! The Kafka plumbing against a real broker (Apache Kafka, or the broker
+//! named by `VIGIE_TEST_BROKER`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -12,7 +12,7 @@ use vigie_kafka::{
     BatchConsumer, ConsumerConfig, EventProducer, KafkaError, KafkaMetrics, OutRecord,
     ProducerConfig, TopicOutcome, TopicSpec, ensure_topics, group_lag,
 };
-use vigie_testkit::{broker, create_topic, durable_broker, unique_name, wait_for};
+use vigie_testkit::{broker, create_topic, unique_name, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -120,8 +120,7 @@ async fn records_round_trip_with_keys_and_headers() {
 
 #[tokio::test]
 async fn restart_resumes_at_the_committed_offset() {
-    // Resuming mid-batch: see the memory-engine gap in docs/tansu.md.
-    let b = durable_broker();
+    let b = broker();
     let topic = unique_name("resume");
     let group = unique_name("g");
     create_topic(&b.bootstrap, &topic, 1).await;
@@ -155,16 +154,14 @@ async fn restart_resumes_at_the_committed_offset() {
 
 #[tokio::test]
 async fn two_members_split_partitions_and_a_rebalance_loses_nothing() {
-    // A new owner resumes from a committed offset inside a record batch,
-    // which Tansu's memory engine cannot serve (docs/tansu.md).
-    let b = durable_broker();
+    // A new owner resumes from a committed offset inside a record batch.
+    let b = broker();
     let topic = unique_name("split");
     let group = unique_name("g");
     create_topic(&b.bootstrap, &topic, 4).await;
     // A backlog, then a steady stream that runs until member b has committed
     // records: records are produced, fetched, applied and committed while
-    // the group rebalances. No headers: on Tansu's SQLite storage every
-    // header stored slows down each later fetch of any record.
+    // the group rebalances.
     let producer = split_producer(&b.bootstrap);
     split_send(&producer, &topic, 0, SPLIT_BACKLOG).await;
     let produced = Arc::new(std::sync::atomic::AtomicUsize::new(SPLIT_BACKLOG));
@@ -379,9 +376,7 @@ async fn split_keep_producing(
 
 #[tokio::test]
 async fn lag_per_partition_equals_produced_minus_committed() {
-    // The memory engine of Tansu 0.6 reports a wrong high watermark
-    // (docs/tansu.md); the durable broker reports it right.
-    let b = durable_broker();
+    let b = broker();
     let topic = unique_name("lag");
     let group = unique_name("g");
     create_topic(&b.bootstrap, &topic, 3).await;
@@ -597,7 +592,7 @@ async fn a_failed_delivery_is_an_error_naming_the_topic() {
     let b = broker();
     let existing = unique_name("delivered");
     create_topic(&b.bootstrap, &existing, 1).await;
-    // Never created, and Tansu does not create topics on demand.
+    // Never created, and the broker does not create topics on demand.
     let missing = unique_name("missing");
     let metrics = KafkaMetrics::unregistered();
     let p = gives_up_after_2s(&b.bootstrap, &metrics);
@@ -771,8 +766,7 @@ fn the_producer_refuses_extra_that_would_switch_off_a_guarantee() {
 
 #[tokio::test]
 async fn consumer_extra_cannot_turn_auto_commit_back_on() {
-    // Committed offsets are read back: the durable broker (docs/tansu.md).
-    let b = durable_broker();
+    let b = broker();
     let topic = unique_name("autocommit");
     let group = unique_name("g");
     create_topic(&b.bootstrap, &topic, 1).await;

@@ -1,73 +1,50 @@
-//! Start-or-reuse of the shared test brokers.
+//! Apache Kafka for the tests: one shared broker, and private ones for the
+//! tests that stop or kill their broker.
 //!
-//! Every test process asks for the same two brokers (memory storage on
-//! port 19092 for speed; SQLite storage on 19093 where watermarks, offsets
-//! by time and restarts must be right). The first process to ask starts
-//! them, detached, under a file lock; the others find the port open and reuse
-//! them. Tests isolate themselves by using a unique topic and group each.
+//! Every test process asks for the same shared broker on port 19092. The
+//! first one to ask starts it with `scripts/kafka start 19092` (which holds
+//! a lock, so that processes asking at once start one broker); the others
+//! find the port open and reuse it. Tests isolate themselves with a unique
+//! topic and group each, so the broker outlives the test run and serves the
+//! next one.
 
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
-
-/// The storage engine of a test broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Storage {
-    /// `memory://`: fast; its ListOffsets answers are wrong (see docs/tansu.md).
-    Memory,
-    /// `sqlite://`: a file; survives a restart, right watermarks.
-    Sqlite,
-}
+use std::time::Duration;
 
 /// A reachable broker.
 #[derive(Debug, Clone)]
 pub struct Broker {
     /// Bootstrap servers for clients.
     pub bootstrap: String,
-    /// Its storage engine (assumed `Memory` for an external broker given by
-    /// `VIGIE_TEST_BROKER`, `Sqlite` for `VIGIE_TEST_DURABLE_BROKER`).
-    pub storage: Storage,
-    /// True when the broker is Tansu started by this harness.
-    pub is_tansu: bool,
 }
 
-/// The shared fast broker.
+/// The shared broker: `VIGIE_TEST_BROKER` when set, else Apache Kafka on
+/// 127.0.0.1:19092, started on first use.
 pub fn broker() -> &'static Broker {
     static B: OnceLock<Broker> = OnceLock::new();
-    B.get_or_init(|| start_or_reuse(Storage::Memory, "VIGIE_TEST_BROKER", 19092))
-}
-
-/// The shared broker with durable, correct offsets.
-pub fn durable_broker() -> &'static Broker {
-    static B: OnceLock<Broker> = OnceLock::new();
-    B.get_or_init(|| start_or_reuse(Storage::Sqlite, "VIGIE_TEST_DURABLE_BROKER", 19093))
-}
-
-fn state_dir() -> PathBuf {
-    let d = std::env::temp_dir().join("vigie-test");
-    std::fs::create_dir_all(&d).expect("create the test state directory");
-    d
-}
-
-/// The Tansu binary to run.
-pub fn tansu_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("TANSU_BIN") {
-        return PathBuf::from(p);
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let c = dir.join("tansu");
-            if c.is_file() {
-                return c;
-            }
+    B.get_or_init(|| {
+        if let Ok(bootstrap) = std::env::var("VIGIE_TEST_BROKER") {
+            return Broker { bootstrap };
         }
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    home.join(".cargo/bin/tansu")
+        let addr = "127.0.0.1:19092";
+        if !port_open(addr) {
+            scripts_kafka("start", 19092);
+        }
+        Broker {
+            bootstrap: addr.to_owned(),
+        }
+    })
+}
+
+/// The top of the source tree (where `scripts/` is).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the source tree")
 }
 
 fn port_open(addr: &str) -> bool {
@@ -78,76 +55,75 @@ fn port_open(addr: &str) -> bool {
     .is_ok()
 }
 
-#[expect(
-    clippy::zombie_processes,
-    reason = "the broker is detached on purpose: it outlives this process and serves the next ones"
-)]
-fn start_or_reuse(storage: Storage, env: &str, port: u16) -> Broker {
-    if let Ok(b) = std::env::var(env) {
-        return Broker {
-            bootstrap: b,
-            storage,
-            is_tansu: false,
-        };
-    }
-    let addr = format!("127.0.0.1:{port}");
-    let broker = Broker {
-        bootstrap: addr.clone(),
-        storage,
-        is_tansu: true,
-    };
-    if port_open(&addr) {
-        return broker;
-    }
-    let dir = state_dir();
-    let lock = std::fs::File::create(dir.join(format!("tansu-{port}.lock")))
-        .expect("create the broker lock file");
-    lock.lock().expect("lock the broker lock file");
-    if port_open(&addr) {
-        return broker;
-    }
-    let engine = match storage {
-        Storage::Memory => "memory://tansu/".to_owned(),
-        Storage::Sqlite => {
-            // Tansu resolves the SQLite path against its working directory.
-            format!("sqlite://tansu-{port}.db")
+/// Runs `scripts/kafka CMD PORT`, which returns once the broker answers (or
+/// is gone).
+fn scripts_kafka(cmd: &str, port: u16) {
+    let script = repo_root().join("scripts/kafka");
+    let out = Command::new(&script)
+        .args([cmd, &port.to_string()])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "scripts/kafka {cmd} {port} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A broker of one test's own, on a free pair of ports (client, controller),
+/// that the test may stop, kill and start again. Its data is removed when
+/// it is dropped.
+#[derive(Debug)]
+pub struct PrivateKafka {
+    port: u16,
+    /// Bootstrap servers for clients.
+    pub bootstrap: String,
+}
+
+impl PrivateKafka {
+    /// Starts a new broker on free ports and waits until it answers.
+    pub fn start() -> Self {
+        let port = free_port_pair();
+        scripts_kafka("start", port);
+        Self {
+            port,
+            bootstrap: format!("127.0.0.1:{port}"),
         }
-    };
-    let log = std::fs::File::create(dir.join(format!("tansu-{port}.log")))
-        .expect("create the broker log");
-    let bin = tansu_bin();
-    // setsid: the broker outlives this test process and is shared by the next.
-    let child = Command::new("setsid")
-        .arg(&bin)
-        .arg("broker")
-        .args(["--listener-url", &format!("tcp://{addr}")])
-        .args(["--advertised-listener-url", &format!("tcp://{addr}")])
-        .args(["--storage-engine", &engine])
-        .arg("--silent")
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("clone log handle"))
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start Tansu ({}): {e}; run scripts/setup, or set {env}",
-                bin.display()
-            )
-        });
-    std::fs::write(
-        dir.join(format!("tansu-{port}.pid")),
-        child.id().to_string(),
-    )
-    .expect("write the broker pid file");
-    let start = Instant::now();
-    while !port_open(&addr) {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "Tansu did not open {addr} within 30 s; see {}",
-            dir.join(format!("tansu-{port}.log")).display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
-    broker
+
+    /// Stops it gracefully (SIGTERM) and waits until the process is gone.
+    pub fn stop(&self) {
+        scripts_kafka("stop", self.port);
+    }
+
+    /// Kills it (SIGKILL) and waits until the process is gone.
+    pub fn kill(&self) {
+        scripts_kafka("kill", self.port);
+    }
+
+    /// Starts it again on the same ports and data, and waits until it answers.
+    pub fn restart(&self) {
+        scripts_kafka("start", self.port);
+    }
+}
+
+impl Drop for PrivateKafka {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/kafka"))
+            .args(["reset", &self.port.to_string()])
+            .output();
+    }
+}
+
+/// A port P such that P and P+1 are both free now (the broker's client and
+/// controller listeners), taken from a range no shared broker uses.
+fn free_port_pair() -> u16 {
+    for _ in 0..200 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let p = l.local_addr().expect("local address").port();
+        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free pair of ports for a private broker");
 }

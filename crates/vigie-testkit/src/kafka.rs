@@ -129,8 +129,7 @@ pub fn read_topic(
     out
 }
 
-/// Records in `topic`: the sum of its partitions' high watermarks (right on
-/// the durable broker only; see docs/tansu.md).
+/// Records in `topic`: the sum of its partitions' high watermarks.
 pub fn topic_len(bootstrap: &str, topic: &str) -> i64 {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)

@@ -42,7 +42,31 @@ pub(crate) enum Cmd {
         #[arg(long, default_value = "docs")]
         docs: PathBuf,
         /// Text of the broker used, for the record.
-        #[arg(long, default_value = "Tansu 0.6, memory storage, 127.0.0.1")]
+        #[arg(long, default_value = "Apache Kafka 4.4.0, one KRaft node, 127.0.0.1")]
+        broker_label: String,
+    },
+    /// Raw envelope producer (`vigie produce`) vs Apache Kafka's own
+    /// `kafka-producer-perf-test`: records drawn from the same serialized
+    /// envelopes, the same acks, idempotence, compression, linger and batch
+    /// size, into the same broker and topic layout.
+    ProducerPerfTest {
+        /// Events per run.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// Partitions of each topic.
+        #[arg(long, default_value_t = 12)]
+        partitions: i32,
+        /// Runs of each side; the median is kept.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// The wrapper that runs Kafka's tools.
+        #[arg(long, default_value = "scripts/kafka-cli")]
+        kafka_cli: PathBuf,
+        /// Where `benchmarks.md` and `benchmarks/latest.json` live.
+        #[arg(long, default_value = "docs")]
+        docs: PathBuf,
+        /// Text of the broker used, for the record.
+        #[arg(long, default_value = "Apache Kafka 4.4.0, one KRaft node, 127.0.0.1")]
         broker_label: String,
     },
     /// `vigie ingest --source cdc-cases` from the HTTP simulator (fetch,
@@ -68,7 +92,7 @@ pub(crate) enum Cmd {
         #[arg(long, default_value = "docs")]
         docs: PathBuf,
         /// Text of the broker used, for the record.
-        #[arg(long, default_value = "Tansu 0.6, memory storage, 127.0.0.1")]
+        #[arg(long, default_value = "Apache Kafka 4.4.0, one KRaft node, 127.0.0.1")]
         broker_label: String,
     },
     /// `vigie consume --sink postgres` (exactly-once) vs `kcat -C | psql
@@ -209,6 +233,25 @@ pub(crate) async fn run(config: Option<&Path>, cmd: Cmd) -> anyhow::Result<ExitC
             docs,
             broker_label,
         } => (events, partitions, runs, kcat, docs, broker_label),
+        Cmd::ProducerPerfTest {
+            events,
+            partitions,
+            runs,
+            kafka_cli,
+            docs,
+            broker_label,
+        } => {
+            return producer_vs_perf_test(
+                config,
+                events,
+                partitions,
+                runs,
+                &kafka_cli,
+                &docs,
+                &broker_label,
+            )
+            .await;
+        }
         Cmd::ProducerHttp {
             events,
             partitions,
@@ -251,25 +294,9 @@ pub(crate) async fn run(config: Option<&Path>, cmd: Cmd) -> anyhow::Result<ExitC
     let brokers = s.kafka.brokers.clone();
     let dir = tempfile::tempdir()?;
     let input = dir.path().join("events.tsv");
-    {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&input)?);
-        let generator = case_generator(42);
-        let mut start = 0;
-        while start < events {
-            let end = (start + 50_000).min(events);
-            for (k, v) in case_lines(&generator, start..end) {
-                f.write_all(k.as_bytes())?;
-                f.write_all(b"\t")?;
-                f.write_all(&v)?;
-                f.write_all(b"\n")?;
-            }
-            start = end;
-        }
-        f.flush()?;
-    }
+    write_events(&input, None, events)?;
     let bytes = std::fs::metadata(&input)?.len();
     eprintln!("{events} events, {bytes} bytes, {partitions} partitions, {runs} runs each");
-    let exe = std::env::current_exe()?;
     let mut vigie_secs = Vec::new();
     let mut kcat_secs = Vec::new();
     for r in 0..runs {
@@ -285,20 +312,13 @@ pub(crate) async fn run(config: Option<&Path>, cmd: Cmd) -> anyhow::Result<ExitC
         }
         ensure_topics(&brokers, &specs).await?;
         let kcat_cmd = || kcat_producer(&kcat, &brokers, &kt);
-        let vigie_cmd = || {
-            let mut c = Command::new(&exe);
-            c.args(["produce", "--topic", &vt, "--input"])
-                .arg(&input)
-                .env("VIGIE__KAFKA__BROKERS", &brokers)
-                .env("RUST_LOG", "warn");
-            c
-        };
+        let vigie_cmd = || vigie_producer(&brokers, &vt, &input);
         // Alternate which side runs first, so neither always gets a warm broker.
         if r % 2 == 0 {
             kcat_secs.push(timed(kcat_cmd(), &input)?);
-            vigie_secs.push(timed(vigie_cmd(), &input)?);
+            vigie_secs.push(timed(vigie_cmd()?, &input)?);
         } else {
-            vigie_secs.push(timed(vigie_cmd(), &input)?);
+            vigie_secs.push(timed(vigie_cmd()?, &input)?);
             kcat_secs.push(timed(kcat_cmd(), &input)?);
         }
         // Both topics, read back, must hold every event.
@@ -341,6 +361,206 @@ pub(crate) async fn run(config: Option<&Path>, cmd: Cmd) -> anyhow::Result<ExitC
         vigie / baseline
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `events` sample case envelopes (generator seed 42) as
+/// `key<TAB>value` lines to `tsv`, and their values alone, one a line, to
+/// `values` when given.
+fn write_events(tsv: &Path, values: Option<&Path>, events: u64) -> anyhow::Result<()> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(tsv)?);
+    let mut v = values
+        .map(|p| std::fs::File::create(p).map(std::io::BufWriter::new))
+        .transpose()?;
+    let generator = case_generator(42);
+    let mut start = 0;
+    while start < events {
+        let end = (start + 50_000).min(events);
+        for (key, value) in case_lines(&generator, start..end) {
+            f.write_all(key.as_bytes())?;
+            f.write_all(b"\t")?;
+            f.write_all(&value)?;
+            f.write_all(b"\n")?;
+            if let Some(v) = v.as_mut() {
+                v.write_all(&value)?;
+                v.write_all(b"\n")?;
+            }
+        }
+        start = end;
+    }
+    f.flush()?;
+    if let Some(mut v) = v {
+        v.flush()?;
+    }
+    Ok(())
+}
+
+/// `vigie produce` of `key<TAB>value` lines from stdin into `topic`.
+fn vigie_producer(brokers: &str, topic: &str, input: &Path) -> anyhow::Result<Command> {
+    let mut c = Command::new(std::env::current_exe()?);
+    c.args(["produce", "--topic", topic, "--input"])
+        .arg(input)
+        .env("VIGIE__KAFKA__BROKERS", brokers)
+        .env("RUST_LOG", "warn");
+    Ok(c)
+}
+
+/// `vigie produce` vs `kafka-producer-perf-test` (see [`Cmd::ProducerPerfTest`]).
+async fn producer_vs_perf_test(
+    config: Option<&Path>,
+    events: u64,
+    partitions: i32,
+    runs: usize,
+    kafka_cli: &Path,
+    docs: &Path,
+    broker_label: &str,
+) -> anyhow::Result<ExitCode> {
+    let s = crate::commands::load(config)?;
+    let brokers = s.kafka.brokers.clone();
+    let p = &s.kafka.producer;
+    let dir = tempfile::tempdir()?;
+    let input = dir.path().join("events.tsv");
+    let payloads = dir.path().join("values.ndjson");
+    write_events(&input, Some(&payloads), events)?;
+    let bytes = std::fs::metadata(&payloads)?.len();
+    eprintln!(
+        "{events} events, {bytes} bytes of values, {partitions} partitions, {runs} runs each"
+    );
+    // Vigie's producer settings, given to the Java producer as they are.
+    let props = [
+        format!("bootstrap.servers={brokers}"),
+        "acks=all".to_owned(),
+        "enable.idempotence=true".to_owned(),
+        format!("compression.type={}", p.compression),
+        format!("linger.ms={}", p.linger_ms),
+        format!("batch.size={}", p.batch_size),
+        format!("max.request.size={}", p.message_max_bytes),
+    ];
+    let mut vigie_secs = Vec::new();
+    let mut perf_secs = Vec::new();
+    let mut perf_reported = Vec::new();
+    for r in 0..runs {
+        let suffix = uuid_like(r);
+        let pt = format!("bench.perf.{suffix}");
+        let vt = format!("bench.vigie.{suffix}");
+        let specs: Vec<TopicSpec> = [&pt, &vt]
+            .into_iter()
+            .map(|t| {
+                let mut spec = TopicSpec::new(t, partitions);
+                spec.dlq = false;
+                spec
+            })
+            .collect();
+        ensure_topics(&brokers, &specs).await?;
+        let perf = || -> anyhow::Result<(f64, f64)> {
+            let started = Instant::now();
+            let out = Command::new(kafka_cli)
+                .arg("kafka-producer-perf-test")
+                .args(["--topic", &pt, "--num-records", &events.to_string()])
+                .arg("--payload-file")
+                .arg(&payloads)
+                .args(["--throughput", "-1", "--producer-props"])
+                .args(&props)
+                .stdin(Stdio::null())
+                .output()
+                .with_context(|| format!("cannot run {}", kafka_cli.display()))?;
+            let secs = started.elapsed().as_secs_f64();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            if !out.status.success() {
+                bail!(
+                    "kafka-producer-perf-test failed: {stdout}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Ok((secs, perf_test_rate(&stdout, events)?))
+        };
+        let vigie = || timed(vigie_producer(&brokers, &vt, &input)?, &input);
+        // Alternate which side runs first, so neither always gets a warm broker.
+        let ((ps, pr), vs) = if r % 2 == 0 {
+            let p = perf()?;
+            (p, vigie()?)
+        } else {
+            let v = vigie()?;
+            (perf()?, v)
+        };
+        perf_secs.push(ps);
+        perf_reported.push(pr);
+        vigie_secs.push(vs);
+        for topic in [&vt, &pt] {
+            let n: i64 = vigie_kafka::group_lag(
+                &brokers,
+                "vigie-bench-count",
+                std::slice::from_ref(topic),
+                std::time::Duration::from_secs(10),
+            )
+            .await?
+            .iter()
+            .map(|l| l.high_watermark)
+            .sum();
+            anyhow::ensure!(
+                n as u64 == events,
+                "{topic} holds {n} records, not {events}"
+            );
+        }
+        eprintln!(
+            "run {}: kafka-producer-perf-test {ps:.3} s as a process ({pr:.0} records/s by its own count), vigie {vs:.3} s",
+            r + 1
+        );
+    }
+    let vigie = events as f64 / median(&mut vigie_secs);
+    // The peer's own count leaves out the JVM's start; Vigie's time is the
+    // whole process. The bar takes the peer's own, higher figure.
+    let baseline = median(&mut perf_reported);
+    let baseline_process = events as f64 / median(&mut perf_secs);
+    let entry = json!({
+        "name": "producer_vs_kafka_producer_perf_test",
+        "description": "raw envelope producer (vigie produce, whole process) vs Apache Kafka's kafka-producer-perf-test (its own records/s, JVM start excluded), records from the same serialized envelopes, zstd, idempotent, acks=all, linger 20 ms, batch.size 1 MB, same broker and topic layout; perf-test sends no keys",
+        "vigie": vigie.round(),
+        "baseline": baseline.round(),
+        "ratio": (vigie / baseline * 1000.0).round() / 1000.0,
+        "unit": "records/s",
+        "higher_is_better": true,
+        "command": format!("scripts/bench producer-perf-test --events {events} --partitions {partitions} --runs {runs}"),
+        "date": chrono::Utc::now().format("%Y-%m-%d").to_string(),
+        "details": {
+            "events": events,
+            "value_bytes": bytes,
+            "partitions": partitions,
+            "runs": runs,
+            "broker": broker_label,
+            "vigie_seconds": vigie_secs,
+            "baseline_seconds_as_a_process": perf_secs,
+            "baseline_records_per_second_as_a_process": baseline_process.round(),
+            "baseline_reported_records_per_second": perf_reported,
+            "baseline_settings": props[1..],
+        }
+    });
+    record(docs, entry)?;
+    println!(
+        "vigie {vigie:.0} records/s, kafka-producer-perf-test {baseline:.0} records/s ({baseline_process:.0} as a process), ratio {:.3}",
+        vigie / baseline
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The records/s of `kafka-producer-perf-test`'s summary line, `N records
+/// sent, R records/sec (...)`, which must count `events` records.
+fn perf_test_rate(stdout: &str, events: u64) -> anyhow::Result<f64> {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains(" records sent, "))
+        .with_context(|| {
+            format!("no summary line in kafka-producer-perf-test's output: {stdout}")
+        })?;
+    let mut words = line.split_whitespace();
+    let sent: u64 = words.next().unwrap_or_default().parse()?;
+    anyhow::ensure!(
+        sent == events,
+        "kafka-producer-perf-test sent {sent} records, not {events}"
+    );
+    let rate = words.nth(2).unwrap_or_default();
+    rate.parse()
+        .with_context(|| format!("no rate in kafka-producer-perf-test's summary: {line}"))
 }
 
 /// `kcat -P` reading `key<TAB>value` lines from stdin into `topic`, with

@@ -102,8 +102,8 @@ fn ingest_counts(stderr: &str) -> Option<(u64, u64)> {
     Some((events, rejects))
 }
 
-/// Records in `topic`, read back from the start with kcat (not from the
-/// high watermarks, which Tansu's memory storage gets wrong).
+/// Records in `topic`, read back from the start with kcat: each one is
+/// fetched, not just counted from the offsets.
 pub(crate) fn count_records(kcat: &Path, brokers: &str, topic: &str) -> anyhow::Result<u64> {
     let out = Command::new(kcat)
         .args(["-C", "-b", brokers, "-t", topic, "-e", "-q", "-f", "%p\\n"])

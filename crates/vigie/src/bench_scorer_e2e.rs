@@ -8,8 +8,7 @@
 //!   publishing cost on top of consuming. Each process is timed from its
 //!   start until its `/metrics` counts the whole backlog written (counted
 //!   after each batch's commit); the group's summed committed offsets must
-//!   then equal the backlog (offsets, not lag: on Tansu's memory storage
-//!   the high watermark is wrong, `docs/tansu.md`).
+//!   then equal the backlog.
 //! - **Latency**: cases produced at a steady rate into an empty topic the
 //!   scorer already consumes; each score's Kafka timestamp minus its case's
 //!   (both `CreateTime`, set by librdkafka when each record is produced).
@@ -308,8 +307,8 @@ async fn drain(l: &Launch<'_>, events: u64) -> anyhow::Result<Drain> {
 
 /// Reads `topic` from its start with a fresh group (never committing),
 /// handing each record to `visit`, until at least `expected` records came
-/// and then nothing more for a second. The end of a partition is not
-/// asked of the broker: Tansu's memory storage reports it wrongly.
+/// and then nothing more for a second: records that should not be there
+/// are counted too.
 async fn read_topic(
     s: &Settings,
     topic: &str,
@@ -558,7 +557,7 @@ pub(crate) async fn run(config: Option<&Path>, p: &Params) -> anyhow::Result<Exi
                 "scorer_peak_rss_mib": sc_rss, "blackhole_peak_rss_mib": bh_rss,
                 "scores_published": published,
                 "batch_max_records": batch_max_records, "batch_max_wait_ms": batch_max_wait_ms,
-                "broker": "Tansu 0.6, memory storage, 127.0.0.1",
+                "broker": "Apache Kafka 4.4.0, one KRaft node, 127.0.0.1",
             },
         }),
     )?;
@@ -723,7 +722,7 @@ pub(crate) async fn run(config: Option<&Path>, p: &Params) -> anyhow::Result<Exi
                 "scored_per_s": scored_rate.round(),
                 "scores_published": n_out,
                 "batch_max_records": batch_max_records, "batch_max_wait_ms": batch_max_wait_ms,
-                "broker": "Tansu 0.6, memory storage, 127.0.0.1",
+                "broker": "Apache Kafka 4.4.0, one KRaft node, 127.0.0.1",
             },
         }),
     )?;

@@ -11,9 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sqlx::{Connection, Executor};
-use vigie_testkit::{
-    TestDb, create_topic, create_topic_and_dlq, durable_broker, unique_name, wait_for,
-};
+use vigie_testkit::{TestDb, broker, create_topic, create_topic_and_dlq, unique_name, wait_for};
 
 fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -181,8 +179,7 @@ async fn committed(bootstrap: &str, group: &str, topic: &str) -> Option<(u64, u6
 /// the batch in flight, committed exactly what it processed, and exited 0
 /// in bounded time.
 async fn stop_mid_stream(signal: &str) {
-    // Committed offsets are read back: the durable broker (docs/tansu.md).
-    let b = durable_broker();
+    let b = broker();
     let topic = unique_name("health.case.v1");
     let group = unique_name("g");
     create_topic_and_dlq(&b.bootstrap, &topic, 2).await;

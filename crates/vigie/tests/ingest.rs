@@ -15,9 +15,7 @@ use std::time::Duration;
 use chrono::Utc;
 use vigie_simulator::server::{CASES_PATH, CasesSim, SimConfig, Simulator};
 use vigie_simulator::{CaseGenConfig, CaseGenerator};
-use vigie_testkit::{
-    create_topic_and_dlq, durable_broker, read_topic, topic_len, unique_name, wait_for,
-};
+use vigie_testkit::{broker, create_topic_and_dlq, read_topic, topic_len, unique_name, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const ROWS: u64 = 40_000;
@@ -52,7 +50,7 @@ fn start(config: &std::path::Path, port: u16, until_caught_up: bool) -> Child {
     c.arg("--config")
         .arg(config)
         .args(["ingest", "--source", "cdc-cases"])
-        .env("VIGIE__KAFKA__BROKERS", &durable_broker().bootstrap)
+        .env("VIGIE__KAFKA__BROKERS", &broker().bootstrap)
         .env("VIGIE__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -78,7 +76,7 @@ async fn kill_9_at_random_points_then_restart_leaves_no_gap_and_repeats_keep_the
     )
     .await
     .unwrap();
-    let b = durable_broker();
+    let b = broker();
     let topic = unique_name("health.case.v1");
     create_topic_and_dlq(&b.bootstrap, &topic, 4).await;
     let dir = tempfile::tempdir().unwrap();

@@ -10,11 +10,12 @@ use common::{free_port, metric, produce_sample, vigie};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use vigie_testkit::{TestDb, create_topic_and_dlq, durable_broker, unique_name, wait_for};
+use vigie_testkit::{TestDb, broker, create_topic_and_dlq, unique_name, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const EVENTS: u64 = 20_000;
 const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A topic holding `EVENTS` sample cases.
 async fn loaded_topic(bootstrap: &str) -> String {
@@ -36,7 +37,10 @@ fn start_sink(bootstrap: &str, topic: &str, group: &str, db: &TestDb, port: u16)
             SESSION_TIMEOUT.as_millis().to_string(),
         )
         // A killed member never rejoins: bound the rebalance that waits for it.
-        .env("VIGIE__KAFKA__CONSUMER__MAX_POLL_INTERVAL_MS", "10000")
+        .env(
+            "VIGIE__KAFKA__CONSUMER__MAX_POLL_INTERVAL_MS",
+            MAX_POLL_INTERVAL.as_millis().to_string(),
+        )
         .env("VIGIE__KAFKA__CONSUMER__LAG_INTERVAL_MS", "0")
         .env("VIGIE__SINK_POSTGRES__URL", &db.url)
         .env("VIGIE__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
@@ -117,35 +121,66 @@ async fn clean_run(bootstrap: &str, topic: &str, total: u64) -> String {
     checksum(&pool).await
 }
 
+/// Counts every case row the sink offers to the table in a committed
+/// transaction: a BEFORE INSERT trigger fires for each proposed row, even
+/// one that the upsert then finds already there. The primary key would hide
+/// a case applied twice; this count does not. (A write rolled back with its
+/// transaction rolls its count back too.)
+async fn count_writes(pool: &sqlx::PgPool) {
+    vigie_consumers::sink_postgres::migrate::migrate(pool)
+        .await
+        .unwrap();
+    for sql in [
+        "CREATE TABLE test_case_writes (event_id uuid NOT NULL)",
+        "CREATE FUNCTION test_count_write() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO test_case_writes VALUES (NEW.event_id); RETURN NEW; END $$",
+        "CREATE TRIGGER test_count_write BEFORE INSERT ON health_case
+           FOR EACH ROW EXECUTE FUNCTION test_count_write()",
+    ] {
+        sqlx::query(sql).execute(pool).await.unwrap();
+    }
+}
+
+async fn writes(pool: &sqlx::PgPool) -> (i64, i64) {
+    sqlx::query_as("SELECT count(*), count(DISTINCT event_id) FROM test_case_writes")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn kill_9_at_five_points_then_restart_stores_every_event_exactly_once() {
-    let b = durable_broker();
+    let b = broker();
     let topic = loaded_topic(&b.bootstrap).await;
     let db = TestDb::create().await;
     let pool = db.pool().await;
+    count_writes(&pool).await;
     let group = unique_name("g");
+    let mut last = 0;
     for point in [1_500i64, 4_500, 8_000, 11_500, 15_000] {
         let mut child = start_sink(&b.bootstrap, &topic, &group, &db, free_port());
+        // Restarted at once, the member gets its partitions back when the
+        // broker evicts the killed one: within the rebalance timeout.
+        wait_for(
+            "the restarted member to store more rows",
+            MAX_POLL_INTERVAL + Duration::from_secs(15),
+            || async { count(&pool).await.filter(|n| *n > last) },
+        )
+        .await;
         wait_rows(&pool, point).await;
         child.kill().unwrap(); // SIGKILL, mid-stream
         child.wait().unwrap();
-        if b.is_tansu {
-            // Tansu 0.6 drops a dead member only when a group request comes
-            // in after its session timeout; a member joining sooner gets an
-            // empty assignment that is never revised (docs/tansu.md). Kafka
-            // evicts it within the rebalance timeout instead. This waits out
-            // the broker's timeout, not our own work. Nothing observable
-            // marks that moment on Tansu: the eviction happens only at the
-            // next group request (a join: too early, it is the problem), and
-            // DescribeGroups fails on its SQLite storage (the stored group
-            // does not deserialize; the broker drops the connection).
-            tokio::time::sleep(SESSION_TIMEOUT + Duration::from_secs(1)).await;
-        }
+        last = count(&pool).await.unwrap();
     }
     let child = start_sink(&b.bootstrap, &topic, &group, &db, free_port());
     wait_rows(&pool, EVENTS as i64).await;
     stop(child);
     reconcile(&pool, &group, EVENTS).await;
+    assert_eq!(
+        writes(&pool).await,
+        (EVENTS as i64, EVENTS as i64),
+        "each case written once: none applied twice across the kills"
+    );
     assert_eq!(
         checksum(&pool).await,
         clean_run(&b.bootstrap, &topic, EVENTS).await,
@@ -155,7 +190,7 @@ async fn kill_9_at_five_points_then_restart_stores_every_event_exactly_once() {
 
 #[tokio::test]
 async fn two_instances_and_a_rebalance_mid_stream_store_every_event_exactly_once() {
-    let b = durable_broker();
+    let b = broker();
     let topic = unique_name("health.case.v1");
     create_topic_and_dlq(&b.bootstrap, &topic, 4).await;
     let db = TestDb::create().await;
@@ -220,8 +255,10 @@ async fn two_instances_and_a_rebalance_mid_stream_store_every_event_exactly_once
 
 /// Cases `vigie produce` appends in each step of a [`Stream`].
 const STREAM_STEP: u64 = 500;
-/// A bound on a stream's steps (the waits end it much sooner).
-const STREAM_MAX_STEPS: u64 = 40;
+/// A bound on a stream's steps (the waits end it much sooner). A rebalance
+/// on Apache Kafka waits for the first member's next heartbeat (up to 3 s)
+/// and its next poll: the stream must outlast that by far.
+const STREAM_MAX_STEPS: u64 = 400;
 
 /// Runs of `vigie produce`, one after another, each with its own seed
 /// (distinct ids), until stopped.
