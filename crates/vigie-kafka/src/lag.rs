@@ -1,9 +1,10 @@
 //! Consumer lag: the group's committed offset against the partition's high
 //! watermark, per partition.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::error::KafkaError;
@@ -75,7 +76,7 @@ fn group_lag_blocking(
             }
         }
     }
-    let committed = c.committed_offsets(tpl, timeout)?;
+    let committed = committed_offsets(&c, &tpl, timeout)?;
     let mut out = Vec::new();
     for e in committed.elements() {
         let (low, high) = c.fetch_watermarks(e.topic(), e.partition(), timeout)?;
@@ -93,6 +94,35 @@ fn group_lag_blocking(
         });
     }
     Ok(out)
+}
+
+/// The group's committed offsets. A group coordinator that is still being
+/// elected or loaded (a broker just started, `__consumer_offsets` just
+/// created) answers with an error that passes: asked again until `timeout`.
+fn committed_offsets(
+    c: &BaseConsumer,
+    tpl: &TopicPartitionList,
+    timeout: Duration,
+) -> Result<TopicPartitionList, KafkaError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match c.committed_offsets(tpl.clone(), timeout) {
+            Err(e)
+                if Instant::now() < deadline
+                    && matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::NotCoordinator
+                                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                                | RDKafkaErrorCode::CoordinatorNotAvailable
+                        )
+                    ) =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 /// Sets the lag gauge from a fresh reading.
