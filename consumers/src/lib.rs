@@ -2,15 +2,15 @@
 //! edge, hand them to a sink, send what cannot be processed to the DLQ and
 //! commit only once the batch's effects are durable.
 //!
-//! Adding a sink is one module and one line in [`SinkKind`].
+//! Adding a sink is one folder under `sinks/` and one line in
+//! [`sink::REGISTRY`].
 
-pub mod blackhole;
 pub mod runtime;
-pub mod scorer;
 pub mod sink;
-pub mod sink_postgres;
+pub mod sinks;
 
 pub use runtime::{ConsumerMetrics, RunError, RunSummary, Runtime};
 pub use sink::{
-    Accepted, BatchContext, HealthProbe, Rejected, Rejects, Sink, SinkError, SinkKind, SinksConfig,
+    Accepted, BatchContext, BuildArgs, HealthProbe, Rejected, Rejects, Sink, SinkError, SinkSpec,
+    SinksConfig,
 };

@@ -97,79 +97,185 @@ pub type HealthProbe = std::sync::Arc<
         + Sync,
 >;
 
-/// The settings of every sink, one section each (`[sink_postgres]`, ...).
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinksConfig {
-    /// `[sink_postgres]`.
-    #[serde(default)]
-    pub sink_postgres: crate::sink_postgres::PostgresConfig,
-    /// `[scorer]`.
-    #[serde(default)]
-    pub scorer: crate::scorer::ScorerConfig,
-}
+/// The `[consumers.sinks]` table: one section per sink, by registry name,
+/// each read by its own sink with unknown keys refused
+/// ([`SinksConfig::check`]).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SinksConfig(pub BTreeMap<String, toml::Table>);
 
-/// Every sink Vigie ships, by its configuration `type` and metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SinkKind {
-    /// Validates, counts and discards: a pipeline check and a baseline.
-    Blackhole,
-    /// PostgreSQL, exactly-once: rows and offsets in one transaction.
-    Postgres,
-    /// ONNX model scores, published to their own topic.
-    Scorer,
-}
-
-impl SinkKind {
-    /// Every sink, for `--help` and config errors.
-    pub const ALL: &'static [SinkKind] =
-        &[SinkKind::Blackhole, SinkKind::Postgres, SinkKind::Scorer];
-
-    /// The name used in configuration, file names and metric labels.
-    pub fn name(self) -> &'static str {
-        match self {
-            SinkKind::Blackhole => "blackhole",
-            SinkKind::Postgres => "sink_postgres",
-            SinkKind::Scorer => "scorer",
+impl SinksConfig {
+    /// Every section names a registered sink and reads as its
+    /// configuration.
+    pub fn check(&self) -> Result<(), SectionError> {
+        for (name, section) in &self.0 {
+            let error = |message| SectionError {
+                section: format!("consumers.sinks.{name}"),
+                message,
+            };
+            let spec = spec(name).map_err(error)?;
+            (spec.check)(section).map_err(error)?;
         }
+        Ok(())
+    }
+
+    /// The section of sink `name`; empty when the configuration has none.
+    pub fn section(&self, name: &str) -> toml::Table {
+        self.0.get(name).cloned().unwrap_or_default()
     }
 }
 
-impl SinkKind {
-    /// Builds the sink (connecting to its store, loading its model). Its
-    /// metrics go to `registry`; a sink that publishes uses `producer`.
-    pub async fn build(
-        self,
-        config: &SinksConfig,
-        producer: impl FnOnce() -> Result<vigie_kafka::EventProducer, SinkError>,
-        registry: &prometheus::Registry,
-    ) -> Result<Box<dyn Sink>, SinkError> {
-        Ok(match self {
-            SinkKind::Blackhole => Box::new(crate::blackhole::Blackhole::default()),
-            SinkKind::Postgres => {
-                Box::new(crate::sink_postgres::PostgresSink::connect(&config.sink_postgres).await?)
+/// A `[consumers.sinks.<name>]` section that is not a sink's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{section}: {message}")]
+pub struct SectionError {
+    /// The dotted section, `consumers.sinks.<name>`.
+    pub section: String,
+    /// What was wrong: an unknown sink, an unknown key, a wrong value.
+    pub message: String,
+}
+
+/// Printed with every sink's secrets as `***`, like [`vigie_config::Secret`].
+impl serde::Serialize for SinksConfig {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut redacted = self.0.clone();
+        for (name, section) in &mut redacted {
+            let secrets = REGISTRY
+                .iter()
+                .find(|s| s.name == name)
+                .map_or(&[][..], |s| s.secrets);
+            for key in secrets {
+                if let Some(v) = section.get_mut(*key) {
+                    *v = toml::Value::String("***".into());
+                }
             }
-            SinkKind::Scorer => Box::new(crate::scorer::ScorerSink::new(
-                &config.scorer,
-                producer()?,
-                registry,
-            )?),
-        })
+        }
+        redacted.serialize(serializer)
     }
 }
 
-impl std::str::FromStr for SinkKind {
+/// What a sink's builder gets.
+pub struct BuildArgs<'a> {
+    /// Its `[consumers.sinks.<name>]` section (empty when absent).
+    pub section: toml::Table,
+    /// The sink's registry name, for messages.
+    pub name: &'static str,
+    /// A producer, for a sink that publishes.
+    pub producer: &'a (dyn Fn() -> Result<vigie_kafka::EventProducer, SinkError> + Sync),
+    /// Where its metrics go.
+    pub registry: &'a prometheus::Registry,
+}
+
+impl BuildArgs<'_> {
+    /// The section as the sink's own configuration type.
+    pub fn config<T: serde::de::DeserializeOwned>(&self) -> Result<T, SinkError> {
+        parse_section(self.name, &self.section)
+    }
+}
+
+fn parse_section<T: serde::de::DeserializeOwned>(
+    name: &str,
+    section: &toml::Table,
+) -> Result<T, SinkError> {
+    T::deserialize(toml::Value::Table(section.clone()))
+        .map_err(|e| SinkError::Fatal(format!("consumers.sinks.{name}: {}", e.to_string().trim())))
+}
+
+/// Reads a section as `T`, for [`SinkSpec::check`].
+pub fn check_section<T: serde::de::DeserializeOwned>(section: &toml::Table) -> Result<(), String> {
+    T::deserialize(toml::Value::Table(section.clone()))
+        .map(|_| ())
+        .map_err(|e| e.to_string().trim().to_owned())
+}
+
+/// The future a sink's builder returns.
+pub type BuildFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Box<dyn Sink>, SinkError>> + Send + 'a>,
+>;
+
+/// A registry entry: one per sink, in [`REGISTRY`].
+#[derive(Clone, Copy)]
+pub struct SinkSpec {
+    /// The one name of the sink: `--sink`, `[consumers.sinks.<name>]`, the
+    /// folder under `sinks/`, the `component` metric label.
+    pub name: &'static str,
+    /// One line for `--help` and the docs.
+    pub about: &'static str,
+    /// Keys of its section that hold secrets: refused in a config file,
+    /// taken from the environment or `<key>_file`, printed as `***`.
+    pub secrets: &'static [&'static str],
+    /// Reads a section without building anything (`vigie config check`).
+    pub check: fn(&toml::Table) -> Result<(), String>,
+    /// Builds the sink (connecting to its store, loading its model).
+    pub build: for<'a> fn(BuildArgs<'a>) -> BuildFuture<'a>,
+}
+
+impl std::fmt::Debug for SinkSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkSpec")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// Every sink Vigie ships. Adding one is a folder under `sinks/` and a line
+/// here.
+pub const REGISTRY: &[SinkSpec] = &[
+    crate::sinks::blackhole::SPEC,
+    crate::sinks::postgres::SPEC,
+    crate::sinks::scorer::SPEC,
+];
+
+/// The registry's names, for messages.
+fn names() -> String {
+    REGISTRY
+        .iter()
+        .map(|s| s.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The registry entry named `name`, or an error listing the known names.
+pub fn spec(name: &str) -> Result<&'static SinkSpec, String> {
+    REGISTRY
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| format!("unknown sink `{name}` (expected one of: {})", names()))
+}
+
+/// `--sink NAME` on the command line: a registered sink.
+impl std::str::FromStr for &'static SinkSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = if s == "postgres" { "sink_postgres" } else { s };
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Self::ALL.iter().map(|k| k.name()).collect();
-                format!("unknown sink `{s}` (expected one of: {})", names.join(", "))
-            })
+        spec(s)
+    }
+}
+
+impl SinkSpec {
+    /// Builds this sink from its section of `config`.
+    pub async fn build(
+        &'static self,
+        config: &SinksConfig,
+        producer: &(dyn Fn() -> Result<vigie_kafka::EventProducer, SinkError> + Sync),
+        registry: &prometheus::Registry,
+    ) -> Result<Box<dyn Sink>, SinkError> {
+        (self.build)(BuildArgs {
+            section: config.section(self.name),
+            name: self.name,
+            producer,
+            registry,
+        })
+        .await
+    }
+
+    /// The keys of every sink's secrets, as dotted configuration paths
+    /// (`consumers.sinks.postgres.password`).
+    pub fn secret_keys() -> impl Iterator<Item = String> {
+        REGISTRY.iter().flat_map(|s| {
+            s.secrets
+                .iter()
+                .map(move |k| format!("consumers.sinks.{}.{k}", s.name))
+        })
     }
 }

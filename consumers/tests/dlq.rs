@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use vigie_consumers::blackhole::Blackhole;
+use vigie_consumers::sinks::blackhole::Blackhole;
 use vigie_consumers::{ConsumerMetrics, Runtime};
 use vigie_core::SchemaRegistry;
 use vigie_kafka::{ConsumerConfig, KafkaMetrics, ProducerConfig};

@@ -6,7 +6,7 @@
 use chrono::NaiveDate;
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgPool, Row};
-use vigie_consumers::sink_postgres::migrate::migrate;
+use vigie_consumers::sinks::postgres::migrate::migrate;
 use vigie_testkit::TestDb;
 
 /// The hand-made data set. Expected values in the checks below are

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{Map, Value};
-use vigie_consumers::scorer::{FeatureSource, Model, ScorerError};
+use vigie_consumers::sinks::scorer::{FeatureSource, Model, ScorerError};
 use vigie_simulator::{CaseGenConfig, CaseGenerator};
 use vigie_testkit::ort_dylib;
 

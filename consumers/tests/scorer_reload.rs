@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use vigie_consumers::scorer::{ScorerConfig, ScorerSink};
+use vigie_consumers::sinks::scorer::{ScorerConfig, ScorerSink};
 use vigie_consumers::{Accepted, BatchContext, Rejected, Rejects, Sink, SinkError};
 use vigie_kafka::{EventProducer, KafkaMetrics, ProducerConfig};
 use vigie_simulator::{CaseGenConfig, CaseGenerator};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
-use vigie_consumers::sink_postgres::{PostgresConfig, PostgresSink};
+use vigie_consumers::sinks::postgres::{PostgresConfig, PostgresSink};
 use vigie_consumers::{ConsumerMetrics, RunSummary, Runtime, Sink};
 use vigie_core::SchemaRegistry;
 use vigie_kafka::{ConsumerConfig, KafkaMetrics, ProducerConfig};
@@ -48,7 +48,7 @@ async fn sink(db: &TestDb) -> PostgresSink {
 /// The sink's consumer runtime on `topic` for `group`.
 fn runtime(bootstrap: &str, topic: &str, group: &str) -> Runtime {
     Runtime {
-        component: "sink_postgres",
+        component: "postgres",
         brokers: bootstrap.to_owned(),
         consumer: ConsumerConfig {
             group_id: group.to_owned(),
@@ -207,7 +207,7 @@ async fn poison_mix_goes_to_the_dlq_and_the_rest_is_stored_once() {
             h["vigie.dlq.origin.offset"].clone(),
         ));
         if h["vigie.dlq.reason"] == "constraint_violation" {
-            assert_eq!(h["vigie.dlq.stage"], "sink_postgres");
+            assert_eq!(h["vigie.dlq.stage"], "postgres");
             assert!(
                 h["vigie.dlq.error"].contains("dim_state")
                     || h["vigie.dlq.error"].contains("foreign key"),
@@ -321,7 +321,7 @@ async fn migrations_apply_on_an_empty_database_and_reapply_as_a_no_op() {
     };
     let first = tables().await;
     assert!(first >= 9, "model created: {first} tables");
-    vigie_consumers::sink_postgres::migrate::migrate(s.pool())
+    vigie_consumers::sinks::postgres::migrate::migrate(s.pool())
         .await
         .expect("again");
     assert_eq!(tables().await, first);

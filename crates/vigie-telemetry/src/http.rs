@@ -238,7 +238,7 @@ mod tests {
     async fn ready_when_every_check_passes() {
         let r = Readiness::default()
             .with("kafka", || async { Ok(()) })
-            .with("sink_postgres", || async { Ok(()) });
+            .with("postgres", || async { Ok(()) });
         let report = r.check().await;
         assert!(report.is_ready());
         assert!(report.failing().is_empty());
@@ -255,7 +255,7 @@ mod tests {
     async fn one_failing_check_makes_it_not_ready_and_is_named_with_its_error() {
         let r = Readiness::default()
             .with("kafka", || async { Err("connection refused".to_owned()) })
-            .with("sink_postgres", || async { Ok(()) });
+            .with("postgres", || async { Ok(()) });
         let report = r.check().await;
         assert!(!report.is_ready());
         assert_eq!(report.failing(), ["kafka"]);
@@ -273,8 +273,8 @@ mod tests {
     async fn every_failing_check_is_named() {
         let r = Readiness::default()
             .with("kafka", || async { Err("a".to_owned()) })
-            .with("sink_postgres", || async { Err("b".to_owned()) });
-        assert_eq!(r.check().await.failing(), ["kafka", "sink_postgres"]);
+            .with("postgres", || async { Err("b".to_owned()) });
+        assert_eq!(r.check().await.failing(), ["kafka", "postgres"]);
     }
 
     #[tokio::test]
@@ -282,14 +282,11 @@ mod tests {
         let r = Readiness::default()
             .check_timeout(Duration::from_millis(50))
             .with("kafka", || async { Ok(()) })
-            .with(
-                "sink_postgres",
-                futures::future::pending::<Result<(), String>>,
-            );
+            .with("postgres", futures::future::pending::<Result<(), String>>);
         let report = tokio::time::timeout(Duration::from_secs(10), r.check())
             .await
             .expect("the report comes despite the hung check");
-        assert_eq!(report.failing(), ["sink_postgres"]);
+        assert_eq!(report.failing(), ["postgres"]);
         assert!(
             report
                 .to_string()

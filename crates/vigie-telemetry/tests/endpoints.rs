@@ -28,7 +28,7 @@ async fn serves_metrics_health_and_readiness_that_follows_its_checks() {
     let flag = db_up.clone();
     let readiness = Readiness::default()
         .with("kafka", || async { Ok(()) })
-        .with("sink_postgres", move || {
+        .with("postgres", move || {
             let up = flag.load(Ordering::SeqCst);
             async move {
                 if up {

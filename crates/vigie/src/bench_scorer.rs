@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use serde_json::json;
-use vigie_consumers::scorer::{FeatureSource, Model};
+use vigie_consumers::sinks::scorer::{FeatureSource, Model};
 use vigie_core::{CaseScore, Envelope, Event, SchemaRegistry};
 
 use crate::bench::{case_generator, median, record};

@@ -468,8 +468,14 @@ pub(crate) async fn run(config: Option<&Path>, p: &Params) -> anyhow::Result<Exi
         spec.dlq = false;
         ensure_topics(&brokers, &[spec]).await?;
         let env = [
-            ("VIGIE__SCORER__OUTPUT_TOPIC", output.clone()),
-            ("VIGIE__SCORER__MODEL_DIR", model_dir.display().to_string()),
+            (
+                "VIGIE__CONSUMERS__SINKS__SCORER__OUTPUT_TOPIC",
+                output.clone(),
+            ),
+            (
+                "VIGIE__CONSUMERS__SINKS__SCORER__MODEL_DIR",
+                model_dir.display().to_string(),
+            ),
             ("ORT_DYLIB_PATH", dylib.display().to_string()),
         ];
         let (sc_group, bh_group) = (
@@ -579,8 +585,14 @@ pub(crate) async fn run(config: Option<&Path>, p: &Params) -> anyhow::Result<Exi
     let port = free_port()?;
     let group = format!("bench-scorer-lat-{tag}");
     let env = [
-        ("VIGIE__SCORER__OUTPUT_TOPIC", lat_out.clone()),
-        ("VIGIE__SCORER__MODEL_DIR", model_dir.display().to_string()),
+        (
+            "VIGIE__CONSUMERS__SINKS__SCORER__OUTPUT_TOPIC",
+            lat_out.clone(),
+        ),
+        (
+            "VIGIE__CONSUMERS__SINKS__SCORER__MODEL_DIR",
+            model_dir.display().to_string(),
+        ),
         ("ORT_DYLIB_PATH", dylib.display().to_string()),
     ];
     let mut c = spawn(&Launch {

@@ -15,6 +15,9 @@ use vigie_kafka::{EventProducer, KafkaMetrics, OutRecord, TopicSpec, ensure_topi
 
 use crate::bench::{case_generator, case_lines, median, record};
 
+/// The broker `scripts/bench` starts, for the record.
+const BROKER: &str = "Apache Kafka 4.4.0, one KRaft node, 127.0.0.1";
+
 /// The upsert the hand-made baseline runs after `\copy` (same target rows).
 const BASELINE_UPSERT: &str = r#"
 INSERT INTO dim_county (county_fips, state_code, name)
@@ -70,7 +73,7 @@ impl Db {
 
     async fn migrated(self) -> anyhow::Result<Self> {
         let pool = sqlx::PgPool::connect(&self.url()).await?;
-        vigie_consumers::sink_postgres::migrate::migrate(&pool).await?;
+        vigie_consumers::sinks::postgres::migrate::migrate(&pool).await?;
         pool.close().await;
         Ok(self)
     }
@@ -131,7 +134,7 @@ async fn run_vigie(
         .args(["--group", &format!("bench-{}", db.name)])
         .env("VIGIE__KAFKA__BROKERS", brokers)
         .env("VIGIE__KAFKA__CONSUMER__LAG_INTERVAL_MS", "0")
-        .env("VIGIE__SINK_POSTGRES__URL", db.url())
+        .env("VIGIE__CONSUMERS__SINKS__POSTGRES__URL", db.url())
         .env("VIGIE__TELEMETRY__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -220,7 +223,7 @@ pub(crate) async fn run(
                 "higher_is_better": false,
                 "command": format!("scripts/bench sink-postgres --rss-only --events {events}"),
                 "date": chrono::Utc::now().format("%Y-%m-%d").to_string(),
-                "details": {"events": events, "partitions": partitions, "drain_seconds": secs},
+                "details": {"events": events, "partitions": partitions, "drain_seconds": secs, "broker": BROKER},
             }),
         )?;
         return Ok(ExitCode::SUCCESS);
@@ -292,7 +295,7 @@ pub(crate) async fn run(
         "scripts/bench sink-postgres --events {events} --partitions {partitions} --runs {runs}"
     );
     let details = json!({
-        "events": events, "partitions": partitions, "runs": runs,
+        "events": events, "partitions": partitions, "runs": runs, "broker": BROKER,
         "vigie_seconds": v_secs, "kcat_psql_seconds": k_secs, "psql_copy_file_seconds": f_secs,
         "vigie_peak_rss_mib": peaks,
     });

@@ -5,9 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use vigie_config::{ConfigError, Loader, Secret};
-use vigie_consumers::SinksConfig;
-use vigie_consumers::scorer::ScorerConfig;
-use vigie_consumers::sink_postgres::PostgresConfig;
+use vigie_consumers::{SinkSpec, SinksConfig};
 use vigie_kafka::{ConsumerConfig, ProducerConfig, TopicSpec};
 use vigie_producers::ProducersConfig;
 use vigie_telemetry::{LogConfig, TelemetryConfig};
@@ -21,8 +19,13 @@ pub(crate) fn defaults_toml() -> String {
     )
 }
 
-/// Keys that may only come from the environment or a `<key>_file`.
-pub(crate) const SECRET_KEYS: &[&str] = &["kafka.security.sasl_password", "sink_postgres.password"];
+/// Keys that may only come from the environment or a `<key>_file`: the
+/// Kafka password and every sink's own secrets.
+pub(crate) fn secret_keys() -> Vec<String> {
+    let mut keys = vec!["kafka.security.sasl_password".to_owned()];
+    keys.extend(SinkSpec::secret_keys());
+    keys
+}
 
 /// Top-level configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,12 +39,20 @@ pub(crate) struct Settings {
     pub(crate) log: LogConfig,
     /// Topics `vigie topics create` makes sure exist.
     pub(crate) topics: Vec<TopicSpec>,
-    /// The PostgreSQL sink.
-    pub(crate) sink_postgres: PostgresConfig,
-    /// The scorer.
-    pub(crate) scorer: ScorerConfig,
+    /// The consumer components.
+    pub(crate) consumers: ConsumersSettings,
     /// The upstream sources.
     pub(crate) producers: ProducersConfig,
+}
+
+/// The `[consumers]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConsumersSettings {
+    /// One `[consumers.sinks.<name>]` section per sink of the registry,
+    /// each read by its sink with unknown keys refused.
+    #[serde(default)]
+    pub(crate) sinks: SinksConfig,
 }
 
 /// The `[kafka]` section.
@@ -79,19 +90,21 @@ pub(crate) struct SecuritySettings {
 impl Settings {
     /// Loads defaults, then `file`, then the environment.
     pub(crate) fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut loader = Loader::new(defaults_toml()).secret_keys(SECRET_KEYS.iter().copied());
+        let mut loader = Loader::new(defaults_toml()).secret_keys(secret_keys());
         if let Some(f) = file {
             loader = loader.file(f);
         }
-        loader.load()
-    }
-
-    /// The sink sections, as the sink registry takes them.
-    pub(crate) fn sinks(&self) -> SinksConfig {
-        SinksConfig {
-            sink_postgres: self.sink_postgres.clone(),
-            scorer: self.scorer.clone(),
-        }
+        let settings: Self = loader.load()?;
+        settings
+            .consumers
+            .sinks
+            .check()
+            .map_err(|e| ConfigError::InvalidValue {
+                origin: None,
+                key: e.section,
+                message: e.message,
+            })?;
+        Ok(settings)
     }
 
     /// Producer settings with the security properties applied. Kept out of

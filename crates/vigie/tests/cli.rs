@@ -347,8 +347,11 @@ async fn readyz_fails_naming_postgres_while_its_database_refuses_connections() {
         ])
         .args(["--topic", &topic])
         .env("VIGIE__KAFKA__BROKERS", &b.bootstrap)
-        .env("VIGIE__SINK_POSTGRES__URL", &db.url)
-        .env("VIGIE__SINK_POSTGRES__ACQUIRE_TIMEOUT_MS", "2000")
+        .env("VIGIE__CONSUMERS__SINKS__POSTGRES__URL", &db.url)
+        .env(
+            "VIGIE__CONSUMERS__SINKS__POSTGRES__ACQUIRE_TIMEOUT_MS",
+            "2000",
+        )
         .env("VIGIE__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "error")
         .stderr(Stdio::null())
@@ -367,7 +370,7 @@ async fn readyz_fails_naming_postgres_while_its_database_refuses_connections() {
     )
     .await;
     assert!(
-        body.contains("kafka: ok") && body.contains("sink_postgres: ok"),
+        body.contains("kafka: ok") && body.contains("postgres: ok"),
         "{body}"
     );
 
@@ -394,7 +397,7 @@ async fn readyz_fails_naming_postgres_while_its_database_refuses_connections() {
             .map(|(_, body)| body)
     })
     .await;
-    assert!(body.contains("sink_postgres: down"), "{body}");
+    assert!(body.contains("postgres: down"), "{body}");
     assert!(
         body.contains("kafka: ok"),
         "only the database is named: {body}"

@@ -132,7 +132,7 @@ fn start_sink(bootstrap: &str, topic: &str, group: &str, db: &TestDb) -> Child {
         .env("VIGIE__KAFKA__BROKERS", bootstrap)
         .env("VIGIE__KAFKA__CONSUMER__BATCH_MAX_RECORDS", "1000")
         .env("VIGIE__KAFKA__CONSUMER__LAG_INTERVAL_MS", "0")
-        .env("VIGIE__SINK_POSTGRES__URL", &db.url)
+        .env("VIGIE__CONSUMERS__SINKS__POSTGRES__URL", &db.url)
         .env(
             "VIGIE__TELEMETRY__LISTEN",
             format!("127.0.0.1:{}", free_port()),
@@ -177,7 +177,7 @@ async fn a_broker_restart_mid_stream_loses_and_duplicates_nothing() {
     let pool = db.pool().await;
     // Every case row offered to the table in a committed transaction: a
     // case applied twice would count twice (the primary key would hide it).
-    vigie_consumers::sink_postgres::migrate::migrate(&pool)
+    vigie_consumers::sinks::postgres::migrate::migrate(&pool)
         .await
         .unwrap();
     for sql in [

@@ -50,9 +50,9 @@ async fn every_case_gets_one_score_with_its_id_model_version_and_key() {
             &cases,
         ])
         .env("VIGIE__KAFKA__BROKERS", &b.bootstrap)
-        .env("VIGIE__SCORER__OUTPUT_TOPIC", &scores)
+        .env("VIGIE__CONSUMERS__SINKS__SCORER__OUTPUT_TOPIC", &scores)
         .env(
-            "VIGIE__SCORER__MODEL_DIR",
+            "VIGIE__CONSUMERS__SINKS__SCORER__MODEL_DIR",
             repo().join("models/hosp_risk/1.0.0"),
         )
         .env("ORT_DYLIB_PATH", ort_dylib())
@@ -130,7 +130,7 @@ async fn every_case_gets_one_score_with_its_id_model_version_and_key() {
             &scores,
         ])
         .env("VIGIE__KAFKA__BROKERS", &b.bootstrap)
-        .env("VIGIE__SINK_POSTGRES__URL", &db.url)
+        .env("VIGIE__CONSUMERS__SINKS__POSTGRES__URL", &db.url)
         .env(
             "VIGIE__TELEMETRY__LISTEN",
             format!("127.0.0.1:{}", free_port()),

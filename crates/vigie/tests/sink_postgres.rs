@@ -42,7 +42,7 @@ fn start_sink(bootstrap: &str, topic: &str, group: &str, db: &TestDb, port: u16)
             MAX_POLL_INTERVAL.as_millis().to_string(),
         )
         .env("VIGIE__KAFKA__CONSUMER__LAG_INTERVAL_MS", "0")
-        .env("VIGIE__SINK_POSTGRES__URL", &db.url)
+        .env("VIGIE__CONSUMERS__SINKS__POSTGRES__URL", &db.url)
         .env("VIGIE__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -127,7 +127,7 @@ async fn clean_run(bootstrap: &str, topic: &str, total: u64) -> String {
 /// a case applied twice; this count does not. (A write rolled back with its
 /// transaction rolls its count back too.)
 async fn count_writes(pool: &sqlx::PgPool) {
-    vigie_consumers::sink_postgres::migrate::migrate(pool)
+    vigie_consumers::sinks::postgres::migrate::migrate(pool)
         .await
         .unwrap();
     for sql in [

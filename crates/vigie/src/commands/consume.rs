@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use prometheus::Registry;
 use tracing::error;
-use vigie_consumers::{ConsumerMetrics, Runtime, SinkKind};
+use vigie_consumers::{ConsumerMetrics, Runtime, SinkSpec};
 use vigie_core::SchemaRegistry;
 use vigie_kafka::KafkaMetrics;
 use vigie_telemetry::{Readiness, TelemetryServer, init_logging, shutdown_on_signals};
@@ -19,9 +19,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Arguments of `vigie consume`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The sink to write to.
+    /// The sink to write to (`blackhole`, `postgres`, `scorer`), configured
+    /// by its `[consumers.sinks.<name>]` section.
     #[arg(long, default_value = "blackhole")]
-    sink: SinkKind,
+    sink: &'static SinkSpec,
     #[command(flatten)]
     target: super::GroupArgs,
 }
@@ -46,15 +47,19 @@ pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCo
     let mut sink = a
         .sink
         .build(
-            &s.sinks(),
-            || {
-                vigie_kafka::EventProducer::new(&brokers, &producer_config, producer_metrics)
-                    .map_err(|e| vigie_consumers::SinkError::Fatal(e.to_string()))
+            &s.consumers.sinks,
+            &|| {
+                vigie_kafka::EventProducer::new(
+                    &brokers,
+                    &producer_config,
+                    producer_metrics.clone(),
+                )
+                .map_err(|e| vigie_consumers::SinkError::Fatal(e.to_string()))
             },
             &registry,
         )
         .await
-        .with_context(|| format!("cannot start sink {}", a.sink.name()))?;
+        .with_context(|| format!("cannot start sink {}", a.sink.name))?;
     let brokers = s.kafka.brokers.clone();
     let mut readiness = Readiness::default().with("kafka", move || {
         let brokers = brokers.clone();
@@ -65,13 +70,13 @@ pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCo
         }
     });
     if let Some(probe) = sink.health_probe() {
-        readiness = readiness.with(a.sink.name(), move || probe());
+        readiness = readiness.with(a.sink.name, move || probe());
     }
     let server = TelemetryServer::start(&s.telemetry, registry, readiness, shutdown.child_token())
         .await
         .with_context(|| format!("cannot serve telemetry on {}", s.telemetry.listen))?;
 
-    let component = a.sink.name();
+    let component = a.sink.name;
     let runtime = Runtime {
         component,
         brokers: s.kafka.brokers.clone(),

@@ -1,4 +1,4 @@
-//! `sink_postgres`: writes events to the relational health model in
+//! `postgres`: writes events to the relational health model in
 //! PostgreSQL, exactly once.
 //!
 //! A batch is split by partition into `parallelism` groups, each written in
@@ -26,17 +26,34 @@ use sqlx::{Connection, PgPool, Postgres, Transaction};
 use vigie_config::Secret;
 use vigie_kafka::consumer::TopicPartition;
 
-use crate::sink::{Accepted, BatchContext, HealthProbe, Rejected, Rejects, Sink, SinkError};
+use crate::sink::{
+    Accepted, BatchContext, HealthProbe, Rejected, Rejects, Sink, SinkError, SinkSpec,
+};
 use tables::{Target, stage_row};
 
-/// The `[sink_postgres]` section.
+/// The registry entry.
+pub const SPEC: SinkSpec = SinkSpec {
+    name: "postgres",
+    about: "PostgreSQL, exactly-once: rows and offsets in one transaction",
+    secrets: &["password"],
+    check: crate::sink::check_section::<PostgresConfig>,
+    build: |args| {
+        Box::pin(async move {
+            let config: PostgresConfig = args.config()?;
+            Ok(Box::new(PostgresSink::connect(&config).await?) as Box<dyn Sink>)
+        })
+    },
+};
+
+/// The `[consumers.sinks.postgres]` section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PostgresConfig {
     /// Connection URL, without the password, e.g.
     /// `postgres://vigie@db:5432/vigie?sslmode=require`.
     pub url: String,
-    /// Password: only from `VIGIE__SINK_POSTGRES__PASSWORD` or `password_file`.
+    /// Password: only from `VIGIE__CONSUMERS__SINKS__POSTGRES__PASSWORD` or
+    /// `password_file`.
     pub password: Option<Secret>,
     /// Connections in the pool.
     pub pool_size: u32,
@@ -126,7 +143,7 @@ impl PostgresSink {
         let mut opts: PgConnectOptions = config
             .url
             .parse()
-            .map_err(|e| SinkError::Fatal(format!("sink_postgres.url: {e}")))?;
+            .map_err(|e| SinkError::Fatal(format!("consumers.sinks.postgres.url: {e}")))?;
         if let Some(p) = &config.password {
             opts = opts.password(p.expose());
         }
@@ -367,7 +384,7 @@ impl Sink for PostgresSink {
                     index: ev.index,
                     reason: REASON_UNSUPPORTED,
                     error: format!(
-                        "sink_postgres does not store schema {} v{}",
+                        "the postgres sink does not store schema {} v{}",
                         ev.event.schema(),
                         ev.event.schema_version()
                     ),

@@ -17,10 +17,30 @@ use tracing::{error, info};
 use vigie_core::{CaseScore, Envelope, Event, Payload};
 use vigie_kafka::{EventProducer, OutRecord};
 
-use super::{FeatureSource, Model};
-use crate::sink::{Accepted, BatchContext, Rejected, Rejects, Sink, SinkError};
+use crate::sink::{Accepted, BatchContext, Rejected, Rejects, Sink, SinkError, SinkSpec};
 
-/// The `[scorer]` section.
+pub mod model;
+
+pub use model::{Encoder, FeatureSource, FeatureSpec, Model, ModelMetadata, ScorerError};
+
+/// The registry entry.
+pub const SPEC: SinkSpec = SinkSpec {
+    name: "scorer",
+    about: "ONNX model scores of every case, published to their own topic",
+    secrets: &[],
+    check: crate::sink::check_section::<ScorerConfig>,
+    build: |args| {
+        Box::pin(async move {
+            let config: ScorerConfig = args.config()?;
+            Ok(
+                Box::new(ScorerSink::new(&config, (args.producer)()?, args.registry)?)
+                    as Box<dyn Sink>,
+            )
+        })
+    },
+};
+
+/// The `[consumers.sinks.scorer]` section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScorerConfig {

@@ -9,10 +9,6 @@
 //! `missing_value` with its indicator column at 1.0 when absent or not a
 //! number. A test scores the same rows here and in Python onnxruntime.
 
-mod component;
-
-pub use component::{ScorerConfig, ScorerSink};
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -1,0 +1,6 @@
+//! Every sink Vigie ships, one folder each; [`crate::sink::REGISTRY`] lists
+//! them.
+
+pub mod blackhole;
+pub mod postgres;
+pub mod scorer;
