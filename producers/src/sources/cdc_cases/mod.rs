@@ -13,18 +13,26 @@
 //!   drains, the page being mapped and the next one, prefetched, are held
 //!   at once);
 //! - `app_token_env`: the environment variable holding an `X-App-Token`.
+//!
+//! The SODA page parser is in `page`, the mapping of a row to a [`Case`]
+//! in `row`; here, the source and its poll: pages fetched (the next one
+//! prefetched while a backlog drains), mapped to events, checkpointed.
+//!
+//! [`Case`]: vigie_core::health::Case
 
-use std::borrow::Cow;
+mod page;
+mod row;
+
 use std::collections::{HashSet, VecDeque};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use chrono::Utc;
 use serde::Deserialize;
-use serde_json::value::RawValue;
-use vigie_core::health::{Case, InvalidValue, SmolStr};
+use vigie_core::health::SmolStr;
 
+pub use self::page::{Page, Row, parse_page};
+use self::page::{page_text, parse_page_typed, parse_rows};
 use super::outgoing;
 use crate::checkpoint::Checkpoint;
 use crate::http::{FetchError, Fetched};
@@ -395,275 +403,6 @@ fn par_map<T: Send, U: Send>(
     })
 }
 
-/// A page, each row mapped or refused.
-pub struct Page<'a> {
-    /// Rows in order.
-    pub rows: Vec<Row<'a>>,
-}
-
-/// One row of a page.
-pub struct Row<'a> {
-    /// The row's JSON, as served (for a refused row's dead letter).
-    pub raw: &'a [u8],
-    /// Its `:updated_at`, when present.
-    pub updated_at: Option<Cow<'a, str>>,
-    /// The typed row, or why it does not map (reason code, message).
-    pub case: Result<Case, (&'static str, String)>,
-}
-
-/// Parses a SODA page. A body that is not a JSON array is an error for the
-/// whole page; a row that does not map is refused alone.
-pub fn parse_page<'a>(body: &'a [u8], url: &str) -> Result<Page<'a>, SourceError> {
-    parse_rows(page_text(body, url)?, url, 1)
-}
-
-fn not_a_page(url: &str, error: impl std::fmt::Display) -> SourceError {
-    SourceError::Format {
-        url: url.to_owned(),
-        error: format!("not a SODA page (a JSON array of rows): {error}"),
-    }
-}
-
-/// The body as text, its UTF-8 checked once for the whole page (parsing
-/// from `&str`, serde_json does not check each string again).
-fn page_text<'a>(body: &'a [u8], url: &str) -> Result<&'a str, SourceError> {
-    std::str::from_utf8(body).map_err(|e| not_a_page(url, e))
-}
-
-/// The page in one pass, straight into typed rows; `None` if any row does
-/// not map (or the body is no page at all): [`parse_rows`] then says which.
-/// The rows' `raw` is left empty: it only serves refused rows.
-fn parse_page_typed(text: &str) -> Option<Page<'_>> {
-    use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
-
-    /// Maps each row as soon as it is read: no page-sized vector of raw
-    /// rows grows and moves meanwhile. Stops at the first row that does
-    /// not map.
-    struct TypedRows {
-        capacity: usize,
-    }
-    impl<'de> DeserializeSeed<'de> for TypedRows {
-        type Value = Vec<Row<'de>>;
-        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_seq(self)
-        }
-    }
-    impl<'de> Visitor<'de> for TypedRows {
-        type Value = Vec<Row<'de>>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a JSON array of SODA rows")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let mut rows = Vec::with_capacity(self.capacity);
-            while let Some(mut r) = seq.next_element::<SodaRow<'de>>()? {
-                let updated_at = r.updated_at.take().map(|t| t.0);
-                let case = r
-                    .into_case()
-                    .map_err(|_| A::Error::custom("a row does not map"))?;
-                rows.push(Row {
-                    raw: &[],
-                    updated_at,
-                    case: Ok(case),
-                });
-            }
-            Ok(rows)
-        }
-    }
-    // A served row takes 400 to 600 bytes.
-    let capacity = text.len() / 400 + 1;
-    let mut de = serde_json::Deserializer::from_str(text);
-    let rows = TypedRows { capacity }.deserialize(&mut de).ok()?;
-    de.end().ok()?;
-    Some(Page { rows })
-}
-
-/// The page row by row, the rows parsed on `workers` threads.
-fn parse_rows<'a>(text: &'a str, url: &str, workers: usize) -> Result<Page<'a>, SourceError> {
-    let raws: Vec<&'a RawValue> = serde_json::from_str(text).map_err(|e| not_a_page(url, e))?;
-    let rows = par_map(raws, workers, parse_row);
-    Ok(Page { rows })
-}
-
-fn parse_row(raw: &RawValue) -> Row<'_> {
-    let text = raw.get();
-    match serde_json::from_str::<SodaRow<'_>>(text) {
-        Ok(mut r) => Row {
-            raw: text.as_bytes(),
-            updated_at: r.updated_at.take().map(|t| t.0),
-            case: r.into_case(),
-        },
-        Err(e) => Row {
-            raw: text.as_bytes(),
-            updated_at: serde_json::from_str::<Ts<'_>>(text)
-                .ok()
-                .and_then(|t| t.updated_at)
-                .map(|t| t.0),
-            case: Err(("bad_row", format!("row is not a SODA case row: {e}"))),
-        },
-    }
-}
-
-/// Just the watermark of a row that does not otherwise parse.
-#[derive(Deserialize)]
-struct Ts<'a> {
-    #[serde(rename = ":updated_at", borrow)]
-    updated_at: Option<Text<'a>>,
-}
-
-/// A string value of a row, borrowed from the page unless it holds escapes.
-/// serde borrows a `Cow<str>` field, but not one inside an `Option`: that
-/// would copy every value of every row.
-struct Text<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor<'a>(std::marker::PhantomData<&'a str>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
-            type Value = Text<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(Visitor(std::marker::PhantomData))
-    }
-}
-
-/// The text of a value that may be absent.
-fn text<'t>(v: &'t Option<Text<'_>>) -> Option<&'t str> {
-    v.as_ref().map(|t| &*t.0)
-}
-
-/// A row as SODA serves it: every value a string, nulls left out, system
-/// fields (`:id`, `:updated_at`, ...) when `$select=:*,*` asks for them.
-/// Other fields are ignored: the data set may gain columns.
-#[derive(Deserialize)]
-struct SodaRow<'a> {
-    #[serde(rename = ":id", borrow)]
-    id: Option<Text<'a>>,
-    #[serde(rename = ":updated_at", borrow)]
-    updated_at: Option<Text<'a>>,
-    #[serde(borrow)]
-    case_month: Option<Text<'a>>,
-    #[serde(borrow)]
-    res_state: Option<Text<'a>>,
-    #[serde(borrow)]
-    state_fips_code: Option<Text<'a>>,
-    #[serde(borrow)]
-    res_county: Option<Text<'a>>,
-    #[serde(borrow)]
-    county_fips_code: Option<Text<'a>>,
-    #[serde(borrow)]
-    age_group: Option<Text<'a>>,
-    #[serde(borrow)]
-    sex: Option<Text<'a>>,
-    #[serde(borrow)]
-    race: Option<Text<'a>>,
-    #[serde(borrow)]
-    ethnicity: Option<Text<'a>>,
-    #[serde(borrow)]
-    case_positive_specimen_interval: Option<Text<'a>>,
-    #[serde(borrow)]
-    case_onset_interval: Option<Text<'a>>,
-    #[serde(borrow)]
-    process: Option<Text<'a>>,
-    #[serde(borrow)]
-    exposure_yn: Option<Text<'a>>,
-    #[serde(borrow)]
-    current_status: Option<Text<'a>>,
-    #[serde(borrow)]
-    symptom_status: Option<Text<'a>>,
-    #[serde(borrow)]
-    hosp_yn: Option<Text<'a>>,
-    #[serde(borrow)]
-    icu_yn: Option<Text<'a>>,
-    #[serde(borrow)]
-    death_yn: Option<Text<'a>>,
-    #[serde(borrow)]
-    underlying_conditions_yn: Option<Text<'a>>,
-}
-
-type Refusal = (&'static str, String);
-
-fn required<T: FromStr<Err = InvalidValue>>(
-    field: &str,
-    v: &Option<Text<'_>>,
-) -> Result<T, Refusal> {
-    let v = text(v).ok_or_else(|| ("missing_field", format!("{field}: missing")))?;
-    v.parse()
-        .map_err(|e: InvalidValue| ("invalid_value", format!("{field}: {e}")))
-}
-
-/// Absent and `NA` (suppressed) are both `None`.
-fn optional<T: FromStr<Err = InvalidValue>>(
-    field: &str,
-    v: &Option<Text<'_>>,
-) -> Result<Option<T>, Refusal> {
-    match text(v) {
-        None | Some("NA") => Ok(None),
-        Some(s) => s
-            .parse()
-            .map(Some)
-            .map_err(|e: InvalidValue| ("invalid_value", format!("{field}: {e}"))),
-    }
-}
-
-fn interval(field: &str, v: &Option<Text<'_>>) -> Result<Option<i32>, Refusal> {
-    match text(v) {
-        None | Some("NA") => Ok(None),
-        Some(s) => s.parse().map(Some).map_err(|_| {
-            (
-                "invalid_value",
-                format!("{field}: `{s}` is not a whole number of weeks"),
-            )
-        }),
-    }
-}
-
-impl SodaRow<'_> {
-    fn into_case(self) -> Result<Case, Refusal> {
-        Ok(Case {
-            row_id: required(":id", &self.id)?,
-            case_month: required("case_month", &self.case_month)?,
-            res_state: required("res_state", &self.res_state)?,
-            state_fips_code: optional("state_fips_code", &self.state_fips_code)?,
-            res_county: match text(&self.res_county) {
-                None | Some("NA") => None,
-                Some(s) => Some(s.into()),
-            },
-            county_fips_code: optional("county_fips_code", &self.county_fips_code)?,
-            age_group: required("age_group", &self.age_group)?,
-            sex: required("sex", &self.sex)?,
-            race: required("race", &self.race)?,
-            ethnicity: required("ethnicity", &self.ethnicity)?,
-            case_positive_specimen_interval: interval(
-                "case_positive_specimen_interval",
-                &self.case_positive_specimen_interval,
-            )?,
-            case_onset_interval: interval("case_onset_interval", &self.case_onset_interval)?,
-            process: required("process", &self.process)?,
-            exposure_yn: required("exposure_yn", &self.exposure_yn)?,
-            current_status: required("current_status", &self.current_status)?,
-            symptom_status: required("symptom_status", &self.symptom_status)?,
-            hosp_yn: required("hosp_yn", &self.hosp_yn)?,
-            icu_yn: required("icu_yn", &self.icu_yn)?,
-            death_yn: required("death_yn", &self.death_yn)?,
-            underlying_conditions_yn: required(
-                "underlying_conditions_yn",
-                &self.underlying_conditions_yn,
-            )?,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -681,28 +420,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn the_one_pass_parse_equals_the_row_by_row_parse() {
-        let text = r#"[{":id":"row-a",":updated_at":"2024-01-01T00:00:00.000","case_month":"2021-03","res_state":"CA","state_fips_code":"6","res_county":"LOS ANGELES","county_fips_code":"6037","age_group":"18 to 49 years","sex":"Female","race":"White","ethnicity":"Unknown","case_positive_specimen_interval":"0","process":"Missing","exposure_yn":"Missing","current_status":"Laboratory-confirmed case","symptom_status":"Symptomatic","hosp_yn":"No","icu_yn":"Missing","death_yn":"No","underlying_conditions_yn":"Missing"}
-,{":id":"row-b",":updated_at":"2024-01-01T00:00:00.001","case_month":"2021-04","res_state":"TX","res_county":"NA","county_fips_code":"NA","age_group":"65+ years","sex":"Male","race":"NA","ethnicity":"Missing","case_onset_interval":"-1","process":"Missing","exposure_yn":"Yes","current_status":"Probable Case","symptom_status":"Unknown","hosp_yn":"Yes","icu_yn":"Unknown","death_yn":"Yes","underlying_conditions_yn":"Missing","new_column":"ignored"}]"#;
-        let fast = parse_page_typed(text).expect("every row maps");
-        let slow = parse_rows(text, "u", 2).unwrap();
-        assert_eq!(fast.rows.len(), 2);
-        // Values are borrowed from the page, not copied.
-        assert!(matches!(fast.rows[0].updated_at, Some(Cow::Borrowed(_))));
-        for (f, s) in fast.rows.iter().zip(&slow.rows) {
-            assert_eq!(f.case.as_ref().unwrap(), s.case.as_ref().unwrap());
-            assert_eq!(f.updated_at, s.updated_at);
-        }
-        // One row that does not map: no one-pass page, the row-by-row
-        // parse refuses that row alone.
-        let bad = text.replacen("2021-04", "2021-13", 1);
-        assert!(parse_page_typed(&bad).is_none());
-        let rows = parse_rows(&bad, "u", 1).unwrap().rows;
-        assert!(rows[0].case.is_ok() && rows[1].case.is_err());
-        assert!(rows[1].raw.starts_with(b"{\":id\":\"row-b"));
     }
 
     /// A page of `n` rows; row `i` updated at `stamp(i)`.
@@ -791,16 +508,6 @@ mod tests {
             None
         );
         assert_eq!(guess_next(b"[]", &start, 1, Pagination::Offset), None);
-    }
-
-    #[test]
-    fn values_are_borrowed_unless_escaped() {
-        let row: SodaRow<'_> =
-            serde_json::from_str(r#"{"res_state":"CA","res_county":"O'BRIEN \"X\""}"#).unwrap();
-        assert!(matches!(row.res_state, Some(Text(Cow::Borrowed("CA")))));
-        assert!(matches!(&row.res_county, Some(Text(Cow::Owned(c))) if c == "O'BRIEN \"X\""));
-        assert!(row.sex.is_none());
-        assert!(serde_json::from_str::<SodaRow<'_>>(r#"{"sex":1}"#).is_err());
     }
 
     #[test]

@@ -1,21 +1,28 @@
 //! The consumer loop shared by every sink: batch, validate at the edge,
 //! write, dead-letter, commit; lag exported on the side; graceful stop.
+//!
+//! The edge validation is in `validate`, the metrics and the lag exporter
+//! in `metrics`.
+
+mod metrics;
+mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vigie_core::SchemaRegistry;
 use vigie_kafka::consumer::TopicPartition;
-use vigie_kafka::record::Record;
 use vigie_kafka::{
     Batch, BatchConsumer, ConsumerConfig, DeadLetter, DlqPublisher, EventProducer, KafkaError,
-    KafkaMetrics, ProducerConfig, group_lag,
+    KafkaMetrics, ProducerConfig,
 };
 
+pub use self::metrics::ConsumerMetrics;
+use self::validate::Checked;
+pub use self::validate::STAGE_VALIDATE;
 use crate::sink::{Accepted, BatchContext, Rejected, Rejects, Sink, SinkError};
 
 /// The runtime's side of [`Rejects`]: dead letters for a batch's records.
@@ -45,143 +52,6 @@ impl Rejects for BatchRejects<'_> {
             .map_err(|e| SinkError::Retryable(format!("DLQ publish: {e}")))?;
         self.published.extend(rejected.iter().map(|r| r.index));
         Ok(())
-    }
-}
-
-/// A record refused at the edge: its index in the batch and why.
-#[derive(Debug)]
-struct Refused {
-    index: usize,
-    reason: &'static str,
-    error: String,
-}
-
-/// A batch split into valid events and records refused at the edge.
-#[derive(Debug, Default)]
-struct Checked {
-    batch: Batch,
-    accepted: Vec<Accepted>,
-    refused: Vec<Refused>,
-    /// The batch was collected full: a backlog is likely waiting.
-    full: bool,
-}
-
-impl Checked {
-    fn validate(batch: Batch, schemas: &SchemaRegistry, max_record_bytes: usize) -> Self {
-        let mut accepted = Vec::with_capacity(batch.len());
-        let mut refused = Vec::new();
-        for (index, record) in batch.records.iter().enumerate() {
-            let mut refuse = |reason: &'static str, error: String| {
-                refused.push(Refused {
-                    index,
-                    reason,
-                    error,
-                });
-            };
-            let Some(payload) = record.payload.as_deref() else {
-                refuse("empty_payload", "record has no value".into());
-                continue;
-            };
-            if payload.len() > max_record_bytes {
-                refuse(
-                    "oversized",
-                    format!(
-                        "record of {} bytes exceeds max_record_bytes = {max_record_bytes}",
-                        payload.len(),
-                    ),
-                );
-                continue;
-            }
-            match schemas.parse(payload) {
-                Ok(event) => accepted.push(Accepted {
-                    index,
-                    partition: record.partition,
-                    event,
-                }),
-                Err(e) => refuse(e.kind().as_str(), e.to_string()),
-            }
-        }
-        Self {
-            batch,
-            accepted,
-            refused,
-            full: false,
-        }
-    }
-
-    /// Keeps only the records `keep` selects, with their verdicts.
-    fn retain(&mut self, keep: impl Fn(&Record) -> bool) {
-        let records = &self.batch.records;
-        let mut new_index = vec![usize::MAX; records.len()];
-        let mut kept = 0;
-        for (i, r) in records.iter().enumerate() {
-            if keep(r) {
-                new_index[i] = kept;
-                kept += 1;
-            }
-        }
-        if kept == records.len() {
-            return;
-        }
-        let mut i = 0;
-        self.batch.records.retain(|_| {
-            i += 1;
-            new_index[i - 1] != usize::MAX
-        });
-        let remap = |index: &mut usize| {
-            let n = new_index[*index];
-            *index = n;
-            n != usize::MAX
-        };
-        self.accepted.retain_mut(|a| remap(&mut a.index));
-        self.refused.retain_mut(|r| remap(&mut r.index));
-    }
-}
-
-/// Stage name in DLQ headers for records refused at the edge.
-pub const STAGE_VALIDATE: &str = "validate";
-
-/// Metrics of a consumer component.
-#[derive(Clone, Debug)]
-pub struct ConsumerMetrics {
-    /// Events written by the sink, by component.
-    pub written: IntCounterVec,
-    /// Seconds to process one batch (validate, write, DLQ, commit).
-    pub batch_seconds: HistogramVec,
-    /// Batch write retries, by component.
-    pub retries: IntCounterVec,
-}
-
-impl ConsumerMetrics {
-    /// Creates and registers the metrics.
-    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let m = Self {
-            written: IntCounterVec::new(
-                Opts::new("vigie_sink_events_total", "Events written by a sink."),
-                &["component"],
-            )?,
-            batch_seconds: HistogramVec::new(
-                HistogramOpts::new(
-                    "vigie_consumer_batch_duration_seconds",
-                    "Time to validate, write, dead-letter and commit one batch.",
-                )
-                .buckets(vec![
-                    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                ]),
-                &["component"],
-            )?,
-            retries: IntCounterVec::new(
-                Opts::new(
-                    "vigie_sink_retries_total",
-                    "Batch writes retried after a transient error.",
-                ),
-                &["component"],
-            )?,
-        };
-        registry.register(Box::new(m.written.clone()))?;
-        registry.register(Box::new(m.batch_seconds.clone()))?;
-        registry.register(Box::new(m.retries.clone()))?;
-        Ok(m)
     }
 }
 
@@ -228,6 +98,24 @@ pub struct RunSummary {
     pub written: u64,
     /// Records sent to the DLQ.
     pub dead_lettered: u64,
+}
+
+/// One checked batch for [`Runtime::apply`], and what applying it takes.
+struct Apply<'a> {
+    /// The batch, validated.
+    checked: &'a Checked,
+    /// The consumer that read it, to commit it.
+    consumer: &'a BatchConsumer,
+    /// Where refused records go.
+    dlq: &'a DlqPublisher<'a>,
+    /// The sink to write to.
+    sink: &'a mut dyn Sink,
+    /// The consumer group.
+    group: &'a str,
+    /// For a sink that stores offsets: the next offset it holds per partition.
+    applied: &'a Option<BTreeMap<TopicPartition, i64>>,
+    /// Cuts retries short.
+    shutdown: &'a CancellationToken,
 }
 
 /// Everything a consumer component runs with.
@@ -319,27 +207,8 @@ impl Runtime {
                     generation = g;
                     // Partitions (re)assigned: another member may have moved
                     // their stored offsets. Start each one from the store.
-                    *applied = self
-                        .stored_offsets(sink, shutdown)
-                        .await?
-                        .unwrap_or_default();
-                    for tp in consumer.assigned() {
-                        if let Some(next) = applied.get(&tp) {
-                            check_not_ahead(consumer, &tp, *next)?;
-                            match consumer.seek(&tp, *next) {
-                                // The partition is read again from the stored
-                                // offset: its in-flight records go.
-                                Ok(()) => {
-                                    checked.retain(|r| r.topic != tp.0 || r.partition != tp.1)
-                                }
-                                // Keep them: skipping what is applied (below)
-                                // still holds, and nothing is lost.
-                                Err(e) => {
-                                    warn!(topic = %tp.0, partition = tp.1, offset = next, error = %e, "Seek to stored offset failed")
-                                }
-                            }
-                        }
-                    }
+                    self.resync(consumer, sink, shutdown, applied, &mut checked)
+                        .await?;
                 }
                 // A linear look-up over the few partitions held: no key
                 // String allocated per record on this hot path.
@@ -377,7 +246,15 @@ impl Runtime {
                 continue;
             }
             let (step, next) = tokio::join!(
-                self.apply(&checked, consumer, &dlq, sink, group, &applied, shutdown),
+                self.apply(Apply {
+                    checked: &checked,
+                    consumer,
+                    dlq: &dlq,
+                    sink,
+                    group,
+                    applied: &applied,
+                    shutdown,
+                }),
                 async {
                     match next {
                         Some(n) => Some(self.check(n).await),
@@ -400,19 +277,52 @@ impl Runtime {
         Ok(summary)
     }
 
+    /// After a rebalance, for a sink that stores offsets: reads the stored
+    /// offsets again into `applied` and seeks each assigned partition to
+    /// its own, dropping from `checked` the in-flight records of the
+    /// partitions sought.
+    async fn resync(
+        &self,
+        consumer: &BatchConsumer,
+        sink: &mut dyn Sink,
+        shutdown: &CancellationToken,
+        applied: &mut BTreeMap<TopicPartition, i64>,
+        checked: &mut Checked,
+    ) -> Result<(), RunError> {
+        *applied = self
+            .stored_offsets(sink, shutdown)
+            .await?
+            .unwrap_or_default();
+        for tp in consumer.assigned() {
+            if let Some(next) = applied.get(&tp) {
+                check_not_ahead(consumer, &tp, *next)?;
+                match consumer.seek(&tp, *next) {
+                    // The partition is read again from the stored
+                    // offset: its in-flight records go.
+                    Ok(()) => checked.retain(|r| r.topic != tp.0 || r.partition != tp.1),
+                    // Keep them: skipping what is applied (below)
+                    // still holds, and nothing is lost.
+                    Err(e) => {
+                        warn!(topic = %tp.0, partition = tp.1, offset = next, error = %e, "Seek to stored offset failed")
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Dead-letters, writes and commits one checked batch; returns how many
     /// events the sink wrote and how many it refused.
-    #[allow(clippy::too_many_arguments)]
-    async fn apply(
-        &self,
-        checked: &Checked,
-        consumer: &BatchConsumer,
-        dlq: &DlqPublisher<'_>,
-        sink: &mut dyn Sink,
-        group: &str,
-        applied: &Option<BTreeMap<TopicPartition, i64>>,
-        shutdown: &CancellationToken,
-    ) -> Result<(usize, usize), RunError> {
+    async fn apply(&self, args: Apply<'_>) -> Result<(usize, usize), RunError> {
+        let Apply {
+            checked,
+            consumer,
+            dlq,
+            sink,
+            group,
+            applied,
+            shutdown,
+        } = args;
         let started = Instant::now();
         let batch = &checked.batch;
         // Dead letters first: once the sink commits, this batch is never
@@ -527,21 +437,6 @@ impl Runtime {
         }
     }
 
-    /// Validates a batch at the edge, on a blocking thread (JSON decoding is
-    /// the consumer's main CPU cost, and may overlap another batch's write).
-    async fn check(&self, batch: Batch) -> Checked {
-        let schemas = self.schemas.clone();
-        let max_record_bytes = self.consumer.max_record_bytes;
-        let full = batch.len() >= self.consumer.batch_max_records;
-        let mut checked = tokio::task::spawn_blocking(move || {
-            Checked::validate(batch, &schemas, max_record_bytes)
-        })
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-        checked.full = full;
-        checked
-    }
-
     async fn write_with_retry(
         &self,
         sink: &mut dyn Sink,
@@ -559,37 +454,6 @@ impl Runtime {
                 other => return other,
             }
         }
-    }
-
-    fn spawn_lag_exporter(&self, stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
-        if self.consumer.lag_interval_ms == 0 {
-            return None;
-        }
-        let brokers = self.brokers.clone();
-        let group = self.consumer.group_id.clone();
-        let topics = self.consumer.topics.clone();
-        let metrics = self.kafka_metrics.clone();
-        let every = Duration::from_millis(self.consumer.lag_interval_ms);
-        Some(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                match group_lag(&brokers, &group, &topics, Duration::from_secs(5)).await {
-                    Ok(lags) => vigie_kafka::lag::export(&metrics, &group, &lags),
-                    Err(e) => {
-                        metrics
-                            .errors
-                            .with_label_values(&[e.error_type(), "lag"])
-                            .inc();
-                        warn!(error = %e, "Lag reading failed");
-                    }
-                }
-            }
-        }))
     }
 }
 
@@ -613,65 +477,5 @@ fn check_not_ahead(
             warn!(topic = %tp.0, partition = tp.1, error = %e, "Could not read the high watermark");
             Ok(())
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(partition: i32, offset: i64, payload: &[u8]) -> Record {
-        Record {
-            topic: "t".into(),
-            partition,
-            offset,
-            key: None,
-            payload: Some(payload.to_vec()),
-            headers: vec![],
-            timestamp_ms: None,
-        }
-    }
-
-    fn valid(i: u64) -> Vec<u8> {
-        let generator =
-            vigie_simulator::CaseGenerator::new(vigie_simulator::CaseGenConfig::default()).unwrap();
-        vigie_simulator::case_envelope(&generator, i, chrono::Utc::now())
-            .to_json_bytes()
-            .unwrap()
-    }
-
-    #[test]
-    fn retain_keeps_each_verdict_with_its_record() {
-        let schemas = SchemaRegistry::embedded().unwrap();
-        // Partition 0: valid, bad, valid; partition 1: bad, valid, valid.
-        let batch = Batch {
-            records: vec![
-                record(0, 0, &valid(0)),
-                record(1, 0, b"{not json"),
-                record(0, 1, b"{\"id\": 1}"),
-                record(1, 1, &valid(1)),
-                record(0, 2, &valid(2)),
-                record(1, 2, &valid(3)),
-            ],
-        };
-        let mut checked = Checked::validate(batch, &schemas, 1 << 20);
-        assert_eq!(checked.accepted.len(), 4);
-        assert_eq!(checked.refused.len(), 2);
-        checked.retain(|r| r.partition == 1);
-        let offsets: Vec<i64> = checked.batch.records.iter().map(|r| r.offset).collect();
-        assert_eq!(offsets, [0, 1, 2]);
-        assert!(checked.batch.records.iter().all(|r| r.partition == 1));
-        // Every verdict still points at its own record.
-        let refused: Vec<usize> = checked.refused.iter().map(|r| r.index).collect();
-        assert_eq!(refused, [0]);
-        assert_eq!(checked.refused[0].reason, "invalid_json");
-        for a in &checked.accepted {
-            let payload = checked.batch.records[a.index].payload.as_deref().unwrap();
-            assert_eq!(schemas.parse(payload).unwrap().id(), a.event.id());
-        }
-        assert_eq!(checked.accepted.len(), 2);
-        // Keeping everything changes nothing.
-        checked.retain(|_| true);
-        assert_eq!(checked.batch.len(), 3);
     }
 }

@@ -1,0 +1,93 @@
+//! The consumer's metrics: the component's own ([`ConsumerMetrics`]), and
+//! the group's lag, exported on the side while the consumer runs.
+
+use std::time::Duration;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+use vigie_kafka::group_lag;
+
+use super::Runtime;
+
+/// Metrics of a consumer component.
+#[derive(Clone, Debug)]
+pub struct ConsumerMetrics {
+    /// Events written by the sink, by component.
+    pub written: IntCounterVec,
+    /// Seconds to process one batch (validate, write, DLQ, commit).
+    pub batch_seconds: HistogramVec,
+    /// Batch write retries, by component.
+    pub retries: IntCounterVec,
+}
+
+impl ConsumerMetrics {
+    /// Creates and registers the metrics.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            written: IntCounterVec::new(
+                Opts::new("vigie_sink_events_total", "Events written by a sink."),
+                &["component"],
+            )?,
+            batch_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "vigie_consumer_batch_duration_seconds",
+                    "Time to validate, write, dead-letter and commit one batch.",
+                )
+                .buckets(vec![
+                    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+                &["component"],
+            )?,
+            retries: IntCounterVec::new(
+                Opts::new(
+                    "vigie_sink_retries_total",
+                    "Batch writes retried after a transient error.",
+                ),
+                &["component"],
+            )?,
+        };
+        registry.register(Box::new(m.written.clone()))?;
+        registry.register(Box::new(m.batch_seconds.clone()))?;
+        registry.register(Box::new(m.retries.clone()))?;
+        Ok(m)
+    }
+}
+
+impl Runtime {
+    /// Spawns the task that exports the group's lag every
+    /// `lag_interval_ms`; none when that is 0.
+    pub(super) fn spawn_lag_exporter(
+        &self,
+        stop: CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if self.consumer.lag_interval_ms == 0 {
+            return None;
+        }
+        let brokers = self.brokers.clone();
+        let group = self.consumer.group_id.clone();
+        let topics = self.consumer.topics.clone();
+        let metrics = self.kafka_metrics.clone();
+        let every = Duration::from_millis(self.consumer.lag_interval_ms);
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                match group_lag(&brokers, &group, &topics, Duration::from_secs(5)).await {
+                    Ok(lags) => vigie_kafka::lag::export(&metrics, &group, &lags),
+                    Err(e) => {
+                        metrics
+                            .errors
+                            .with_label_values(&[e.error_type(), "lag"])
+                            .inc();
+                        warn!(error = %e, "Lag reading failed");
+                    }
+                }
+            }
+        }))
+    }
+}
