@@ -242,7 +242,7 @@ mod tests {
         let report = r.check().await;
         assert!(report.is_ready());
         assert!(report.failing().is_empty());
-        assert_eq!(report.to_string(), "kafka: ok\nsink_postgres: ok\n");
+        assert_eq!(report.to_string(), "kafka: ok\npostgres: ok\n");
         assert_eq!(r.run().await, (true, report.to_string()));
     }
 
@@ -262,7 +262,7 @@ mod tests {
         // The other checks still run and are reported.
         assert_eq!(
             report.to_string(),
-            "kafka: down: connection refused\nsink_postgres: ok\n"
+            "kafka: down: connection refused\npostgres: ok\n"
         );
         let (ok, text) = r.run().await;
         assert!(!ok);
@@ -290,7 +290,7 @@ mod tests {
         assert!(
             report
                 .to_string()
-                .contains("sink_postgres: down: no answer within 50ms"),
+                .contains("postgres: down: no answer within 50ms"),
             "{report}"
         );
     }

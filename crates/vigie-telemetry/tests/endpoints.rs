@@ -76,7 +76,7 @@ async fn serves_metrics_health_and_readiness_that_follows_its_checks() {
     assert_eq!(ready.status(), 200);
     assert_eq!(
         ready.text().await.unwrap(),
-        "kafka: ok\nsink_postgres: ok\n"
+        "kafka: ok\npostgres: ok\n"
     );
 
     // The database goes away: not ready, the failing check named; the
@@ -86,7 +86,7 @@ async fn serves_metrics_health_and_readiness_that_follows_its_checks() {
     assert_eq!(ready.status(), 503);
     assert_eq!(
         ready.text().await.unwrap(),
-        "kafka: ok\nsink_postgres: down: connection refused\n"
+        "kafka: ok\npostgres: down: connection refused\n"
     );
     let health = http.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
