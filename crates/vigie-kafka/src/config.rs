@@ -244,14 +244,21 @@ impl ConsumerConfig {
             .set("enable.partition.eof", "false")
             // Bounds the prefetched records held in memory (librdkafka's
             // default is 64 MiB; the runtime holds one more batch while a
-            // backlog drains): 8 MiB keeps a 1M backlog's peak RSS of the
-            // PostgreSQL sink at 168 MiB instead of 185-195 with 16 MiB,
-            // no slower (`scripts/bench sink-postgres`). `extra` can raise it. With the bound hit,
-            // librdkafka waits `fetch.queue.backoff.ms` (default 1 s) before
-            // fetching the partition again: that stalled a fast consumer
-            // for most of its time, so it resumes fetching after 10 ms.
+            // backlog drains). With the bound hit, librdkafka waits
+            // `fetch.queue.backoff.ms` (default 1 s) before fetching the
+            // partition again: that stalled a fast consumer for most of its
+            // time, so it resumes fetching after 10 ms.
             .set("queued.max.messages.kbytes", "8192")
             .set("fetch.queue.backoff.ms", "10")
+            // A fetch response is held whole while it is parsed and its
+            // record batches decompressed, and Apache Kafka fills one up to
+            // `fetch.max.bytes` (50 MiB by default) from every assigned
+            // partition at once: that, not the queue above, set the sink's
+            // peak memory. 1 MiB costs no throughput here
+            // (`scripts/bench sink-postgres`, docs/benchmarks.md). A record
+            // larger than this still comes whole (a broker always returns
+            // the first record batch of a fetch).
+            .set("fetch.max.bytes", "1048576")
             // Larger than any record we accept, so that an oversized record
             // reaches us and goes to the DLQ instead of stalling the fetcher.
             .set(
