@@ -74,10 +74,7 @@ async fn serves_metrics_health_and_readiness_that_follows_its_checks() {
 
     let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-    assert_eq!(
-        ready.text().await.unwrap(),
-        "kafka: ok\npostgres: ok\n"
-    );
+    assert_eq!(ready.text().await.unwrap(), "kafka: ok\npostgres: ok\n");
 
     // The database goes away: not ready, the failing check named; the
     // process itself is still healthy.
