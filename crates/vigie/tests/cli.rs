@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{free_port, metric, produce_sample, vigie};
+use common::{SpawnReaped, free_port, metric, produce_sample, vigie};
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -197,8 +197,7 @@ async fn stop_mid_stream(signal: &str) {
         .env("VIGIE__LOG__FORMAT", "json")
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_reaped();
     // Logs are read as they come (a full pipe would block the consumer).
     let stderr = child.stderr.take().unwrap();
     let logs = std::thread::spawn(move || {
@@ -299,7 +298,7 @@ async fn readyz(port: u16) -> Option<(u16, String)> {
 }
 
 /// Stops a child this test started, by its id, and reaps it.
-fn stop(mut child: std::process::Child) {
+fn stop(mut child: common::Reaped) {
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -315,8 +314,7 @@ async fn readyz_fails_naming_kafka_when_the_broker_is_unreachable() {
         .env("VIGIE__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "error")
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_reaped();
     let (status, body) = wait_for("/readyz to answer", Duration::from_secs(60), || {
         readyz(port)
     })
@@ -355,8 +353,7 @@ async fn readyz_fails_naming_postgres_while_its_database_refuses_connections() {
         .env("VIGIE__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "error")
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_reaped();
     // Ready, with its partition: the consumer has read its stored offsets
     // and only the probe touches the database from now on.
     let body = wait_for(
@@ -423,8 +420,7 @@ async fn simulate_serve_serves_metrics_health_and_readiness() {
         .env("VIGIE__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn")
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_reaped();
     let (status, body) = wait_for("the simulator's /readyz", Duration::from_secs(60), || {
         readyz(port)
     })

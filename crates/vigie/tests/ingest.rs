@@ -5,11 +5,11 @@
 
 mod common;
 
-use common::{free_port, metric, vigie};
+use common::{Reaped, SpawnReaped, free_port, metric, vigie};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -45,7 +45,7 @@ options = {{ page_size = 1000 }}
     path
 }
 
-fn start(config: &std::path::Path, port: u16, until_caught_up: bool) -> Child {
+fn start(config: &std::path::Path, port: u16, until_caught_up: bool) -> Reaped {
     let mut c = vigie();
     c.arg("--config")
         .arg(config)
@@ -58,7 +58,7 @@ fn start(config: &std::path::Path, port: u16, until_caught_up: bool) -> Child {
     if until_caught_up {
         c.arg("--until-caught-up");
     }
-    c.spawn().unwrap()
+    c.spawn_reaped()
 }
 
 #[tokio::test]

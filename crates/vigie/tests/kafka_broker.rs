@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::{free_port, produce_sample, vigie};
+use common::{Reaped, SpawnReaped, count_writes, free_port, produce_sample, vigie, writes};
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -124,7 +124,7 @@ async fn vigie_lag_agrees_with_kafka_consumer_groups() {
     assert_eq!(ours, kafkas, "vigie lag against kafka-consumer-groups");
 }
 
-fn start_sink(bootstrap: &str, topic: &str, group: &str, db: &TestDb) -> Child {
+fn start_sink(bootstrap: &str, topic: &str, group: &str, db: &TestDb) -> Reaped {
     vigie()
         .args([
             "consume", "--sink", "postgres", "--group", group, "--topic", topic,
@@ -140,8 +140,7 @@ fn start_sink(bootstrap: &str, topic: &str, group: &str, db: &TestDb) -> Child {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+        .spawn_reaped()
 }
 
 async fn rows(pool: &sqlx::PgPool) -> Option<i64> {
@@ -175,20 +174,7 @@ async fn a_broker_restart_mid_stream_loses_and_duplicates_nothing() {
 
     let db = TestDb::create().await;
     let pool = db.pool().await;
-    // Every case row offered to the table in a committed transaction: a
-    // case applied twice would count twice (the primary key would hide it).
-    vigie_consumers::sinks::postgres::migrate::migrate(&pool)
-        .await
-        .unwrap();
-    for sql in [
-        "CREATE TABLE test_case_writes (event_id uuid NOT NULL)",
-        "CREATE FUNCTION test_count_write() RETURNS trigger LANGUAGE plpgsql AS
-           $$ BEGIN INSERT INTO test_case_writes VALUES (NEW.event_id); RETURN NEW; END $$",
-        "CREATE TRIGGER test_count_write BEFORE INSERT ON health_case
-           FOR EACH ROW EXECUTE FUNCTION test_count_write()",
-    ] {
-        sqlx::query(sql).execute(&pool).await.unwrap();
-    }
+    count_writes(&pool).await;
     let mut sink = start_sink(&kafka.bootstrap, &topic, &group, &db);
     wait_for(
         "the sink to store rows",
@@ -244,13 +230,8 @@ async fn a_broker_restart_mid_stream_loses_and_duplicates_nothing() {
             .await
             .unwrap();
     assert_eq!((rows, ids), (total, total), "every case exactly once");
-    let (writes, written): (i64, i64) =
-        sqlx::query_as("SELECT count(*), count(DISTINCT event_id) FROM test_case_writes")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
     assert_eq!(
-        (writes, written),
+        writes(&pool).await,
         (total, total),
         "each case written once across the restart"
     );

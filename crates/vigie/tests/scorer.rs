@@ -5,10 +5,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, produce_sample, vigie};
+use common::{Reaped, SpawnReaped, free_port, produce_sample, vigie};
 use vigie_simulator::{CaseGenConfig, CaseGenerator};
 use vigie_testkit::{
     TestDb, broker, create_topic_and_dlq, ort_dylib, read_topic, unique_name, wait_for,
@@ -20,7 +20,7 @@ fn repo() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn stop(mut child: Child) {
+fn stop(mut child: Reaped) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -62,8 +62,7 @@ async fn every_case_gets_one_score_with_its_id_model_version_and_key() {
         )
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_reaped();
     let got = tokio::task::spawn_blocking({
         let (bootstrap, scores) = (b.bootstrap.clone(), scores.clone());
         move || read_topic(&bootstrap, &scores, CASES as usize, Duration::from_secs(60))
@@ -137,8 +136,7 @@ async fn every_case_gets_one_score_with_its_id_model_version_and_key() {
         )
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_reaped();
     let pool = db.pool().await;
     wait_for("scores stored", Duration::from_secs(60), || {
         let pool = pool.clone();

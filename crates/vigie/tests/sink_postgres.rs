@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::{free_port, metric, produce_sample, vigie};
+use common::{Reaped, SpawnReaped, count_writes, free_port, metric, produce_sample, vigie, writes};
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use vigie_testkit::{TestDb, broker, create_topic_and_dlq, unique_name, wait_for};
@@ -25,7 +25,7 @@ async fn loaded_topic(bootstrap: &str) -> String {
     topic
 }
 
-fn start_sink(bootstrap: &str, topic: &str, group: &str, db: &TestDb, port: u16) -> Child {
+fn start_sink(bootstrap: &str, topic: &str, group: &str, db: &TestDb, port: u16) -> Reaped {
     vigie()
         .args([
             "consume", "--sink", "postgres", "--group", group, "--topic", topic,
@@ -47,8 +47,7 @@ fn start_sink(bootstrap: &str, topic: &str, group: &str, db: &TestDb, port: u16)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+        .spawn_reaped()
 }
 
 async fn count(pool: &sqlx::PgPool) -> Option<i64> {
@@ -100,7 +99,7 @@ async fn reconcile(pool: &sqlx::PgPool, group: &str, total: u64) {
     );
 }
 
-fn stop(mut child: Child) {
+fn stop(mut child: Reaped) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -119,33 +118,6 @@ async fn clean_run(bootstrap: &str, topic: &str, total: u64) -> String {
     stop(child);
     reconcile(&pool, &group, total).await;
     checksum(&pool).await
-}
-
-/// Counts every case row the sink offers to the table in a committed
-/// transaction: a BEFORE INSERT trigger fires for each proposed row, even
-/// one that the upsert then finds already there. The primary key would hide
-/// a case applied twice; this count does not. (A write rolled back with its
-/// transaction rolls its count back too.)
-async fn count_writes(pool: &sqlx::PgPool) {
-    vigie_consumers::sinks::postgres::migrate::migrate(pool)
-        .await
-        .unwrap();
-    for sql in [
-        "CREATE TABLE test_case_writes (event_id uuid NOT NULL)",
-        "CREATE FUNCTION test_count_write() RETURNS trigger LANGUAGE plpgsql AS
-           $$ BEGIN INSERT INTO test_case_writes VALUES (NEW.event_id); RETURN NEW; END $$",
-        "CREATE TRIGGER test_count_write BEFORE INSERT ON health_case
-           FOR EACH ROW EXECUTE FUNCTION test_count_write()",
-    ] {
-        sqlx::query(sql).execute(pool).await.unwrap();
-    }
-}
-
-async fn writes(pool: &sqlx::PgPool) -> (i64, i64) {
-    sqlx::query_as("SELECT count(*), count(DISTINCT event_id) FROM test_case_writes")
-        .fetch_one(pool)
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! Helpers shared by the binary's integration tests.
 
-use std::process::Command;
+use std::process::{Child, Command};
 
 /// The `vigie` binary, with none of the developer's own `VIGIE__`
 /// variables: only what a test sets.
@@ -62,4 +62,82 @@ pub(crate) async fn metric(port: u16, name: &str) -> Option<f64> {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum(),
     )
+}
+
+/// Counts every case row the PostgreSQL sink offers to `health_case` in a
+/// committed transaction, after migrating the database: a BEFORE INSERT
+/// trigger fires for each proposed row, even one that the upsert then finds
+/// already there. The primary key would hide a case applied twice; this
+/// count does not. (A write rolled back with its transaction rolls its
+/// count back too.) [`writes`] reads it.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all use it"
+)]
+pub(crate) async fn count_writes(pool: &sqlx::PgPool) {
+    vigie_consumers::sinks::postgres::migrate::migrate(pool)
+        .await
+        .unwrap();
+    for sql in [
+        "CREATE TABLE test_case_writes (event_id uuid NOT NULL)",
+        "CREATE FUNCTION test_count_write() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO test_case_writes VALUES (NEW.event_id); RETURN NEW; END $$",
+        "CREATE TRIGGER test_count_write BEFORE INSERT ON health_case
+           FOR EACH ROW EXECUTE FUNCTION test_count_write()",
+    ] {
+        sqlx::query(sql).execute(pool).await.unwrap();
+    }
+}
+
+/// `(writes, distinct cases written)` counted since [`count_writes`].
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all use it"
+)]
+pub(crate) async fn writes(pool: &sqlx::PgPool) -> (i64, i64) {
+    sqlx::query_as("SELECT count(*), count(DISTINCT event_id) FROM test_case_writes")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// A `vigie` process that is killed (SIGKILL) and reaped when dropped, so
+/// that a test that fails does not leave it running. Derefs to the
+/// [`Child`].
+#[derive(Debug)]
+pub(crate) struct Reaped(Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        // Nothing to do for a child already waited for: `kill` knows it
+        // exited and sends no signal.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns a command as a [`Reaped`] child.
+pub(crate) trait SpawnReaped {
+    /// Spawns it; panics if it cannot start.
+    fn spawn_reaped(&mut self) -> Reaped;
+}
+
+impl SpawnReaped for Command {
+    fn spawn_reaped(&mut self) -> Reaped {
+        Reaped(self.spawn().expect("spawn a test process"))
+    }
 }
