@@ -169,23 +169,19 @@ pub struct BuildArgs<'a> {
 impl BuildArgs<'_> {
     /// The section as the sink's own configuration type.
     pub fn config<T: serde::de::DeserializeOwned>(&self) -> Result<T, SinkError> {
-        parse_section(self.name, &self.section)
+        parse(&self.section)
+            .map_err(|e| SinkError::Fatal(format!("consumers.sinks.{}: {e}", self.name)))
     }
 }
 
-fn parse_section<T: serde::de::DeserializeOwned>(
-    name: &str,
-    section: &toml::Table,
-) -> Result<T, SinkError> {
-    T::deserialize(toml::Value::Table(section.clone()))
-        .map_err(|e| SinkError::Fatal(format!("consumers.sinks.{name}: {}", e.to_string().trim())))
+/// A section as `T`; the error says what was wrong.
+fn parse<T: serde::de::DeserializeOwned>(section: &toml::Table) -> Result<T, String> {
+    T::deserialize(toml::Value::Table(section.clone())).map_err(|e| e.to_string().trim().to_owned())
 }
 
 /// Reads a section as `T`, for [`SinkSpec::check`].
 pub fn check_section<T: serde::de::DeserializeOwned>(section: &toml::Table) -> Result<(), String> {
-    T::deserialize(toml::Value::Table(section.clone()))
-        .map(|_| ())
-        .map_err(|e| e.to_string().trim().to_owned())
+    parse::<T>(section).map(drop)
 }
 
 /// The future a sink's builder returns.
@@ -277,5 +273,56 @@ impl SinkSpec {
                 .iter()
                 .map(move |k| format!("consumers.sinks.{}.{k}", s.name))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sinks(text: &str) -> SinksConfig {
+        SinksConfig(toml::from_str(text).expect("TOML"))
+    }
+
+    #[test]
+    fn every_sink_has_one_name_and_reads_an_empty_section() {
+        let mut names: Vec<_> = REGISTRY.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), REGISTRY.len(), "a name used twice");
+        for spec in REGISTRY {
+            (spec.check)(&toml::Table::new()).unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+        }
+    }
+
+    #[test]
+    fn an_unknown_sink_or_key_is_named_with_its_section() {
+        let e = sinks("[postgress]\nurl = \"x\"").check().unwrap_err();
+        assert_eq!(e.section, "consumers.sinks.postgress");
+        assert!(e.message.contains("unknown sink `postgress`"), "{e}");
+        assert!(e.message.contains("blackhole, postgres, scorer"), "{e}");
+        let e = sinks("[postgres]\nurll = \"x\"").check().unwrap_err();
+        assert_eq!(e.section, "consumers.sinks.postgres");
+        assert!(e.message.contains("unknown field `urll`"), "{e}");
+        let e = sinks("[postgres]\npool_size = \"four\"")
+            .check()
+            .unwrap_err();
+        assert!(e.message.contains("invalid type"), "{e}");
+        sinks("[postgres]\npool_size = 8\n[blackhole]")
+            .check()
+            .unwrap();
+    }
+
+    #[test]
+    fn secrets_are_printed_as_stars_and_named_for_the_loader() {
+        let config = sinks("[postgres]\nurl = \"postgres://db/vigie\"\npassword = \"hunter2\"");
+        let printed = toml::to_string(&config).unwrap();
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("password = \"***\""), "{printed}");
+        assert!(printed.contains("postgres://db/vigie"), "{printed}");
+        assert!(
+            SinkSpec::secret_keys().any(|k| k == "consumers.sinks.postgres.password"),
+            "the loader refuses the password in a config file only if it knows the key"
+        );
     }
 }
