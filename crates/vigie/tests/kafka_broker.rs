@@ -21,16 +21,13 @@ use vigie_testkit::{
 /// `(committed, end offset, lag)` by partition.
 type Lags = BTreeMap<i32, (i64, i64, i64)>;
 
-/// `vigie lag`'s table: `topic partition committed high lag`.
-fn vigie_lag(bootstrap: &str, group: &str, topic: &str) -> Lags {
-    let out = vigie()
-        .args(["lag", "--group", group, "--topic", topic])
-        .env("VIGIE__KAFKA__BROKERS", bootstrap)
-        .output()
-        .unwrap();
+/// Runs `cmd`, which must succeed, and reads the rows of its table whose
+/// leading columns are `key`, followed by `partition committed end lag`.
+fn lag_table(cmd: &mut Command, key: &[&str]) -> Lags {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout)
@@ -38,38 +35,37 @@ fn vigie_lag(bootstrap: &str, group: &str, topic: &str) -> Lags {
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() == 5 && f[0] == topic).then(|| {
-                let n = |s: &str| s.parse::<i64>().unwrap();
-                (f[1].parse().unwrap(), (n(f[2]), n(f[3]), n(f[4])))
+            let rest = f.strip_prefix(key)?;
+            let n = |s: &str| s.parse::<i64>().unwrap();
+            (rest.len() >= 4).then(|| {
+                (
+                    rest[0].parse().unwrap(),
+                    (n(rest[1]), n(rest[2]), n(rest[3])),
+                )
             })
         })
         .collect()
 }
 
+/// `vigie lag`'s table: `topic partition committed high lag`.
+fn vigie_lag(bootstrap: &str, group: &str, topic: &str) -> Lags {
+    lag_table(
+        vigie()
+            .args(["lag", "--group", group, "--topic", topic])
+            .env("VIGIE__KAFKA__BROKERS", bootstrap),
+        &[topic],
+    )
+}
+
 /// `kafka-consumer-groups --describe`'s table: `GROUP TOPIC PARTITION
 /// CURRENT-OFFSET LOG-END-OFFSET LAG ...`.
 fn kafka_tool_lag(bootstrap: &str, group: &str, topic: &str) -> Lags {
-    let out = Command::new(repo_root().join("scripts/kafka-cli"))
-        .args(["kafka-consumer-groups", "--bootstrap-server", bootstrap])
-        .args(["--describe", "--group", group])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 6 && f[0] == group && f[1] == topic).then(|| {
-                let n = |s: &str| s.parse::<i64>().unwrap();
-                (f[2].parse().unwrap(), (n(f[3]), n(f[4]), n(f[5])))
-            })
-        })
-        .collect()
+    lag_table(
+        Command::new(repo_root().join("scripts/kafka-cli"))
+            .args(["kafka-consumer-groups", "--bootstrap-server", bootstrap])
+            .args(["--describe", "--group", group]),
+        &[group, topic],
+    )
 }
 
 #[tokio::test]
