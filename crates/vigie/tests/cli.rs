@@ -13,10 +13,6 @@ use std::time::Duration;
 use sqlx::{Connection, Executor};
 use vigie_testkit::{TestDb, broker, create_topic, create_topic_and_dlq, unique_name, wait_for};
 
-fn repo_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 #[test]
 fn a_config_typo_is_an_error_naming_the_key_and_its_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -120,7 +116,7 @@ fn config_check_prints_the_effective_config_with_secrets_redacted() {
 fn schemas_check_passes_on_the_repository_and_fails_on_a_breaking_version() {
     let out = vigie()
         .args(["schemas", "check"])
-        .arg(repo_root().join("schemas"))
+        .arg(vigie_testkit::repo_root().join("schemas"))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -128,7 +124,9 @@ fn schemas_check_passes_on_the_repository_and_fails_on_a_breaking_version() {
     assert!(text.contains("ok    health.case"), "{text}");
 
     let dir = tempfile::tempdir().unwrap();
-    let v1 = std::fs::read_to_string(repo_root().join("schemas/health.case.v1.json")).unwrap();
+    let v1 =
+        std::fs::read_to_string(vigie_testkit::repo_root().join("schemas/health.case.v1.json"))
+            .unwrap();
     std::fs::write(dir.path().join("health.case.v1.json"), &v1).unwrap();
     let mut v2: serde_json::Value = serde_json::from_str(&v1).unwrap();
     v2["properties"].as_object_mut().unwrap().remove("hosp_yn");

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{Reaped, SpawnReaped, count_writes, free_port, produce_sample, vigie, writes};
+use common::{
+    Reaped, SpawnReaped, count_writes, free_port, postgres_sink, produce_sample, vigie, writes,
+};
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -121,20 +123,9 @@ async fn vigie_lag_agrees_with_kafka_consumer_groups() {
 }
 
 fn start_sink(bootstrap: &str, topic: &str, group: &str, db: &TestDb) -> Reaped {
-    vigie()
-        .args([
-            "consume", "--sink", "postgres", "--group", group, "--topic", topic,
-        ])
-        .env("VIGIE__KAFKA__BROKERS", bootstrap)
+    postgres_sink(bootstrap, topic, group, &db.url, free_port())
         .env("VIGIE__KAFKA__CONSUMER__BATCH_MAX_RECORDS", "1000")
         .env("VIGIE__KAFKA__CONSUMER__LAG_INTERVAL_MS", "0")
-        .env("VIGIE__CONSUMERS__SINKS__POSTGRES__URL", &db.url)
-        .env(
-            "VIGIE__TELEMETRY__LISTEN",
-            format!("127.0.0.1:{}", free_port()),
-        )
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn_reaped()
 }

@@ -8,17 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Reaped, SpawnReaped, free_port, produce_sample, vigie};
+use common::{Reaped, SpawnReaped, free_port, postgres_sink, produce_sample, vigie};
 use vigie_simulator::{CaseGenConfig, CaseGenerator};
 use vigie_testkit::{
     TestDb, broker, create_topic_and_dlq, ort_dylib, read_topic, unique_name, wait_for,
 };
 
 const CASES: u64 = 500;
-
-fn repo() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn stop(mut child: Reaped) {
     let _ = Command::new("kill")
@@ -53,7 +49,7 @@ async fn every_case_gets_one_score_with_its_id_model_version_and_key() {
         .env("VIGIE__CONSUMERS__SINKS__SCORER__OUTPUT_TOPIC", &scores)
         .env(
             "VIGIE__CONSUMERS__SINKS__SCORER__MODEL_DIR",
-            repo().join("models/hosp_risk/1.0.0"),
+            vigie_testkit::repo_root().join("models/hosp_risk/1.0.0"),
         )
         .env("ORT_DYLIB_PATH", ort_dylib())
         .env(
@@ -118,25 +114,14 @@ async fn every_case_gets_one_score_with_its_id_model_version_and_key() {
 
     // The PostgreSQL sink stores them.
     let db = TestDb::create().await;
-    let sink = vigie()
-        .args([
-            "consume",
-            "--sink",
-            "postgres",
-            "--group",
-            &unique_name("pg"),
-            "--topic",
-            &scores,
-        ])
-        .env("VIGIE__KAFKA__BROKERS", &b.bootstrap)
-        .env("VIGIE__CONSUMERS__SINKS__POSTGRES__URL", &db.url)
-        .env(
-            "VIGIE__TELEMETRY__LISTEN",
-            format!("127.0.0.1:{}", free_port()),
-        )
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn_reaped();
+    let sink = postgres_sink(
+        &b.bootstrap,
+        &scores,
+        &unique_name("pg"),
+        &db.url,
+        free_port(),
+    )
+    .spawn_reaped();
     let pool = db.pool().await;
     wait_for("scores stored", Duration::from_secs(60), || {
         let pool = pool.clone();

@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{Reaped, SpawnReaped, count_writes, free_port, metric, produce_sample, vigie, writes};
+use common::{
+    Reaped, SpawnReaped, count_writes, free_port, metric, postgres_sink, produce_sample, writes,
+};
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -26,11 +28,7 @@ async fn loaded_topic(bootstrap: &str) -> String {
 }
 
 fn start_sink(bootstrap: &str, topic: &str, group: &str, db: &TestDb, port: u16) -> Reaped {
-    vigie()
-        .args([
-            "consume", "--sink", "postgres", "--group", group, "--topic", topic,
-        ])
-        .env("VIGIE__KAFKA__BROKERS", bootstrap)
+    postgres_sink(bootstrap, topic, group, &db.url, port)
         .env("VIGIE__KAFKA__CONSUMER__BATCH_MAX_RECORDS", "1000")
         .env(
             "VIGIE__KAFKA__CONSUMER__SESSION_TIMEOUT_MS",
@@ -42,10 +40,6 @@ fn start_sink(bootstrap: &str, topic: &str, group: &str, db: &TestDb, port: u16)
             MAX_POLL_INTERVAL.as_millis().to_string(),
         )
         .env("VIGIE__KAFKA__CONSUMER__LAG_INTERVAL_MS", "0")
-        .env("VIGIE__CONSUMERS__SINKS__POSTGRES__URL", &db.url)
-        .env("VIGIE__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn_reaped()
 }

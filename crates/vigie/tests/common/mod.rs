@@ -141,3 +141,28 @@ impl SpawnReaped for Command {
         Reaped(self.spawn().expect("spawn a test process"))
     }
 }
+
+/// `vigie consume --sink postgres` of `topic` into the database at `db_url`,
+/// with `/metrics` on `port`, quiet: each test adds what it needs.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all use it"
+)]
+pub(crate) fn postgres_sink(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    db_url: &str,
+    port: u16,
+) -> Command {
+    let mut c = vigie();
+    c.args([
+        "consume", "--sink", "postgres", "--group", group, "--topic", topic,
+    ])
+    .env("VIGIE__KAFKA__BROKERS", bootstrap)
+    .env("VIGIE__CONSUMERS__SINKS__POSTGRES__URL", db_url)
+    .env("VIGIE__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
+    .env("RUST_LOG", "warn")
+    .stdout(std::process::Stdio::null());
+    c
+}
