@@ -10,7 +10,9 @@ use vigie_consumers::sinks::blackhole::Blackhole;
 use vigie_consumers::{ConsumerMetrics, Runtime};
 use vigie_core::SchemaRegistry;
 use vigie_kafka::{ConsumerConfig, KafkaMetrics, ProducerConfig};
-use vigie_testkit::{broker, create_topic_and_dlq, produce_raw, read_topic, unique_name, wait_for};
+use vigie_testkit::{
+    broker, create_topic, create_topic_with, produce_raw, read_topic, unique_name, wait_for,
+};
 
 fn case_envelope(i: usize) -> String {
     serde_json::json!({
@@ -48,10 +50,13 @@ fn case_envelope(i: usize) -> String {
 async fn poison_goes_to_the_dlq_with_reason_and_origin_and_the_stream_goes_on() {
     let b = broker();
     let topic = unique_name("health.case.v1");
-    create_topic_and_dlq(&b.bootstrap, &topic, 2).await;
+    // The topic takes records of up to 4 MiB, its dead-letter twin only
+    // the broker's default of 1 MiB.
+    create_topic_with(&b.bootstrap, &topic, 2, &[("max.message.bytes", "4194304")]).await;
+    create_topic(&b.bootstrap, &vigie_kafka::dlq_topic(&topic), 2).await;
 
     let mut oversized: serde_json::Value = serde_json::from_str(&case_envelope(9999)).unwrap();
-    oversized["data"]["res_county"] = "X".repeat(8_000).into();
+    oversized["data"]["res_county"] = "X".repeat(2_000_000).into();
     let poison: Vec<(&str, Vec<u8>)> = vec![
         ("invalid_json", b"{\"id\": \"truncated".to_vec()),
         (
@@ -190,7 +195,25 @@ async fn poison_goes_to_the_dlq_with_reason_and_origin_and_the_stream_goes_on() 
                 by_reason.keys()
             )
         });
-        assert_eq!(value, original, "{reason}: original bytes unchanged");
+        if *reason == "oversized" {
+            // Cut to fit the dead-letter topic, with the whole one's size
+            // and digest.
+            assert_eq!(value.len(), vigie_kafka::dlq::DLQ_MAX_VALUE_BYTES);
+            assert_eq!(value[..], original[..value.len()], "the value's start");
+            assert_eq!(h["vigie.dlq.original.size"], original.len().to_string());
+            use sha2::Digest;
+            let sha: String = sha2::Sha256::digest(original)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(h["vigie.dlq.original.sha256"], sha);
+        } else {
+            assert_eq!(value, original, "{reason}: original bytes unchanged");
+            assert!(
+                !h.contains_key("vigie.dlq.original.size"),
+                "{reason}: not cut"
+            );
+        }
         assert_eq!(key.as_deref(), Some(&b"k0"[..]), "{reason}: key kept");
         assert_eq!(h["vigie.dlq.origin.topic"], topic);
         assert_eq!(h["vigie.dlq.stage"], "validate");

@@ -461,3 +461,80 @@ async fn a_newer_version_of_an_id_wins_and_an_older_one_does_not_overwrite() {
     );
     assert!(refused.0.is_empty());
 }
+
+/// Collects what a sink refuses, in place of the DLQ.
+#[derive(Default)]
+struct Collect(Vec<vigie_consumers::Rejected>);
+
+#[async_trait::async_trait]
+impl vigie_consumers::Rejects for Collect {
+    async fn publish(
+        &mut self,
+        rejected: &[vigie_consumers::Rejected],
+    ) -> Result<(), vigie_consumers::SinkError> {
+        self.0.extend_from_slice(rejected);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn values_postgresql_refuses_are_isolated_row_by_row_and_never_fatal() {
+    // Edge validation refuses these; the sink is the last line, for what
+    // validation does not foresee. Events built in code skip validation.
+    let db = TestDb::create().await;
+    let mut s = sink(&db).await;
+    let g = CaseGenerator::new(CaseGenConfig::default()).unwrap();
+    let mut events: Vec<vigie_core::Event> = (0..40)
+        .map(|i| vigie_core::Event::Case(vigie_simulator::case_envelope(&g, i, Utc::now())))
+        .collect();
+    // Row 7: year 0, which PostgreSQL has not (22008); row 23: a NUL
+    // character, which no text column holds (22021).
+    let vigie_core::Event::Case(e) = &mut events[7] else {
+        unreachable!()
+    };
+    e.data.case_month = vigie_core::health::CaseMonth::new(0, 1).unwrap();
+    let vigie_core::Event::Case(e) = &mut events[23] else {
+        unreachable!()
+    };
+    e.data.res_county = Some("Nul\u{0}County".into());
+    let accepted: Vec<vigie_consumers::Accepted> = events
+        .into_iter()
+        .enumerate()
+        .map(|(index, event)| vigie_consumers::Accepted {
+            index,
+            partition: 0,
+            event,
+        })
+        .collect();
+    let next_offsets = BTreeMap::from([(("t".to_owned(), 0), 40)]);
+    let ctx = vigie_consumers::BatchContext {
+        group: "g",
+        next_offsets: &next_offsets,
+    };
+    let mut refused = Collect::default();
+    let written = s
+        .write(&accepted, &ctx, &mut refused)
+        .await
+        .expect("not fatal");
+    assert_eq!(written, 38);
+    let mut got: Vec<(usize, &str)> = refused.0.iter().map(|r| (r.index, r.reason)).collect();
+    got.sort();
+    assert_eq!(got, [(7, "data_exception"), (23, "data_exception")]);
+    assert!(
+        refused.0.iter().any(|r| r.error.contains("out of range")),
+        "{:?}",
+        refused.0
+    );
+    let pool = db.pool().await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM health_case")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 38);
+    let stored: i64 =
+        sqlx::query_scalar("SELECT next_offset FROM sink_offsets WHERE consumer_group = 'g'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, 40, "the batch's offsets are stored with its rows");
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use vigie_kafka::dlq::{H_ERROR, H_REASON, H_STAGE, H_URL};
+use vigie_kafka::dlq::{FittedValue, H_ERROR, H_REASON, H_STAGE, H_URL};
 use vigie_kafka::{EventProducer, KafkaError, OutRecord, Pipeline, dlq_topic};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
@@ -81,7 +81,7 @@ impl SourceRunner {
     /// the checkpoint after it. Checkpoints are therefore saved in poll
     /// order, each once everything before it is acknowledged; the broker
     /// never waits for the next page to be mapped, nor the mapping for the
-    /// previous page's acknowledgements. At most [`Self::AHEAD`] polls wait
+    /// previous page's acknowledgements. At most `Self::AHEAD` polls wait
     /// between two stages.
     pub async fn run(
         &self,
@@ -238,17 +238,20 @@ impl SourceRunner {
             let dlq = dlq_topic(topic);
             let stage = format!("source:{name}");
             for r in &rejects {
+                let value = FittedValue::new(&r.raw);
+                let mut headers = vec![
+                    (H_REASON, r.reason.as_bytes()),
+                    (H_ERROR, r.error.as_bytes()),
+                    (H_STAGE, stage.as_bytes()),
+                    (H_URL, r.url.as_bytes()),
+                ];
+                headers.extend(value.headers());
                 pipeline
                     .push(OutRecord {
                         topic: &dlq,
                         key: None,
-                        payload: &r.raw,
-                        headers: &[
-                            (H_REASON, r.reason.as_bytes()),
-                            (H_ERROR, r.error.as_bytes()),
-                            (H_STAGE, stage.as_bytes()),
-                            (H_URL, r.url.as_bytes()),
-                        ],
+                        payload: value.value,
+                        headers: &headers,
                         timestamp_ms: None,
                     })
                     .await?;

@@ -115,5 +115,82 @@ impl SchemaRegistry {
             }
             Ok(event) => Ok(event),
         }
+        .and_then(|event| match unstorable(bytes, &event) {
+            None => Ok(event),
+            Some(violation) => Err(ValidationError::Unstorable {
+                schema: event.schema().to_owned(),
+                version: event.schema_version(),
+                violation,
+            }),
+        })
     }
+}
+
+/// Years a stored date may have: PostgreSQL has no year 0 and ISO 8601
+/// text has four digits.
+const STORABLE_YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
+
+/// A value of a valid event that no store can keep, if any: a NUL
+/// character in any string (JSON can only spell it `\u0000`; no text
+/// column holds it), or a date outside [`STORABLE_YEARS`].
+fn unstorable(bytes: &[u8], event: &Event) -> Option<Violation> {
+    if let Some(at) = nul_escape(bytes) {
+        return Some(Violation {
+            pointer: String::new(),
+            message: format!(
+                "a string holds a NUL character (\\u0000 at byte {at}), which no text column can store"
+            ),
+        });
+    }
+    let date = |pointer: &str, year: i32, text: &dyn std::fmt::Display| {
+        (!STORABLE_YEARS.contains(&year)).then(|| Violation {
+            pointer: pointer.to_owned(),
+            message: format!(
+                "{text} is outside the storable years {}..={}",
+                STORABLE_YEARS.start(),
+                STORABLE_YEARS.end()
+            ),
+        })
+    };
+    use chrono::Datelike;
+    let envelope =
+        each!(event, e => [("/occurred_at", e.occurred_at), ("/ingested_at", e.ingested_at)]);
+    for (pointer, t) in envelope {
+        if let Some(v) = date(pointer, t.year(), &t.to_rfc3339()) {
+            return Some(v);
+        }
+    }
+    match event {
+        Event::Case(e) => {
+            let m = e.data.case_month;
+            date("/data/case_month", m.year().into(), &m)
+        }
+        Event::CountryDay(e) => {
+            let d = e.data.date_reported;
+            date("/data/date_reported", d.year(), &d)
+        }
+        Event::OutbreakNews(e) => {
+            let d = e.data.published_on;
+            date("/data/published_on", d.year(), &d)
+        }
+        Event::CaseScore(e) => {
+            let t = e.data.scored_at;
+            date("/data/scored_at", t.year(), &t.to_rfc3339())
+        }
+        Event::Other(_) => None,
+    }
+}
+
+/// The byte position of the first `\u0000` escape in JSON text: a `\`
+/// that is not itself escaped, then `u0000`.
+fn nul_escape(bytes: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = memchr::memmem::find(&bytes[from..], b"u0000").map(|i| i + from) {
+        let backslashes = bytes[..i].iter().rev().take_while(|b| **b == b'\\').count();
+        if backslashes % 2 == 1 {
+            return Some(i - 1);
+        }
+        from = i + 1;
+    }
+    None
 }

@@ -126,19 +126,23 @@ pub enum ValidationErrorKind {
     UnknownSchema,
     /// The payload does not satisfy its schema.
     SchemaViolation,
+    /// The event is valid but holds a value no store can keep: a NUL
+    /// character in a string, or a date outside years 1 to 9999.
+    Unstorable,
 }
 
 impl ValidationErrorKind {
     /// Every kind, e.g. to pre-register metric label values.
-    pub const ALL: [ValidationErrorKind; 4] = [
+    pub const ALL: [ValidationErrorKind; 5] = [
         Self::InvalidJson,
         Self::EnvelopeViolation,
         Self::UnknownSchema,
         Self::SchemaViolation,
+        Self::Unstorable,
     ];
 
-    /// Stable label: `invalid_json`, `envelope_violation`, `unknown_schema`
-    /// or `schema_violation`. Dashboards and dead-letter consumers depend on
+    /// Stable label: `invalid_json`, `envelope_violation`, `unknown_schema`,
+    /// `schema_violation` or `unstorable`. Dashboards and dead-letter consumers depend on
     /// these; do not rename them.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -146,6 +150,7 @@ impl ValidationErrorKind {
             Self::EnvelopeViolation => "envelope_violation",
             Self::UnknownSchema => "unknown_schema",
             Self::SchemaViolation => "schema_violation",
+            Self::Unstorable => "unstorable",
         }
     }
 }
@@ -224,6 +229,16 @@ pub enum ValidationError {
         /// Version from the envelope.
         version: u32,
     },
+    /// The event is valid, but a value in it cannot be stored.
+    #[error("schema {schema} v{version}: {violation}")]
+    Unstorable {
+        /// Schema name from the envelope.
+        schema: String,
+        /// Version from the envelope.
+        version: u32,
+        /// The value and why no store can keep it.
+        violation: Violation,
+    },
     /// The payload does not satisfy its schema.
     #[error("schema {schema} v{version}: {}", ViolationList(.violations, *.truncated))]
     SchemaViolation {
@@ -246,6 +261,7 @@ impl ValidationError {
             Self::EnvelopeViolation { .. } => ValidationErrorKind::EnvelopeViolation,
             Self::UnknownSchema { .. } => ValidationErrorKind::UnknownSchema,
             Self::SchemaViolation { .. } => ValidationErrorKind::SchemaViolation,
+            Self::Unstorable { .. } => ValidationErrorKind::Unstorable,
         }
     }
 
@@ -254,6 +270,7 @@ impl ValidationError {
         match self {
             Self::EnvelopeViolation { violations, .. }
             | Self::SchemaViolation { violations, .. } => violations,
+            Self::Unstorable { violation, .. } => std::slice::from_ref(violation),
             Self::InvalidJson { .. } | Self::UnknownSchema { .. } => &[],
         }
     }
@@ -460,7 +477,8 @@ mod tests {
                 "invalid_json",
                 "envelope_violation",
                 "unknown_schema",
-                "schema_violation"
+                "schema_violation",
+                "unstorable"
             ]
         );
     }

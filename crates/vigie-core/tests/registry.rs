@@ -234,3 +234,47 @@ fn registry_is_shareable() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<SchemaRegistry>();
 }
+
+fn parse(message: &Value) -> Result<vigie_core::Event, ValidationError> {
+    registry().parse(&serde_json::to_vec(message).unwrap())
+}
+
+#[test]
+fn a_nul_character_is_refused_as_unstorable_and_an_escaped_backslash_is_not_one() {
+    let mut message = good_message();
+    message["data"]["res_county"] = json!("Los\u{0}Angeles");
+    let err = parse(&message).unwrap_err();
+    assert_eq!(err.kind(), ValidationErrorKind::Unstorable, "{err}");
+    assert!(err.to_string().contains("NUL character"), "{err}");
+    // `\\u0000` is a backslash followed by the text `u0000`: storable.
+    message["data"]["res_county"] = json!("Los\\u0000Angeles");
+    let text = serde_json::to_string(&message).unwrap();
+    assert!(text.contains(r"Los\\u0000Angeles"), "{text}");
+    let vigie_core::Event::Case(case) = registry().parse(text.as_bytes()).expect("storable") else {
+        panic!("a case")
+    };
+    assert_eq!(case.data.res_county.as_deref(), Some(r"Los\u0000Angeles"));
+}
+
+#[test]
+fn dates_outside_years_1_to_9999_are_refused_as_unstorable_naming_the_field() {
+    for (pointer, value) in [
+        ("/data/case_month", json!("0000-01")),
+        ("/occurred_at", json!("0000-12-31T00:00:00Z")),
+        ("/ingested_at", json!("0000-01-01T00:00:00Z")),
+    ] {
+        let mut message = good_message();
+        *message.pointer_mut(pointer).unwrap() = value.clone();
+        let err = parse(&message).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ValidationErrorKind::Unstorable,
+            "{value}: {err}"
+        );
+        assert_eq!(err.violations()[0].pointer, pointer, "{err}");
+        assert!(err.to_string().contains("storable years 1..=9999"), "{err}");
+    }
+    let mut message = good_message();
+    message["data"]["case_month"] = json!("0001-01");
+    parse(&message).expect("year 1 is storable");
+}

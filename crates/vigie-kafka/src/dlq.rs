@@ -1,6 +1,6 @@
-//! Dead-letter publishing: what cannot be processed goes, bytes unchanged,
-//! to the `<topic>.dlq` twin of its topic, with why and where it came from
-//! in headers.
+//! Dead-letter publishing: what cannot be processed goes, bytes unchanged
+//! (up to [`DLQ_MAX_VALUE_BYTES`]), to the `<topic>.dlq` twin of its topic,
+//! with why and where it came from in headers.
 
 use crate::error::KafkaError;
 use crate::metrics::KafkaMetrics;
@@ -22,6 +22,64 @@ pub const H_OFFSET: &str = "vigie.dlq.origin.offset";
 /// Header: the upstream URL, for a row a producer could not map (producer
 /// dead letters carry it instead of topic, partition and offset).
 pub const H_URL: &str = "vigie.dlq.origin.url";
+
+/// Header, on a dead letter whose value was cut to [`DLQ_MAX_VALUE_BYTES`]:
+/// the size of the whole original value, in bytes.
+pub const H_ORIGINAL_SIZE: &str = "vigie.dlq.original.size";
+/// Header, with [`H_ORIGINAL_SIZE`]: the SHA-256 of the whole original
+/// value, in lower-case hex.
+pub const H_ORIGINAL_SHA256: &str = "vigie.dlq.original.sha256";
+
+/// The most of a refused value a dead letter carries. A longer value (a
+/// record refused as oversized, a huge upstream page) is cut to its first
+/// `DLQ_MAX_VALUE_BYTES`, so that its dead letter fits any broker's
+/// message size limit; its size and digest go in headers, and its origin
+/// headers still locate the original.
+pub const DLQ_MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// A refused value as a dead letter carries it: whole, or cut to
+/// [`DLQ_MAX_VALUE_BYTES`] with [`H_ORIGINAL_SIZE`] and
+/// [`H_ORIGINAL_SHA256`] headers.
+#[derive(Debug)]
+pub struct FittedValue<'a> {
+    /// The value, or its first [`DLQ_MAX_VALUE_BYTES`].
+    pub value: &'a [u8],
+    /// For a cut value: the size and SHA-256 of the whole, as header values.
+    pub original: Option<(String, String)>,
+}
+
+impl<'a> FittedValue<'a> {
+    /// Fits `value` into a dead letter.
+    pub fn new(value: &'a [u8]) -> Self {
+        if value.len() <= DLQ_MAX_VALUE_BYTES {
+            return Self {
+                value,
+                original: None,
+            };
+        }
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(value);
+        let hex = digest.iter().fold(String::with_capacity(64), |mut s, b| {
+            use std::fmt::Write;
+            let _ = write!(s, "{b:02x}");
+            s
+        });
+        Self {
+            value: &value[..DLQ_MAX_VALUE_BYTES],
+            original: Some((value.len().to_string(), hex)),
+        }
+    }
+
+    /// The headers telling a cut value's original size and digest, if cut.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.original.iter().flat_map(|(size, sha)| {
+            [
+                (H_ORIGINAL_SIZE, size.as_bytes()),
+                (H_ORIGINAL_SHA256, sha.as_bytes()),
+            ]
+        })
+    }
+}
 
 /// The dead-letter topic of `topic`.
 pub fn dlq_topic(topic: &str) -> String {
@@ -60,17 +118,19 @@ impl<'p> DlqPublisher<'p> {
         if letters.is_empty() {
             return Ok(());
         }
-        struct Owned {
+        struct Owned<'v> {
             topic: String,
             partition: String,
             offset: String,
+            value: FittedValue<'v>,
         }
-        let owned: Vec<Owned> = letters
+        let owned: Vec<Owned<'_>> = letters
             .iter()
             .map(|l| Owned {
                 topic: dlq_topic(&l.record.topic),
                 partition: l.record.partition.to_string(),
                 offset: l.record.offset.to_string(),
+                value: FittedValue::new(l.record.payload.as_deref().unwrap_or_default()),
             })
             .collect();
         let headers: Vec<Vec<(&str, &[u8])>> = letters
@@ -85,6 +145,7 @@ impl<'p> DlqPublisher<'p> {
                     (H_PARTITION, o.partition.as_bytes()),
                     (H_OFFSET, o.offset.as_bytes()),
                 ];
+                h.extend(o.value.headers());
                 // The original headers follow, unchanged.
                 h.extend(
                     l.record
@@ -102,7 +163,7 @@ impl<'p> DlqPublisher<'p> {
             records.push(OutRecord {
                 topic: &o.topic,
                 key: l.record.key.as_deref(),
-                payload: l.record.payload.as_deref().unwrap_or_default(),
+                payload: o.value.value,
                 headers: h,
                 timestamp_ms: l.record.timestamp_ms,
             });

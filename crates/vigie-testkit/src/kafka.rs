@@ -18,13 +18,28 @@ pub fn unique_name(prefix: &str) -> String {
 
 /// Creates `topic` with `partitions` partitions (error if it exists).
 pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    create_topic_with(bootstrap, topic, partitions, &[]).await;
+}
+
+/// Creates `topic` with `partitions` partitions and topic `configs`, such
+/// as `("max.message.bytes", "4194304")` (error if it exists).
+pub async fn create_topic_with(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .expect("admin client");
+    let new = configs.iter().fold(
+        NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+        |t, (k, v)| t.set(k, v),
+    );
     let res = admin
         .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &[new],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
         )
         .await

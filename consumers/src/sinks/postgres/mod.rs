@@ -9,9 +9,10 @@
 //! none of a group's ids is stored yet, the rows are copied straight into
 //! the target table instead (the common case of fresh data). On assignment the
 //! runtime starts each partition from `sink_offsets`, so a crash at any
-//! point leaves every event stored once. A row that violates a constraint
-//! is isolated by splitting its range under savepoints and sent to the DLQ
-//! before the commit; the rest of the batch commits.
+//! point leaves every event stored once. A row PostgreSQL refuses (a
+//! constraint, or a value out of a column's range or encoding: SQLSTATE
+//! classes 23 and 22) is isolated by splitting its range under savepoints
+//! and sent to the DLQ before the commit; the rest of the batch commits.
 
 mod csv;
 pub mod migrate;
@@ -80,8 +81,11 @@ impl Default for PostgresConfig {
     }
 }
 
-/// Reason code of a row refused by a database constraint.
+/// Reason code of a row refused by a database constraint (SQLSTATE class 23).
 pub const REASON_CONSTRAINT: &str = "constraint_violation";
+/// Reason code of a row whose value PostgreSQL refused (SQLSTATE class 22:
+/// out of range, bad encoding), which edge validation did not foresee.
+pub const REASON_DATA: &str = "data_exception";
 /// Reason code of an event whose schema this sink does not store.
 pub const REASON_UNSUPPORTED: &str = "unsupported_schema";
 
@@ -118,15 +122,33 @@ fn is_transient(e: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|c| {
-            // serialization failure, deadlock, connection exceptions, shutdown.
-            c == "40001" || c == "40P01" || c.starts_with("08") || c.starts_with("57P")
+            // serialization failure, deadlock, connection exceptions,
+            // shutdown, too many connections (common right after a restart).
+            c == "40001"
+                || c == "40P01"
+                || c == "53300"
+                || c.starts_with("08")
+                || c.starts_with("57P")
         }),
         _ => false,
     }
 }
 
-fn is_constraint(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("23")))
+/// True for an error that one row's values cause: data exceptions (class
+/// 22: a value out of range, a bad encoding) and integrity constraint
+/// violations (class 23). Such a row is isolated and dead-lettered, never
+/// fatal to its batch.
+fn is_row_error(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db)
+        if db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23")))
+}
+
+/// The dead-letter reason of a row error ([`is_row_error`]).
+fn row_reason(e: &sqlx::Error) -> &'static str {
+    match e {
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => REASON_DATA,
+        _ => REASON_CONSTRAINT,
+    }
 }
 
 fn classify(e: sqlx::Error) -> SinkError {
@@ -186,22 +208,23 @@ impl PostgresSink {
             // Staged path: built only now, as most batches go direct.
             let index = &st.index;
             let mut csv = Vec::with_capacity(st.events.len() * 256);
+            // `ends[rn]`: where row `rn`'s line ends in `csv`.
+            let mut ends = Vec::with_capacity(st.events.len());
             for (rn, event) in st.events.iter().enumerate() {
                 stage_row(rn, event, &mut csv);
+                ends.push(csv.len());
             }
             sqlx::raw_sql(target.stage_ddl())
                 .execute(&mut *tx)
                 .await
                 .map_err(classify)?;
-            let mut copy = tx.copy_in_raw(target.copy_sql()).await.map_err(classify)?;
-            copy.send(csv.as_slice()).await.map_err(classify)?;
-            copy.finish().await.map_err(classify)?;
             let mut bad = Vec::new();
+            stage_rows(&mut tx, *target, &csv, &ends, &mut bad).await?;
             load_range(&mut tx, *target, 0, index.len() as i32 - 1, &mut bad).await?;
-            for (rn, error) in bad {
+            for (rn, reason, error) in bad {
                 refused.push(Rejected {
                     index: index[rn as usize],
-                    reason: REASON_CONSTRAINT,
+                    reason,
                     error,
                 });
             }
@@ -292,7 +315,7 @@ async fn direct_load(
                 .map_err(classify)?;
             Ok(true)
         }
-        Err(e) if is_constraint(&e) => {
+        Err(e) if is_row_error(&e) => {
             sqlx::raw_sql("ROLLBACK TO SAVEPOINT direct_load")
                 .execute(&mut **tx)
                 .await
@@ -303,15 +326,69 @@ async fn direct_load(
     }
 }
 
+/// `COPY`s the staged rows (`csv`, row `rn` ending at `ends[rn]`) into
+/// the staging table. A row PostgreSQL refuses ([`is_row_error`]: a value
+/// out of a column's range, a bad encoding) is isolated by splitting the
+/// rows under savepoints until it is alone, and reported in `bad` as
+/// `(rn, reason, error)`; the other rows are staged.
+async fn stage_rows(
+    tx: &mut Transaction<'static, Postgres>,
+    target: Target,
+    csv: &[u8],
+    ends: &[usize],
+    bad: &mut Vec<(i32, &'static str, String)>,
+) -> Result<(), SinkError> {
+    let start = |rn: usize| if rn == 0 { 0 } else { ends[rn - 1] };
+    // Half-open row ranges; an explicit stack, as in `load_range`.
+    let mut ranges = vec![(0, ends.len())];
+    while let Some((lo, hi)) = ranges.pop() {
+        if lo >= hi {
+            continue;
+        }
+        sqlx::raw_sql("SAVEPOINT stage_rows")
+            .execute(&mut **tx)
+            .await
+            .map_err(classify)?;
+        let attempt = async {
+            let mut copy = tx.copy_in_raw(target.copy_sql()).await?;
+            copy.send(&csv[start(lo)..ends[hi - 1]]).await?;
+            copy.finish().await
+        };
+        match attempt.await {
+            Ok(_) => {
+                sqlx::raw_sql("RELEASE SAVEPOINT stage_rows")
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(classify)?;
+            }
+            Err(e) if is_row_error(&e) => {
+                sqlx::raw_sql("ROLLBACK TO SAVEPOINT stage_rows")
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(classify)?;
+                if hi - lo == 1 {
+                    bad.push((lo as i32, row_reason(&e), e.to_string()));
+                } else {
+                    let mid = lo + (hi - lo) / 2;
+                    ranges.push((mid, hi));
+                    ranges.push((lo, mid));
+                }
+            }
+            Err(e) => return Err(classify(e)),
+        }
+    }
+    Ok(())
+}
+
 /// Moves staged rows `lo..=hi` into the model; on a constraint violation,
 /// splits the range under savepoints until the offending rows are alone,
-/// and reports them in `bad` as `(rn, error)`.
+/// and reports them in `bad` as `(rn, reason, error)`.
 async fn load_range(
     tx: &mut Transaction<'static, Postgres>,
     target: Target,
     lo: i32,
     hi: i32,
-    bad: &mut Vec<(i32, String)>,
+    bad: &mut Vec<(i32, &'static str, String)>,
 ) -> Result<(), SinkError> {
     // An explicit stack instead of recursion: async recursion needs boxing.
     let mut ranges = vec![(lo, hi)];
@@ -342,13 +419,13 @@ async fn load_range(
                     .await
                     .map_err(classify)?;
             }
-            Some(e) if is_constraint(&e) => {
+            Some(e) if is_row_error(&e) => {
                 sqlx::raw_sql("ROLLBACK TO SAVEPOINT load_range")
                     .execute(&mut **tx)
                     .await
                     .map_err(classify)?;
                 if lo == hi {
-                    bad.push((lo, e.to_string()));
+                    bad.push((lo, row_reason(&e), e.to_string()));
                 } else {
                     let mid = lo + (hi - lo) / 2;
                     ranges.push((mid + 1, hi));
