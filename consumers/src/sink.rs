@@ -58,6 +58,12 @@ pub enum SinkError {
     /// Retrying cannot help: the component stops without committing.
     #[error("fatal sink error: {0}")]
     Fatal(String),
+    /// The store holds a later offset than the batch's for one of its
+    /// partitions: another member took the partition over while this one
+    /// was writing. Nothing of the batch was written; the runtime reads the
+    /// stored offsets again instead of committing.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 /// Where a consumer writes its events.

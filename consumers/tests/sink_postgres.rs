@@ -378,6 +378,39 @@ async fn stored_offsets_past_the_end_of_a_recreated_topic_stop_the_run_with_a_cl
     assert_eq!(rows, 0, "nothing written past the check");
 }
 
+#[tokio::test]
+async fn a_partition_the_store_has_no_offset_for_starts_at_the_reset_point_not_at_kafkas_commit() {
+    // Kafka holds a committed offset for the group, the store none (a new
+    // database): the store decides, so every record is read and stored.
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    let b = broker();
+    let db = TestDb::create().await;
+    let topic = unique_name("health.resume.v1");
+    let group = unique_name("g");
+    create_topic(&b.bootstrap, &topic, 1).await;
+    let input: Vec<RawInput> = cases(5, 20)
+        .into_iter()
+        .map(|(k, v)| (k.into_bytes(), v.into_bytes(), vec![]))
+        .collect();
+    produce_raw(&b.bootstrap, &topic, &input).await;
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &b.bootstrap)
+        .set("group.id", &group)
+        .create()
+        .unwrap();
+    let mut committed = rdkafka::TopicPartitionList::new();
+    committed
+        .add_partition_offset(&topic, 0, rdkafka::Offset::Offset(15))
+        .unwrap();
+    c.commit(&committed, CommitMode::Sync).unwrap();
+    drop(c);
+    let summary = run_until(&b.bootstrap, &topic, &group, &db, |_| async {}, 20).await;
+    assert_eq!(
+        summary.written, 20,
+        "every record, not the 5 past Kafka's commit"
+    );
+}
+
 /// Collects what the sink refuses (no broker involved).
 #[derive(Default)]
 struct Refused(Vec<vigie_consumers::Rejected>);
@@ -462,21 +495,6 @@ async fn a_newer_version_of_an_id_wins_and_an_older_one_does_not_overwrite() {
     assert!(refused.0.is_empty());
 }
 
-/// Collects what a sink refuses, in place of the DLQ.
-#[derive(Default)]
-struct Collect(Vec<vigie_consumers::Rejected>);
-
-#[async_trait::async_trait]
-impl vigie_consumers::Rejects for Collect {
-    async fn publish(
-        &mut self,
-        rejected: &[vigie_consumers::Rejected],
-    ) -> Result<(), vigie_consumers::SinkError> {
-        self.0.extend_from_slice(rejected);
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn values_postgresql_refuses_are_isolated_row_by_row_and_never_fatal() {
     // Edge validation refuses these; the sink is the last line, for what
@@ -511,7 +529,7 @@ async fn values_postgresql_refuses_are_isolated_row_by_row_and_never_fatal() {
         group: "g",
         next_offsets: &next_offsets,
     };
-    let mut refused = Collect::default();
+    let mut refused = Refused::default();
     let written = s
         .write(&accepted, &ctx, &mut refused)
         .await
@@ -537,4 +555,70 @@ async fn values_postgresql_refuses_are_isolated_row_by_row_and_never_fatal() {
             .await
             .unwrap();
     assert_eq!(stored, 40, "the batch's offsets are stored with its rows");
+}
+
+#[tokio::test]
+async fn a_stale_writer_is_fenced_and_stored_offsets_never_go_backwards() {
+    let db = TestDb::create().await;
+    let mut s = sink(&db).await;
+    let g = CaseGenerator::new(CaseGenConfig::default()).unwrap();
+    let batch = |from: u64, n: u64| -> Vec<vigie_consumers::Accepted> {
+        (from..from + n)
+            .map(|i| vigie_consumers::Accepted {
+                index: (i - from) as usize,
+                partition: 0,
+                event: vigie_core::Event::Case(vigie_simulator::case_envelope(&g, i, Utc::now())),
+            })
+            .collect()
+    };
+    let write = |next: i64| BTreeMap::from([(("t".to_owned(), 0), next)]);
+    // The new owner has stored up to 50; the stale member then writes a
+    // batch that ends at 40, with partition 2's offset in the same
+    // transaction (lanes split partitions modulo `parallelism`, 2).
+    let ahead = write(50);
+    let ctx = vigie_consumers::BatchContext {
+        group: "g",
+        next_offsets: &ahead,
+    };
+    let mut refused = Refused::default();
+    assert_eq!(
+        s.write(&batch(0, 10), &ctx, &mut refused).await.unwrap(),
+        10
+    );
+    let mut stale = write(40);
+    stale.insert(("t".to_owned(), 2), 7);
+    let ctx = vigie_consumers::BatchContext {
+        group: "g",
+        next_offsets: &stale,
+    };
+    let err = s
+        .write(&batch(100, 5), &ctx, &mut refused)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, vigie_consumers::SinkError::Fenced(_)),
+        "{err}"
+    );
+    let pool = db.pool().await;
+    let stored: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT partition, next_offset FROM sink_offsets WHERE consumer_group = 'g' ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, [(0, 50)], "nothing of the fenced batch stored");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM health_case")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 10, "the fenced batch's rows rolled back");
+    // Moving on (or staying put) is allowed.
+    let same = write(50);
+    let ctx = vigie_consumers::BatchContext {
+        group: "g",
+        next_offsets: &same,
+    };
+    s.write(&[], &ctx, &mut refused)
+        .await
+        .expect("an equal offset");
 }

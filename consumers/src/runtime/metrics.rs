@@ -19,6 +19,9 @@ pub struct ConsumerMetrics {
     pub batch_seconds: HistogramVec,
     /// Batch write retries, by component.
     pub retries: IntCounterVec,
+    /// Batches refused because the store holds later offsets (another
+    /// member took a partition over), by component.
+    pub fenced: IntCounterVec,
 }
 
 impl ConsumerMetrics {
@@ -46,7 +49,16 @@ impl ConsumerMetrics {
                 ),
                 &["component"],
             )?,
+            fenced: IntCounterVec::new(
+                Opts::new(
+                    "vigie_sink_fenced_batches_total",
+                    "Batches not written because the store held later offsets for one of their \
+                     partitions: a stale member, fenced.",
+                ),
+                &["component"],
+            )?,
         };
+        registry.register(Box::new(m.fenced.clone()))?;
         registry.register(Box::new(m.written.clone()))?;
         registry.register(Box::new(m.batch_seconds.clone()))?;
         registry.register(Box::new(m.retries.clone()))?;

@@ -263,7 +263,18 @@ impl Runtime {
                 }
             );
             ahead = next;
-            let (written, rejected) = step?;
+            let Some((written, rejected)) = step? else {
+                // Fenced: another member moved a partition of this batch
+                // on. Nothing was written; every assigned partition goes
+                // on from the store.
+                if let Some(applied) = applied.as_mut() {
+                    let mut in_flight = ahead.take().unwrap_or_default();
+                    self.resync(consumer, sink, shutdown, applied, &mut in_flight)
+                        .await?;
+                    ahead = (!in_flight.batch.is_empty()).then_some(in_flight);
+                }
+                continue;
+            };
             if let Some(applied) = applied.as_mut() {
                 applied.extend(checked.batch.next_offsets());
             }
@@ -280,7 +291,9 @@ impl Runtime {
     /// After a rebalance, for a sink that stores offsets: reads the stored
     /// offsets again into `applied` and seeks each assigned partition to
     /// its own, dropping from `checked` the in-flight records of the
-    /// partitions sought.
+    /// partitions sought. The store alone decides: a partition it holds no
+    /// offset for starts where `auto.offset.reset` points, never at the
+    /// group's offset committed in Kafka (which feeds only the lag).
     async fn resync(
         &self,
         consumer: &BatchConsumer,
@@ -294,17 +307,22 @@ impl Runtime {
             .await?
             .unwrap_or_default();
         for tp in consumer.assigned() {
-            if let Some(next) = applied.get(&tp) {
-                check_not_ahead(consumer, &tp, *next)?;
-                match consumer.seek(&tp, *next) {
-                    // The partition is read again from the stored
-                    // offset: its in-flight records go.
-                    Ok(()) => checked.retain(|r| r.topic != tp.0 || r.partition != tp.1),
-                    // Keep them: skipping what is applied (below)
-                    // still holds, and nothing is lost.
-                    Err(e) => {
-                        warn!(topic = %tp.0, partition = tp.1, offset = next, error = %e, "Seek to stored offset failed")
-                    }
+            let sought = match applied.get(&tp) {
+                Some(next) => {
+                    check_not_ahead(consumer, &tp, *next)?;
+                    consumer.seek(&tp, *next)
+                }
+                None => consumer.seek_to_reset(&tp),
+            };
+            match sought {
+                // The partition is read again from the stored offset (or
+                // the reset point): its in-flight records go.
+                Ok(()) => checked.retain(|r| r.topic != tp.0 || r.partition != tp.1),
+                // Keep them: skipping what is applied (in `consume`) still
+                // holds. A partition without a stored offset then goes on
+                // from Kafka's committed offset; the failure is logged.
+                Err(e) => {
+                    warn!(topic = %tp.0, partition = tp.1, stored = ?applied.get(&tp), error = %e, "Seek to the stored offset failed")
                 }
             }
         }
@@ -312,8 +330,9 @@ impl Runtime {
     }
 
     /// Dead-letters, writes and commits one checked batch; returns how many
-    /// events the sink wrote and how many it refused.
-    async fn apply(&self, args: Apply<'_>) -> Result<(usize, usize), RunError> {
+    /// events the sink wrote and how many it refused, or `None` when the
+    /// sink was fenced (nothing written, nothing committed).
+    async fn apply(&self, args: Apply<'_>) -> Result<Option<(usize, usize)>, RunError> {
         let Apply {
             checked,
             consumer,
@@ -354,6 +373,14 @@ impl Runtime {
             .await
         {
             Ok(n) => n,
+            Err(SinkError::Fenced(e)) => {
+                warn!(component = self.component, error = %e, "Batch fenced; reading the stored offsets again");
+                self.metrics
+                    .fenced
+                    .with_label_values(&[self.component])
+                    .inc();
+                return Ok(None);
+            }
             Err(e) => {
                 // Nothing of this batch is committed: a restart reads it again.
                 warn!(component = self.component, error = %e, "Sink failed; stopping without committing");
@@ -384,7 +411,7 @@ impl Runtime {
             .batch_seconds
             .with_label_values(&[self.component])
             .observe(started.elapsed().as_secs_f64());
-        Ok((written, rejects.published.len()))
+        Ok(Some((written, rejects.published.len())))
     }
 
     /// Logs and counts a transient sink failure, then waits `delay` (cut

@@ -204,6 +204,20 @@ impl BatchConsumer {
             .map_err(KafkaError::Client)
     }
 
+    /// Moves the next fetch of an assigned partition to where
+    /// `auto.offset.reset` points: its first record for `earliest` (the
+    /// default), past its last for `latest`.
+    pub fn seek_to_reset(&self, tp: &TopicPartition) -> Result<(), KafkaError> {
+        let to = if self.config.auto_offset_reset == "latest" {
+            Offset::End
+        } else {
+            Offset::Beginning
+        };
+        self.consumer
+            .seek(&tp.0, tp.1, to, Duration::from_secs(10))
+            .map_err(KafkaError::Client)
+    }
+
     /// The partition's high watermark: the offset after its last record.
     /// A blocking broker round trip, bounded by 10 s.
     pub fn high_watermark(&self, tp: &TopicPartition) -> Result<i64, KafkaError> {

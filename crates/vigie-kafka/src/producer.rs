@@ -54,7 +54,7 @@ impl Delivered {
 /// An idempotent producer with a bounded in-flight window.
 ///
 /// Delivery reports are not futures: the producer's polling thread hands
-/// each one to [`Deliveries`], which counts it against the [`Pipeline`] that
+/// each one to `Deliveries`, which counts it against the [`Pipeline`] that
 /// sent the record and wakes that pipeline only when what it waits for is
 /// reached.
 pub struct EventProducer {
@@ -386,7 +386,7 @@ impl Pipeline<'_> {
     const MAX_PENDING: u64 = 200_000;
 
     /// Enqueues one record; waits only when librdkafka's queue is full or
-    /// [`Self::MAX_PENDING`] records await acknowledgement.
+    /// `Self::MAX_PENDING` records await acknowledgement.
     pub async fn push(&mut self, r: OutRecord<'_>) -> Result<(), KafkaError> {
         let topic = self.topic_index(r.topic);
         if self.pushed - self.settled >= Self::MAX_PENDING {

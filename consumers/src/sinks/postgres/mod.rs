@@ -236,11 +236,15 @@ impl PostgresSink {
                 partitions.push(*p);
                 offsets.push(*o);
             }
-            sqlx::query(
+            // Fencing: a stored offset never goes backwards. A member that
+            // lost a partition while it wrote finds the new owner's later
+            // offset, updates nothing there, and rolls its batch back.
+            let stored = sqlx::query(
                 "INSERT INTO sink_offsets (consumer_group, topic, partition, next_offset, updated_at)
                  SELECT $1, t, p, o, now() FROM unnest($2::text[], $3::int[], $4::bigint[]) AS x(t, p, o)
                  ON CONFLICT (consumer_group, topic, partition)
-                 DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()",
+                 DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()
+                 WHERE sink_offsets.next_offset <= EXCLUDED.next_offset",
             )
             .bind(group)
             .bind(&topics)
@@ -248,7 +252,15 @@ impl PostgresSink {
             .bind(&offsets)
             .execute(&mut *tx)
             .await
-            .map_err(classify)?;
+            .map_err(classify)?
+            .rows_affected();
+            if stored < next_offsets.len() as u64 {
+                return Err(SinkError::Fenced(format!(
+                    "group {group}: the store holds later offsets than this batch's \
+                     {next_offsets:?} for {} of its partitions",
+                    next_offsets.len() as u64 - stored
+                )));
+            }
         }
         // Refused rows are safe in the DLQ before their batch commits.
         if !refused.is_empty() {
