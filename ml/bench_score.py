@@ -1,4 +1,4 @@
-"""Baseline of `vigie bench scorer`: Python onnxruntime scoring envelopes.
+"""Baseline of `scripts/bench scorer`: Python onnxruntime scoring envelopes.
 
     python3 ml/bench_score.py --model DIR --input events.ndjson --batch 512
 

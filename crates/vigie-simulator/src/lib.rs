@@ -49,6 +49,41 @@ pub fn case_envelope(
     Envelope::new(CDC_CASES_SOURCE, generator.row(index), ingested_at)
 }
 
+/// The sample case generator of `vigie produce --sample cases` and of the
+/// benchmarks: [`CaseGenConfig::default`] with `seed`.
+///
+/// # Panics
+///
+/// Never: the default settings are valid.
+pub fn case_generator(seed: u64) -> CaseGenerator {
+    CaseGenerator::new(CaseGenConfig {
+        seed,
+        ..CaseGenConfig::default()
+    })
+    .expect("the default generator settings are valid")
+}
+
+/// Case rows `range` of `generator` as serialized envelopes (see
+/// [`case_envelope`]), each with its partition key: the `(key, value)`
+/// records a producer sends. All share one `ingested_at`, now.
+///
+/// # Panics
+///
+/// If an envelope does not serialize, which a generated row always does.
+pub fn case_lines(
+    generator: &CaseGenerator,
+    range: std::ops::Range<u64>,
+) -> Vec<(String, Vec<u8>)> {
+    let now = Utc::now();
+    range
+        .map(|i| {
+            let env = case_envelope(generator, i, now);
+            let value = env.to_json_bytes().expect("an envelope serializes");
+            (env.partition_key(), value)
+        })
+        .collect()
+}
+
 /// The rows of day `day_index` of `generator` in their envelopes, source
 /// [`WHO_COVID_SOURCE`]. Like [`CountryDayGenerator::day`], this replays the
 /// days before it.

@@ -1,10 +1,8 @@
 //! `vigie`: the one binary of the Vigie platform. Each subcommand is a
 //! component (producer, consumer) or a tool (topics, lag, schemas, config,
-//! bench); the work is done by the library crates.
+//! simulate); the work is done by the library crates. The benchmarks are
+//! another binary, `vigie-bench`, which runs this one.
 
-mod bench;
-mod bench_scorer;
-mod bench_sink;
 mod commands;
 mod settings;
 
@@ -47,9 +45,6 @@ enum Command {
     /// The upstream simulator (seeded generators of the health sources).
     #[command(subcommand)]
     Simulate(commands::simulate::Cmd),
-    /// Run a benchmark side by side with its baseline and record the result.
-    #[command(subcommand)]
-    Bench(bench::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -69,7 +64,6 @@ fn main() -> ExitCode {
             Command::Schemas(c) => commands::schemas::run(c),
             Command::Config(c) => commands::config::run(config, c),
             Command::Simulate(c) => commands::simulate::run(config, c).await,
-            Command::Bench(c) => bench::run(config, c).await,
         }
     });
     match result {

@@ -89,12 +89,12 @@ async fn produce_sample(
     count: u64,
     seed: u64,
 ) -> anyhow::Result<u64> {
-    let generator = crate::bench::case_generator(seed);
+    let generator = vigie_simulator::case_generator(seed);
     let mut sent = 0u64;
     let mut start = 0u64;
     while start < count {
         let end = (start + CHUNK as u64).min(count);
-        let events = crate::bench::case_lines(&generator, start..end);
+        let events = vigie_simulator::case_lines(&generator, start..end);
         let records: Vec<OutRecord<'_>> = events
             .iter()
             .map(|(key, value)| OutRecord {

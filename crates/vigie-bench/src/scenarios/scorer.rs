@@ -1,31 +1,34 @@
-//! `vigie bench scorer`: the Rust scorer against Python onnxruntime on the
-//! same envelopes, batch for batch, JSON decoding and score events included
-//! on both sides, the broker excluded.
+//! `scorer`: the Rust scorer against Python onnxruntime on the same
+//! envelopes, batch for batch, JSON decoding and score events included on
+//! both sides, the broker excluded.
 
 use std::io::Write;
-use std::path::Path;
-use std::process::{Command, ExitCode};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use serde_json::json;
 use vigie_consumers::sinks::scorer::{FeatureSource, Model};
 use vigie_core::{CaseScore, Envelope, Event, SchemaRegistry};
+use vigie_simulator::case_generator;
 
-use crate::bench::{case_generator, median, record};
+use crate::common::{Bar, Common, median, ort_dylib, record};
 
-/// The library of the installed onnxruntime wheel, unless `ORT_DYLIB_PATH` says.
-pub(crate) fn ort_dylib() -> anyhow::Result<std::path::PathBuf> {
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
-        return Ok(p.into());
-    }
-    let out = Command::new("python3")
-        .args(["-c", "import onnxruntime, glob, os; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi', 'libonnxruntime.so*')))[0])"])
-        .output()?;
-    if !out.status.success() {
-        bail!("the onnxruntime wheel is not installed (scripts/setup installs it)");
-    }
-    Ok(String::from_utf8(out.stdout)?.trim().into())
+/// Options of `scorer`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Rows scored per run.
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) rows: u64,
+    /// Batch size on both sides.
+    #[arg(long, default_value_t = 512)]
+    pub(crate) batch: usize,
+    /// The model version directory.
+    #[arg(long, default_value = "models/hosp_risk/1.0.0")]
+    pub(crate) model: PathBuf,
+    #[command(flatten)]
+    pub(crate) common: Common,
 }
 
 /// One pass of the Rust scorer over `lines`; returns seconds.
@@ -77,13 +80,8 @@ fn rust_pass(
     Ok(start.elapsed().as_secs_f64())
 }
 
-pub(crate) fn run(
-    rows: u64,
-    batch: usize,
-    runs: usize,
-    model_dir: &Path,
-    docs: &Path,
-) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(a: &Args) -> anyhow::Result<()> {
+    let (rows, batch, runs, model_dir) = (a.rows, a.batch, a.common.runs, &a.model);
     let dir = tempfile::tempdir()?;
     let input = dir.path().join("events.ndjson");
     {
@@ -132,21 +130,19 @@ pub(crate) fn run(
     let vigie = rows as f64 / median(&mut rust.clone());
     let baseline = rows as f64 / median(&mut python.clone());
     record(
-        docs,
-        json!({
-            "name": "scorer_vs_python_onnxruntime",
-            "description": "score events from case envelopes (JSON decoding, feature encoding, ONNX Runtime run, score event JSON), broker excluded: Rust scorer vs Python onnxruntime, same rows, same batch size, same model and libonnxruntime",
-            "vigie": vigie.round(), "baseline": baseline.round(),
-            "ratio": (vigie / baseline * 1000.0).round() / 1000.0,
-            "unit": "rows/s", "higher_is_better": true,
-            "command": format!("scripts/bench scorer --rows {rows} --batch {batch} --runs {runs}"),
-            "date": chrono::Utc::now().format("%Y-%m-%d").to_string(),
-            "details": {"rows": rows, "batch": batch, "runs": runs, "vigie_seconds": rust, "python_seconds": python},
-        }),
+        &a.common.docs,
+        Bar::rate(
+            "scorer_vs_python_onnxruntime",
+            "score events from case envelopes (JSON decoding, feature encoding, ONNX Runtime run, score event JSON), broker excluded: Rust scorer vs Python onnxruntime, same rows, same batch size, same model and libonnxruntime",
+            (vigie, baseline),
+            "rows/s",
+            &format!("scripts/bench scorer --rows {rows} --batch {batch} --runs {runs}"),
+            json!({"rows": rows, "batch": batch, "runs": runs, "vigie_seconds": rust, "python_seconds": python}),
+        ),
     )?;
     println!(
         "vigie {vigie:.0} rows/s, python onnxruntime {baseline:.0} rows/s, ratio {:.2}",
         vigie / baseline
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

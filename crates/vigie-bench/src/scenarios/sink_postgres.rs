@@ -1,22 +1,38 @@
-//! `vigie bench sink-postgres`: the exactly-once PostgreSQL sink against
-//! two baselines on the same backlog and the same PostgreSQL server:
-//! `kcat -C | psql \copy` into a JSON staging table followed by the same
-//! upsert into `health_case` (what one would script by hand), and `psql
-//! \copy` of the final rows from a local file (the physical limit).
+//! `sink-postgres`: the exactly-once PostgreSQL sink, `vigie consume --sink
+//! postgres`, against two baselines on the same backlog and the same
+//! PostgreSQL server: `kcat -C | psql \copy` into a JSON staging table
+//! followed by the same upsert into `health_case` (what one would script by
+//! hand), and `psql \copy` of the final rows from a local file (the
+//! physical limit).
 
-use std::path::Path;
-use std::process::{Command, ExitCode, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::json;
 use sqlx::{Connection, Executor, PgConnection};
-use vigie_kafka::{EventProducer, KafkaMetrics, OutRecord, TopicSpec, ensure_topics};
+use vigie_kafka::{EventProducer, KafkaMetrics};
 
-use crate::bench::{case_generator, case_lines, median, record};
+use crate::common::{
+    BROKER, Bar, Consumer, Launch, Load, Vigie, create_topics, median, produce_backlog, record,
+};
 
-/// The broker `scripts/bench` starts, for the record.
-const BROKER: &str = "Apache Kafka 4.4.0, one KRaft node, 127.0.0.1";
+/// Options of `sink-postgres`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    pub(crate) load: Load,
+    /// The kcat to run.
+    #[arg(long, default_value = "scripts/kcat")]
+    pub(crate) kcat: PathBuf,
+    /// PostgreSQL admin URL (databases are created and dropped here).
+    #[arg(long, default_value = "postgres://postgres@localhost:5432/postgres")]
+    pub(crate) pg: String,
+    /// Record only the peak-RSS bar (for a large backlog).
+    #[arg(long)]
+    pub(crate) rss_only: bool,
+}
 
 /// The upsert the hand-made baseline runs after `\copy` (same target rows).
 const BASELINE_UPSERT: &str = r#"
@@ -41,6 +57,7 @@ ORDER BY (doc->>'id')::uuid
 ON CONFLICT (event_id) DO NOTHING;
 "#;
 
+/// A database of its own for one side of one run.
 struct Db {
     admin: String,
     name: String,
@@ -107,41 +124,32 @@ fn psql(url: &str, command: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Peak resident memory of a process, in MiB (`VmHWM`).
-pub(crate) fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
-}
-
 /// Runs the sink over the backlog; returns (seconds, peak RSS MiB, database).
 async fn run_vigie(
+    vigie: &Vigie,
     brokers: &str,
     topic: &str,
     events: u64,
     admin: &str,
 ) -> anyhow::Result<(f64, f64, Db)> {
     let db = Db::create(admin, "vigie").await?;
+    let logs = tempfile::tempdir()?;
+    let group = format!("bench-{}", db.name);
+    let env = [("VIGIE__CONSUMERS__SINKS__POSTGRES__URL", db.url())];
     let started = Instant::now();
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["consume", "--sink", "postgres", "--topic", topic])
-        .args(["--group", &format!("bench-{}", db.name)])
-        .env("VIGIE__KAFKA__BROKERS", brokers)
-        .env("VIGIE__KAFKA__CONSUMER__LAG_INTERVAL_MS", "0")
-        .env("VIGIE__CONSUMERS__SINKS__POSTGRES__URL", db.url())
-        .env("VIGIE__TELEMETRY__LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()?;
+    let mut c = Consumer::spawn(&Launch {
+        vigie,
+        brokers,
+        sink: "postgres",
+        topic,
+        group: &group,
+        port: 0,
+        env: &env,
+        logs: logs.path(),
+    })?;
     let mut peak = 0f64;
     loop {
-        peak = peak.max(peak_rss_mib(child.id()).unwrap_or(0.0));
+        peak = peak.max(c.peak_rss_mib());
         let done = db
             .scalar("SELECT coalesce(sum(next_offset), 0)::bigint FROM sink_offsets")
             .await
@@ -149,21 +157,16 @@ async fn run_vigie(
         if done as u64 >= events {
             break;
         }
-        if let Some(status) = child.try_wait()? {
-            bail!("the sink exited early: {status}");
-        }
+        c.check_alive()?;
         if started.elapsed() > Duration::from_secs(1800) {
-            let _ = child.kill();
+            let _ = c.child.kill();
             bail!("the sink did not drain the backlog in 30 minutes");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = started.elapsed().as_secs_f64();
-    peak = peak.max(peak_rss_mib(child.id()).unwrap_or(0.0));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()?;
-    child.wait()?;
+    peak = peak.max(c.peak_rss_mib());
+    c.stop()?;
     let rows = db.scalar("SELECT count(*) FROM health_case").await?;
     if rows as u64 != events {
         bail!("the sink stored {rows} rows of {events}");
@@ -171,69 +174,39 @@ async fn run_vigie(
     Ok((secs, peak, db))
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn run(
-    config: Option<&Path>,
-    events: u64,
-    partitions: i32,
-    runs: usize,
-    kcat: &Path,
-    docs: &Path,
-    admin: &str,
-    rss_only: bool,
-) -> anyhow::Result<ExitCode> {
-    let s = crate::commands::load(config)?;
+pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
+    let (events, partitions, runs) = (a.load.events, a.load.partitions, a.load.common.runs);
+    let (docs, kcat, admin) = (&a.load.common.docs, &a.kcat, a.pg.as_str());
+    let s = vigie.settings()?;
     let brokers = s.kafka.brokers.clone();
     let topic = format!("bench.sink.{}", chrono::Utc::now().format("%Y%m%d%H%M%S%f"));
-    let mut spec = TopicSpec::new(&topic, partitions);
-    spec.dlq = true;
-    ensure_topics(&brokers, &[spec]).await?;
-    let producer = EventProducer::new(&brokers, &s.producer(), KafkaMetrics::unregistered())?;
-    let generator = case_generator(7);
-    let mut start = 0;
-    while start < events {
-        let end = (start + 50_000).min(events);
-        let lines = case_lines(&generator, start..end);
-        producer
-            .send_all(lines.iter().map(|(k, v)| OutRecord {
-                topic: &topic,
-                key: Some(k.as_bytes()),
-                payload: v,
-                headers: &[],
-                timestamp_ms: None,
-            }))
-            .await?;
-        start = end;
-    }
+    create_topics(&brokers, &[&topic], partitions, true).await?;
+    let producer = EventProducer::new(&brokers, &s.kafka.producer, KafkaMetrics::unregistered())?;
+    produce_backlog(&producer, &topic, 7, events, |_| Ok(())).await?;
     eprintln!("backlog: {events} events in {topic} ({partitions} partitions)");
 
-    if rss_only {
-        let (secs, peak, db) = run_vigie(&brokers, &topic, events, admin).await?;
+    if a.rss_only {
+        let (secs, peak, db) = run_vigie(vigie, &brokers, &topic, events, admin).await?;
         db.drop_db().await?;
         eprintln!("drained {events} in {secs:.1} s, peak RSS {peak:.1} MiB");
         record(
             docs,
-            json!({
-                "name": format!("sink_postgres_peak_rss_{}k", events / 1000),
-                "description": "peak RSS (VmHWM) of vigie consume --sink postgres while draining the backlog, against the 200 MiB budget",
-                "vigie": (peak * 10.0).round() / 10.0,
-                "baseline": 200.0,
-                "ratio": (peak / 200.0 * 1000.0).round() / 1000.0,
-                "unit": "MiB (budget as baseline; lower is better)",
-                "higher_is_better": false,
-                "command": format!("scripts/bench sink-postgres --rss-only --events {events}"),
-                "date": chrono::Utc::now().format("%Y-%m-%d").to_string(),
-                "details": {"events": events, "partitions": partitions, "drain_seconds": secs, "broker": BROKER},
-            }),
+            Bar::peak_rss(
+                format!("sink_postgres_peak_rss_{}k", events / 1000),
+                "peak RSS (VmHWM) of vigie consume --sink postgres while draining the backlog, against the 200 MiB budget".to_owned(),
+                peak,
+                &format!("scripts/bench sink-postgres --rss-only --events {events}"),
+                json!({"events": events, "partitions": partitions, "drain_seconds": secs, "broker": BROKER}),
+            ),
         )?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(());
     }
 
     let dir = tempfile::tempdir()?;
     let rows_csv = dir.path().join("health_case.csv");
     let (mut v_secs, mut k_secs, mut f_secs, mut peaks) = (vec![], vec![], vec![], vec![]);
     for r in 0..runs {
-        let (secs, peak, vdb) = run_vigie(&brokers, &topic, events, admin).await?;
+        let (secs, peak, vdb) = run_vigie(vigie, &brokers, &topic, events, admin).await?;
         if r == 0 {
             // The exact rows the sink stored: the file baseline copies them.
             psql(
@@ -290,7 +263,6 @@ pub(crate) async fn run(
     let vigie = events as f64 / median(&mut v_secs.clone());
     let kcat_eps = events as f64 / median(&mut k_secs.clone());
     let file_eps = events as f64 / median(&mut f_secs.clone());
-    let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
     let cmd = format!(
         "scripts/bench sink-postgres --events {events} --partitions {partitions} --runs {runs}"
     );
@@ -301,28 +273,30 @@ pub(crate) async fn run(
     });
     record(
         docs,
-        json!({
-            "name": "sink_postgres_vs_kcat_psql",
-            "description": "exactly-once sink (Kafka -> health_case, offsets in the same transaction) vs kcat -C | psql \\copy into a jsonb staging table + the same upsert",
-            "vigie": vigie.round(), "baseline": kcat_eps.round(),
-            "ratio": (vigie / kcat_eps * 1000.0).round() / 1000.0,
-            "unit": "events/s", "higher_is_better": true, "command": cmd, "date": date, "details": details,
-        }),
+        Bar::rate(
+            "sink_postgres_vs_kcat_psql",
+            "exactly-once sink (Kafka -> health_case, offsets in the same transaction) vs kcat -C | psql \\copy into a jsonb staging table + the same upsert",
+            (vigie, kcat_eps),
+            "events/s",
+            &cmd,
+            details.clone(),
+        ),
     )?;
     record(
         docs,
-        json!({
-            "name": "sink_postgres_vs_psql_copy_file",
-            "description": "exactly-once sink vs psql \\copy of the same final rows from a local CSV file into health_case (no Kafka, no JSON, no upsert, no offsets: the physical limit)",
-            "vigie": vigie.round(), "baseline": file_eps.round(),
-            "ratio": (vigie / file_eps * 1000.0).round() / 1000.0,
-            "unit": "events/s", "higher_is_better": true, "command": cmd, "date": date, "details": details,
-        }),
+        Bar::rate(
+            "sink_postgres_vs_psql_copy_file",
+            "exactly-once sink vs psql \\copy of the same final rows from a local CSV file into health_case (no Kafka, no JSON, no upsert, no offsets: the physical limit)",
+            (vigie, file_eps),
+            "events/s",
+            &cmd,
+            details,
+        ),
     )?;
     println!(
         "vigie {vigie:.0} events/s, kcat|psql {kcat_eps:.0} events/s (ratio {:.3}), psql \\copy file {file_eps:.0} events/s (ratio {:.3})",
         vigie / kcat_eps,
         vigie / file_eps
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -1,4 +1,4 @@
-//! `vigie bench scorer-e2e`: the scorer as it runs in production, a
+//! `scorer-e2e`: the scorer as it runs in production, a
 //! `vigie consume --sink scorer` process between two topics of the broker.
 //!
 //! - **Throughput**: a backlog of case envelopes drained by the scorer
@@ -14,9 +14,7 @@
 //!   (both `CreateTime`, set by librdkafka when each record is produced).
 
 use std::collections::{HashMap, HashSet};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -24,14 +22,13 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-use vigie_kafka::{
-    BatchConsumer, EventProducer, KafkaMetrics, OutRecord, Record, TopicSpec, ensure_topics,
-    group_lag,
-};
+use vigie_kafka::{BatchConsumer, EventProducer, KafkaMetrics, OutRecord, Record};
+use vigie_simulator::{case_generator, case_lines};
 
-use crate::bench::{case_generator, case_lines, median, record, uuid_like};
-use crate::bench_sink::peak_rss_mib;
-use crate::settings::Settings;
+use crate::common::{
+    BROKER, Bar, Consumer, Launch, Load, Settings, Vigie, alternate, committed, create_topics,
+    free_port, median, ort_dylib, produce_backlog, record, uuid_like,
+};
 
 /// How often a group's committed offsets are read, when waiting on them.
 const POLL: Duration = Duration::from_millis(100);
@@ -40,16 +37,20 @@ const FAST_POLL: Duration = Duration::from_millis(20);
 /// Longest a drain or a read-back may take before the bench fails.
 const DEADLINE: Duration = Duration::from_secs(1800);
 
-/// What `vigie bench scorer-e2e` was asked for.
-#[derive(Debug)]
-pub(crate) struct Params {
-    pub(crate) events: u64,
-    pub(crate) partitions: i32,
-    pub(crate) runs: usize,
+/// Options of `scorer-e2e`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    pub(crate) load: Load,
+    /// Cases per second produced for the latency part.
+    #[arg(long, default_value_t = 5_000)]
     pub(crate) rate: u64,
+    /// Length of the latency part, in seconds.
+    #[arg(long, default_value_t = 10)]
     pub(crate) seconds: u64,
+    /// The scorer's model directory (`scorer.model_dir`: versions inside).
+    #[arg(long, default_value = "models/hosp_risk")]
     pub(crate) model: PathBuf,
-    pub(crate) docs: PathBuf,
 }
 
 /// The id of an envelope.
@@ -68,11 +69,6 @@ struct ScoreOf {
 struct ScoreData {
     case_event_id: String,
     model_version: String,
-}
-
-/// A free local TCP port (for a child's `/metrics`).
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// The sum of the samples of `name` on the `/metrics` of `127.0.0.1:port`.
@@ -98,92 +94,6 @@ async fn metric(port: u16, name: &str) -> Option<f64> {
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
         .collect();
     (!samples.is_empty()).then(|| samples.iter().sum())
-}
-
-/// The sum of `group`'s committed offsets on `topic` (0 where none).
-async fn committed(brokers: &str, group: &str, topic: &str) -> anyhow::Result<i64> {
-    let lags = group_lag(brokers, group, &[topic.to_owned()], Duration::from_secs(5)).await?;
-    Ok(lags.iter().filter_map(|l| l.committed).sum())
-}
-
-/// The last lines of a child's stderr, for an error message.
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
-/// A `vigie consume` child process and where its stderr goes.
-struct Consumer {
-    child: Child,
-    stderr: PathBuf,
-    what: String,
-}
-
-impl Consumer {
-    /// Fails if the process has exited.
-    fn check_alive(&mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            bail!(
-                "{} exited early ({status}):\n{}",
-                self.what,
-                tail(&self.stderr)
-            );
-        }
-        Ok(())
-    }
-
-    /// SIGTERM, then waits: the process must exit cleanly.
-    fn stop(mut self) -> anyhow::Result<()> {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()?;
-        let status = self.child.wait()?;
-        ensure!(
-            status.success(),
-            "{} did not stop cleanly ({status}):\n{}",
-            self.what,
-            tail(&self.stderr)
-        );
-        Ok(())
-    }
-}
-
-/// The settings of one `vigie consume` child.
-struct Launch<'a> {
-    exe: &'a Path,
-    brokers: &'a str,
-    sink: &'a str,
-    topic: &'a str,
-    group: &'a str,
-    /// `/metrics` port (0: any).
-    port: u16,
-    /// Extra environment (the scorer's).
-    env: &'a [(&'a str, String)],
-    logs: &'a Path,
-}
-
-fn spawn(l: &Launch<'_>) -> anyhow::Result<Consumer> {
-    let stderr = l.logs.join(format!("{}.stderr", l.group));
-    let child = Command::new(l.exe)
-        .args([
-            "consume", "--sink", l.sink, "--topic", l.topic, "--group", l.group,
-        ])
-        .env("VIGIE__KAFKA__BROKERS", l.brokers)
-        .env("VIGIE__KAFKA__CONSUMER__LAG_INTERVAL_MS", "0")
-        .env("VIGIE__TELEMETRY__LISTEN", format!("127.0.0.1:{}", l.port))
-        .env("RUST_LOG", "warn")
-        .envs(l.env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&stderr)?))
-        .spawn()
-        .with_context(|| format!("cannot run {} consume", l.exe.display()))?;
-    Ok(Consumer {
-        child,
-        stderr,
-        what: format!("vigie consume --sink {} --group {}", l.sink, l.group),
-    })
 }
 
 /// Waits until `group`'s committed offsets on `topic` add up to `events`.
@@ -243,11 +153,11 @@ async fn drain(l: &Launch<'_>, events: u64) -> anyhow::Result<Drain> {
     let port = free_port()?;
     let l = Launch { port, ..*l };
     let started = Instant::now();
-    let mut c = spawn(&l)?;
+    let mut c = Consumer::spawn(&l)?;
     let (mut peak, mut first) = (0f64, None);
     let mut polls = 0u64;
     let secs = loop {
-        peak = peak.max(peak_rss_mib(c.child.id()).unwrap_or(0.0));
+        peak = peak.max(c.peak_rss_mib());
         let written = metric(port, "vigie_sink_events_total").await.unwrap_or(0.0) as u64;
         if written > 0 && first.is_none() {
             first = Some(started.elapsed().as_secs_f64());
@@ -279,7 +189,7 @@ async fn drain(l: &Launch<'_>, events: u64) -> anyhow::Result<Drain> {
         }
         tokio::time::sleep(FAST_POLL).await;
     };
-    peak = peak.max(peak_rss_mib(c.child.id()).unwrap_or(0.0));
+    peak = peak.max(c.peak_rss_mib());
     let in_batches_secs = metric(port, "vigie_consumer_batch_duration_seconds_sum")
         .await
         .unwrap_or(0.0);
@@ -315,7 +225,7 @@ async fn read_topic(
     expected: u64,
     mut visit: impl FnMut(&Record) -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
-    let mut config = s.consumer();
+    let mut config = s.kafka.consumer.clone();
     config.group_id = format!("bench-reader-{}", uuid_like(0));
     config.topics = vec![topic.to_owned()];
     config.batch_max_records = 20_000;
@@ -356,24 +266,6 @@ async fn read_topic(
     Ok(n)
 }
 
-/// Produces `lines` into `topic` as fast as the producer goes.
-async fn preload(
-    producer: &EventProducer,
-    topic: &str,
-    lines: &[(String, Vec<u8>)],
-) -> anyhow::Result<()> {
-    producer
-        .send_all(lines.iter().map(|(k, v)| OutRecord {
-            topic,
-            key: Some(k.as_bytes()),
-            payload: v,
-            headers: &[],
-            timestamp_ms: None,
-        }))
-        .await?;
-    Ok(())
-}
-
 /// The ids of serialized envelopes.
 fn ids(lines: &[(String, Vec<u8>)]) -> anyhow::Result<Vec<String>> {
     lines
@@ -410,80 +302,81 @@ async fn read_scores(
     Ok((n, first, versions))
 }
 
+/// The environment of a scorer child: its output topic, its model
+/// directory and the onnxruntime library.
+fn scorer_env(output: &str, model_dir: &Path, dylib: &Path) -> [(&'static str, String); 3] {
+    [
+        (
+            "VIGIE__CONSUMERS__SINKS__SCORER__OUTPUT_TOPIC",
+            output.to_owned(),
+        ),
+        (
+            "VIGIE__CONSUMERS__SINKS__SCORER__MODEL_DIR",
+            model_dir.display().to_string(),
+        ),
+        ("ORT_DYLIB_PATH", dylib.display().to_string()),
+    ]
+}
+
 /// Nearest-rank percentile of sorted values.
 fn percentile(sorted: &[i64], q: f64) -> i64 {
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
 }
 
-pub(crate) async fn run(config: Option<&Path>, p: &Params) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
+    let (events, partitions, runs) = (a.load.events, a.load.partitions, a.load.common.runs);
+    let (rate, seconds) = (a.rate, a.seconds);
+    let docs = &a.load.common.docs;
     ensure!(
-        p.events > 0 && p.runs > 0 && p.rate > 0 && p.seconds > 0,
+        events > 0 && runs > 0 && rate > 0 && seconds > 0,
         "events, runs, rate and seconds must be positive"
     );
-    let s = crate::commands::load(config)?;
+    let s = vigie.settings()?;
     let brokers = s.kafka.brokers.clone();
-    let exe = std::env::current_exe()?;
-    let model_dir = std::fs::canonicalize(&p.model)
-        .with_context(|| format!("no model directory {}", p.model.display()))?;
-    let dylib = crate::bench_scorer::ort_dylib()?;
+    let model_dir = std::fs::canonicalize(&a.model)
+        .with_context(|| format!("no model directory {}", a.model.display()))?;
+    let dylib = ort_dylib()?;
     let logs = tempfile::tempdir()?;
-    let producer = EventProducer::new(&brokers, &s.producer(), KafkaMetrics::unregistered())?;
+    let producer = EventProducer::new(&brokers, &s.kafka.producer, KafkaMetrics::unregistered())?;
     let tag = uuid_like(0);
-    let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
     let batch_max_records = s.kafka.consumer.batch_max_records;
     let batch_max_wait_ms = s.kafka.consumer.batch_max_wait_ms;
 
     // Throughput: one backlog, drained by fresh groups.
     let input = format!("bench.scorer-e2e.in.{tag}");
-    ensure_topics(&brokers, &[TopicSpec::new(&input, p.partitions)]).await?;
-    let generator = case_generator(13);
-    let mut input_ids = HashSet::with_capacity(p.events as usize);
-    let mut start = 0;
-    while start < p.events {
-        let end = (start + 50_000).min(p.events);
-        let lines = case_lines(&generator, start..end);
-        input_ids.extend(ids(&lines)?);
-        preload(&producer, &input, &lines).await?;
-        start = end;
-    }
+    create_topics(&brokers, &[&input], partitions, true).await?;
+    let mut input_ids = HashSet::with_capacity(events as usize);
+    produce_backlog(&producer, &input, 13, events, |lines| {
+        input_ids.extend(ids(lines)?);
+        Ok(())
+    })
+    .await?;
     ensure!(
-        input_ids.len() as u64 == p.events,
+        input_ids.len() as u64 == events,
         "the generator gave {} distinct ids for {} cases",
         input_ids.len(),
-        p.events
+        events
     );
     eprintln!(
         "backlog: {} events in {input} ({} partitions), {} runs each",
-        p.events, p.partitions, p.runs
+        events, partitions, runs
     );
 
     let (mut sc_secs, mut bh_secs, mut sc_rss, mut bh_rss) = (vec![], vec![], vec![], vec![]);
     let (mut sc_first, mut bh_first, mut published) = (vec![], vec![], vec![]);
     let (mut sc_in_batches, mut bh_in_batches, mut sc_batches, mut bh_batches) =
         (vec![], vec![], vec![], vec![]);
-    for r in 0..p.runs {
+    for r in 0..runs {
         let output = format!("bench.scorer-e2e.out.{}", uuid_like(r));
-        let mut spec = TopicSpec::new(&output, p.partitions);
-        spec.dlq = false;
-        ensure_topics(&brokers, &[spec]).await?;
-        let env = [
-            (
-                "VIGIE__CONSUMERS__SINKS__SCORER__OUTPUT_TOPIC",
-                output.clone(),
-            ),
-            (
-                "VIGIE__CONSUMERS__SINKS__SCORER__MODEL_DIR",
-                model_dir.display().to_string(),
-            ),
-            ("ORT_DYLIB_PATH", dylib.display().to_string()),
-        ];
+        create_topics(&brokers, &[&output], partitions, false).await?;
+        let env = scorer_env(&output, &model_dir, &dylib);
         let (sc_group, bh_group) = (
             format!("bench-scorer-{}", uuid_like(r)),
             format!("bench-blackhole-{}", uuid_like(r)),
         );
         let scorer = Launch {
-            exe: &exe,
+            vigie,
             brokers: &brokers,
             sink: "scorer",
             topic: &input,
@@ -498,20 +391,13 @@ pub(crate) async fn run(config: Option<&Path>, p: &Params) -> anyhow::Result<Exi
             env: &[],
             ..scorer
         };
-        // Alternate which side runs first.
-        let (sc, bh) = if r % 2 == 0 {
-            let bh = drain(&blackhole, p.events).await?;
-            (drain(&scorer, p.events).await?, bh)
-        } else {
-            let sc = drain(&scorer, p.events).await?;
-            (sc, drain(&blackhole, p.events).await?)
-        };
-        let (n, first, versions) = read_scores(&s, &output, p.events).await?;
+        let (bh, sc) = alternate(r, drain(&blackhole, events), drain(&scorer, events)).await?;
+        let (n, first, versions) = read_scores(&s, &output, events).await?;
         ensure!(
-            first.len() as u64 == p.events && first.keys().all(|id| input_ids.contains(id)),
+            first.len() as u64 == events && first.keys().all(|id| input_ids.contains(id)),
             "{output} holds scores for {} distinct cases, expected the {} cases of {input}",
             first.len(),
-            p.events
+            events
         );
         eprintln!(
             "run {}: scorer {:.2} s (first batch at {:.2} s, {:.2} s in {} batches, peak RSS {:.0} MiB), blackhole {:.2} s (first batch at {:.2} s, {:.2} s in {} batches, peak RSS {:.0} MiB); {n} scores published (model {versions:?})",
@@ -539,23 +425,22 @@ pub(crate) async fn run(config: Option<&Path>, p: &Params) -> anyhow::Result<Exi
         bh_batches.push(bh.batches);
         published.push(n);
     }
-    let vigie = p.events as f64 / median(&mut sc_secs.clone());
-    let baseline = p.events as f64 / median(&mut bh_secs.clone());
+    let scorer = events as f64 / median(&mut sc_secs.clone());
+    let baseline = events as f64 / median(&mut bh_secs.clone());
     let throughput_cmd = format!(
         "scripts/bench scorer-e2e --events {} --partitions {} --runs {} --rate {} --seconds {}",
-        p.events, p.partitions, p.runs, p.rate, p.seconds
+        events, partitions, runs, rate, seconds
     );
     record(
-        &p.docs,
-        json!({
-            "name": "scorer_e2e_vs_blackhole",
-            "description": "vigie consume --sink scorer (consume, validate, score with ONNX Runtime, publish one health.case_score.v1 per case, commit) vs vigie consume --sink blackhole (consume, validate, commit) draining the same backlog with fresh groups; each process timed from its start until it has committed the whole backlog (its /metrics, read every 20 ms; committed offsets checked after). The ratio is what scoring and publishing cost on top of consuming",
-            "vigie": vigie.round(), "baseline": baseline.round(),
-            "ratio": (vigie / baseline * 1000.0).round() / 1000.0,
-            "unit": "events/s", "higher_is_better": true,
-            "command": throughput_cmd, "date": date,
-            "details": {
-                "events": p.events, "partitions": p.partitions, "runs": p.runs,
+        docs,
+        Bar::rate(
+            "scorer_e2e_vs_blackhole",
+            "vigie consume --sink scorer (consume, validate, score with ONNX Runtime, publish one health.case_score.v1 per case, commit) vs vigie consume --sink blackhole (consume, validate, commit) draining the same backlog with fresh groups; each process timed from its start until it has committed the whole backlog (its /metrics, read every 20 ms; committed offsets checked after). The ratio is what scoring and publishing cost on top of consuming",
+            (scorer, baseline),
+            "events/s",
+            &throughput_cmd,
+            json!({
+                "events": events, "partitions": partitions, "runs": runs,
                 "scorer_seconds": sc_secs, "blackhole_seconds": bh_secs,
                 "scorer_first_batch_seconds": sc_first, "blackhole_first_batch_seconds": bh_first,
                 "scorer_in_batches_seconds": sc_in_batches, "blackhole_in_batches_seconds": bh_in_batches,
@@ -563,13 +448,13 @@ pub(crate) async fn run(config: Option<&Path>, p: &Params) -> anyhow::Result<Exi
                 "scorer_peak_rss_mib": sc_rss, "blackhole_peak_rss_mib": bh_rss,
                 "scores_published": published,
                 "batch_max_records": batch_max_records, "batch_max_wait_ms": batch_max_wait_ms,
-                "broker": "Apache Kafka 4.4.0, one KRaft node, 127.0.0.1",
-            },
-        }),
+                "broker": BROKER,
+            }),
+        ),
     )?;
     println!(
-        "throughput: scorer {vigie:.0} events/s, blackhole {baseline:.0} events/s, ratio {:.3}",
-        vigie / baseline
+        "throughput: scorer {scorer:.0} events/s, blackhole {baseline:.0} events/s, ratio {:.3}",
+        scorer / baseline
     );
 
     // Latency: a steady stream into a topic the scorer already consumes.
@@ -577,26 +462,15 @@ pub(crate) async fn run(config: Option<&Path>, p: &Params) -> anyhow::Result<Exi
         format!("bench.scorer-e2e.lat-in.{tag}"),
         format!("bench.scorer-e2e.lat-out.{tag}"),
     );
-    let mut out_spec = TopicSpec::new(&lat_out, p.partitions);
-    out_spec.dlq = false;
-    ensure_topics(&brokers, &[TopicSpec::new(&lat_in, p.partitions), out_spec]).await?;
-    let total = p.rate * p.seconds;
+    create_topics(&brokers, &[&lat_in], partitions, true).await?;
+    create_topics(&brokers, &[&lat_out], partitions, false).await?;
+    let total = rate * seconds;
     let lines = case_lines(&case_generator(17), 0..total);
     let port = free_port()?;
     let group = format!("bench-scorer-lat-{tag}");
-    let env = [
-        (
-            "VIGIE__CONSUMERS__SINKS__SCORER__OUTPUT_TOPIC",
-            lat_out.clone(),
-        ),
-        (
-            "VIGIE__CONSUMERS__SINKS__SCORER__MODEL_DIR",
-            model_dir.display().to_string(),
-        ),
-        ("ORT_DYLIB_PATH", dylib.display().to_string()),
-    ];
-    let mut c = spawn(&Launch {
-        exe: &exe,
+    let env = scorer_env(&lat_out, &model_dir, &dylib);
+    let mut c = Consumer::spawn(&Launch {
+        vigie,
         brokers: &brokers,
         sink: "scorer",
         topic: &lat_in,
@@ -623,8 +497,8 @@ pub(crate) async fn run(config: Option<&Path>, p: &Params) -> anyhow::Result<Exi
     eprintln!(
         "latency: scorer joined in {:.1} s; producing {} cases/s for {} s",
         joined.elapsed().as_secs_f64(),
-        p.rate,
-        p.seconds
+        rate,
+        seconds
     );
     // Its first fetches (offset look-ups) are under way: let them land.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -636,7 +510,7 @@ pub(crate) async fn run(config: Option<&Path>, p: &Params) -> anyhow::Result<Exi
     while sent < lines.len() {
         k += 1;
         tokio::time::sleep_until(started + tick * k).await;
-        let due = ((started.elapsed().as_secs_f64() * p.rate as f64) as usize).min(lines.len());
+        let due = ((started.elapsed().as_secs_f64() * rate as f64) as usize).min(lines.len());
         for (key, v) in &lines[sent..due.max(sent)] {
             pipeline
                 .push(OutRecord {
@@ -714,33 +588,30 @@ pub(crate) async fn run(config: Option<&Path>, p: &Params) -> anyhow::Result<Exi
     let scored_rate = first.len() as f64 / span;
     let produced_rate = total as f64 / produce_secs;
     record(
-        &p.docs,
-        json!({
-            "name": "scorer_e2e_latency_p99",
-            "description": "p99 of score record timestamp - case record timestamp (both CreateTime, set by librdkafka at produce time) while cases are produced at a steady rate into a topic that vigie consume --sink scorer already consumes; baseline = kafka.consumer.batch_max_wait_ms, the micro-batch window (the latency floor the configuration sets), so ratio = p99 / batch window; lower is better",
-            "vigie": p99, "baseline": batch_max_wait_ms,
-            "ratio": (p99 as f64 / batch_max_wait_ms.max(1) as f64 * 1000.0).round() / 1000.0,
-            "unit": "ms (p99 latency; baseline = batch_max_wait_ms; lower is better)",
-            "higher_is_better": false,
-            "command": format!(
-                "scripts/bench scorer-e2e --events {} --partitions {} --runs {} --rate {} --seconds {}",
-                p.events, p.partitions, p.runs, p.rate, p.seconds
-            ),
-            "date": date,
-            "details": {
-                "rate": p.rate, "seconds": p.seconds, "cases": total, "partitions": p.partitions,
+        docs,
+        Bar {
+            name: "scorer_e2e_latency_p99".to_owned(),
+            description: "p99 of score record timestamp - case record timestamp (both CreateTime, set by librdkafka at produce time) while cases are produced at a steady rate into a topic that vigie consume --sink scorer already consumes; baseline = kafka.consumer.batch_max_wait_ms, the micro-batch window (the latency floor the configuration sets), so ratio = p99 / batch window; lower is better".to_owned(),
+            vigie: json!(p99),
+            baseline: json!(batch_max_wait_ms),
+            ratio: p99 as f64 / batch_max_wait_ms.max(1) as f64,
+            unit: "ms (p99 latency; baseline = batch_max_wait_ms; lower is better)".to_owned(),
+            higher_is_better: false,
+            command: throughput_cmd,
+            details: json!({
+                "rate": rate, "seconds": seconds, "cases": total, "partitions": partitions,
                 "latency_ms": {"min": min, "p50": p50, "p90": p90, "p99": p99, "max": max, "mean": (mean * 10.0).round() / 10.0},
                 "produced_per_s": produced_rate.round(),
                 "scored_per_s": scored_rate.round(),
                 "scores_published": n_out,
                 "batch_max_records": batch_max_records, "batch_max_wait_ms": batch_max_wait_ms,
-                "broker": "Apache Kafka 4.4.0, one KRaft node, 127.0.0.1",
-            },
-        }),
+                "broker": BROKER,
+            }),
+        },
     )?;
     println!(
         "latency at {} cases/s: p50 {p50} ms, p90 {p90} ms, p99 {p99} ms, max {max} ms (batch window {batch_max_wait_ms} ms); produced {produced_rate:.0}/s, scored {scored_rate:.0}/s, {n_out} scores for {total} cases",
-        p.rate
+        rate
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -1,0 +1,54 @@
+//! One module per scenario, named after it.
+
+pub(crate) mod producer;
+pub(crate) mod producer_http;
+pub(crate) mod producer_perf_test;
+pub(crate) mod scorer;
+pub(crate) mod scorer_e2e;
+pub(crate) mod sink_postgres;
+
+use clap::Subcommand;
+
+use crate::common::Vigie;
+
+/// The scenarios.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Scenario {
+    /// Raw envelope producer (`vigie produce`) vs `kcat -P`: the same
+    /// serialized events into the same broker and topic layout.
+    Producer(producer::Args),
+    /// Raw envelope producer (`vigie produce`) vs Apache Kafka's own
+    /// `kafka-producer-perf-test`: records drawn from the same serialized
+    /// envelopes, the same acks, idempotence, compression, linger and batch
+    /// size, into the same broker and topic layout.
+    ProducerPerfTest(producer_perf_test::Args),
+    /// `vigie ingest --source cdc-cases` from the HTTP simulator (fetch,
+    /// parse, envelope, produce, checkpoint) vs `kcat -P` of the same
+    /// envelopes pre-serialized in a file; with the producer's peak RSS.
+    ProducerHttp(producer_http::Args),
+    /// `vigie consume --sink postgres` (exactly-once) vs `kcat -C | psql
+    /// \copy` + the same upsert, and vs `psql \copy` of the final rows from
+    /// a file; with the sink's peak RSS.
+    SinkPostgres(sink_postgres::Args),
+    /// The scorer (JSON in, score out, broker excluded) vs Python
+    /// onnxruntime on the same rows in batches of the same size.
+    Scorer(scorer::Args),
+    /// `vigie consume --sink scorer` on the broker (consume, score, publish,
+    /// commit) vs `--sink blackhole` on the same backlog; then the p99
+    /// latency case -> score at a steady rate.
+    ScorerE2e(scorer_e2e::Args),
+}
+
+impl Scenario {
+    /// Runs the scenario and records its result.
+    pub(crate) async fn run(self, vigie: &Vigie) -> anyhow::Result<()> {
+        match self {
+            Self::Producer(a) => producer::run(vigie, a).await,
+            Self::ProducerPerfTest(a) => producer_perf_test::run(vigie, a).await,
+            Self::ProducerHttp(a) => producer_http::run(vigie, a).await,
+            Self::SinkPostgres(a) => sink_postgres::run(vigie, a).await,
+            Self::Scorer(a) => scorer::run(&a),
+            Self::ScorerE2e(a) => scorer_e2e::run(vigie, a).await,
+        }
+    }
+}
