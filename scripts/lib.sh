@@ -10,7 +10,10 @@ KAFKA_LIBS="$VIGIE_STATE/kafka-libs"
 CONFLUENT_KAFKA_VERSION="2.16.0"
 ONNXRUNTIME_VERSION="1.32.0"
 NUMPY_VERSION="2.4.6"
-export PATH="$HOME/.cargo/bin:$PATH"
+CARGO_DENY_VERSION="0.20.2"
+# Command-line tools installed by scripts/setup (cargo-deny), in bin/.
+VIGIE_TOOLS="$VIGIE_STATE/tools"
+export PATH="$VIGIE_TOOLS/bin:$HOME/.cargo/bin:$PATH"
 mkdir -p "$VIGIE_STATE"
 
 say() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }

@@ -35,6 +35,10 @@ pub(crate) fn produce_sample(bootstrap: &str, topic: &str, count: u64, seed: u64
 }
 
 /// A TCP port free right now on 127.0.0.1.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all use it"
+)]
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -104,6 +108,10 @@ pub(crate) async fn writes(pool: &sqlx::PgPool) -> (i64, i64) {
 /// A `vigie` process that is killed (SIGKILL) and reaped when dropped, so
 /// that a test that fails does not leave it running. Derefs to the
 /// [`Child`].
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all use it"
+)]
 #[derive(Debug)]
 pub(crate) struct Reaped(Child);
 
@@ -131,6 +139,10 @@ impl Drop for Reaped {
 }
 
 /// Spawns a command as a [`Reaped`] child.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all use it"
+)]
 pub(crate) trait SpawnReaped {
     /// Spawns it; panics if it cannot start.
     fn spawn_reaped(&mut self) -> Reaped;
