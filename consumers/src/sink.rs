@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use vigie_core::Event;
 use vigie_kafka::consumer::TopicPartition;
+use vigie_kafka::dlq::{Letter, Origin};
 
 /// An event that passed validation, with its index in the batch.
 #[derive(Debug, Clone)]
@@ -37,16 +38,37 @@ pub struct BatchContext<'a> {
     /// One past the last record of the batch, per partition: a sink that
     /// stores offsets writes these in the same transaction as the rows.
     pub next_offsets: &'a BTreeMap<TopicPartition, i64>,
+    /// For a sink with an outbox ([`Sink::has_outbox`]): the letters of the
+    /// batch's records refused at the edge, to store with the rows. Empty
+    /// for other sinks (the runtime publishes those letters itself).
+    pub dead_letters: &'a [OutboxLetter],
 }
 
-/// Publishes a sink's rejected events to the DLQ. A transactional sink calls
-/// it before committing, so that no rejected event can be lost between its
-/// commit and the DLQ (the DLQ is at-least-once: its records carry their
-/// origin coordinates, which identify a repeat).
+/// A dead letter kept in a sink's outbox until it is published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxLetter {
+    /// The refused record's topic, partition and offset: with the group,
+    /// the letter's identity (a member refuses a record once).
+    pub origin: Origin,
+    /// The letter, ready to publish.
+    pub letter: Letter,
+    /// When it was stored, in milliseconds since the epoch (0 before).
+    pub stored_ms: i64,
+}
+
+/// Hands a sink's refused events to the DLQ. A sink without an outbox
+/// calls [`publish`](Self::publish) before committing, so that no refused
+/// event can be lost between its commit and the DLQ (at-least-once: a
+/// crash between the two publishes them again). A sink with an outbox
+/// stores [`letters`](Self::letters) in the transaction of its rows and
+/// offsets; the runtime publishes them after the commit, once each.
 #[async_trait::async_trait]
 pub trait Rejects: Send {
     /// Publishes and waits for the broker's acknowledgement.
     async fn publish(&mut self, rejected: &[Rejected]) -> Result<(), SinkError>;
+
+    /// The letters of `rejected`, for a sink with an outbox to store.
+    fn letters(&mut self, rejected: &[Rejected]) -> Vec<OutboxLetter>;
 }
 
 /// Why a batch could not be written.
@@ -87,6 +109,32 @@ pub trait Sink: Send {
         _group: &str,
     ) -> Result<Option<BTreeMap<TopicPartition, i64>>, SinkError> {
         Ok(None)
+    }
+
+    /// Whether the sink keeps dead letters in an outbox written in the
+    /// same transaction as its rows and offsets: then every refused record
+    /// reaches the DLQ exactly once, across crashes and restarts.
+    fn has_outbox(&self) -> bool {
+        false
+    }
+
+    /// The letters of `group` stored in the outbox and not yet published,
+    /// for the records of `partitions`.
+    async fn pending_letters(
+        &mut self,
+        _group: &str,
+        _partitions: &std::collections::BTreeSet<TopicPartition>,
+    ) -> Result<Vec<OutboxLetter>, SinkError> {
+        Ok(Vec::new())
+    }
+
+    /// Records that the letters of `group` from `origins` are published.
+    async fn letters_published(
+        &mut self,
+        _group: &str,
+        _origins: &[Origin],
+    ) -> Result<(), SinkError> {
+        Ok(())
     }
 
     /// A real round trip to the store, for `/readyz`; `None` when the sink

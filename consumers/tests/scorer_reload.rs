@@ -19,6 +19,10 @@ impl Rejects for NoRejects {
     async fn publish(&mut self, rejected: &[Rejected]) -> Result<(), SinkError> {
         panic!("nothing should be refused: {rejected:?}");
     }
+
+    fn letters(&mut self, rejected: &[Rejected]) -> Vec<vigie_consumers::OutboxLetter> {
+        panic!("nothing should be refused: {rejected:?}");
+    }
 }
 
 /// Copies the shipped model into `root/<version>`, with that version in its metadata.
@@ -75,6 +79,7 @@ async fn a_new_version_is_picked_up_between_batches_and_a_corrupt_one_is_refused
     let ctx = BatchContext {
         group: "g",
         next_offsets: &offsets,
+        dead_letters: &[],
     };
 
     assert_eq!(

@@ -424,6 +424,29 @@ impl vigie_consumers::Rejects for Refused {
         self.0.extend_from_slice(rejected);
         Ok(())
     }
+
+    /// Collects them too; the letters name partition 0 of topic `t`, the
+    /// batch index as offset.
+    fn letters(
+        &mut self,
+        rejected: &[vigie_consumers::Rejected],
+    ) -> Vec<vigie_consumers::OutboxLetter> {
+        self.0.extend_from_slice(rejected);
+        rejected
+            .iter()
+            .map(|r| vigie_consumers::OutboxLetter {
+                origin: ("t".to_owned(), 0, r.index as i64),
+                letter: vigie_kafka::dlq::Letter {
+                    topic: "t.dlq".into(),
+                    key: None,
+                    value: r.error.clone().into_bytes(),
+                    headers: vec![("vigie.dlq.reason".into(), r.reason.into())],
+                    timestamp_ms: None,
+                },
+                stored_ms: 0,
+            })
+            .collect()
+    }
 }
 
 #[tokio::test]
@@ -447,6 +470,7 @@ async fn a_newer_version_of_an_id_wins_and_an_older_one_does_not_overwrite() {
     let ctx = vigie_consumers::BatchContext {
         group: "g",
         next_offsets: &offsets,
+        dead_letters: &[],
     };
     let pool = db.pool().await;
     let stored = || async {
@@ -528,6 +552,7 @@ async fn values_postgresql_refuses_are_isolated_row_by_row_and_never_fatal() {
     let ctx = vigie_consumers::BatchContext {
         group: "g",
         next_offsets: &next_offsets,
+        dead_letters: &[],
     };
     let mut refused = Refused::default();
     let written = s
@@ -579,6 +604,7 @@ async fn a_stale_writer_is_fenced_and_stored_offsets_never_go_backwards() {
     let ctx = vigie_consumers::BatchContext {
         group: "g",
         next_offsets: &ahead,
+        dead_letters: &[],
     };
     let mut refused = Refused::default();
     assert_eq!(
@@ -590,6 +616,7 @@ async fn a_stale_writer_is_fenced_and_stored_offsets_never_go_backwards() {
     let ctx = vigie_consumers::BatchContext {
         group: "g",
         next_offsets: &stale,
+        dead_letters: &[],
     };
     let err = s
         .write(&batch(100, 5), &ctx, &mut refused)
@@ -617,6 +644,7 @@ async fn a_stale_writer_is_fenced_and_stored_offsets_never_go_backwards() {
     let ctx = vigie_consumers::BatchContext {
         group: "g",
         next_offsets: &same,
+        dead_letters: &[],
     };
     s.write(&[], &ctx, &mut refused)
         .await

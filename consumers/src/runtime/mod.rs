@@ -23,7 +23,7 @@ use vigie_kafka::{
 pub use self::metrics::ConsumerMetrics;
 use self::validate::Checked;
 pub use self::validate::STAGE_VALIDATE;
-use crate::sink::{Accepted, BatchContext, Rejected, Rejects, Sink, SinkError};
+use crate::sink::{Accepted, BatchContext, OutboxLetter, Rejected, Rejects, Sink, SinkError};
 
 /// The runtime's side of [`Rejects`]: dead letters for a batch's records.
 struct BatchRejects<'a> {
@@ -53,6 +53,44 @@ impl Rejects for BatchRejects<'_> {
         self.published.extend(rejected.iter().map(|r| r.index));
         Ok(())
     }
+
+    fn letters(&mut self, rejected: &[Rejected]) -> Vec<OutboxLetter> {
+        self.published.extend(rejected.iter().map(|r| r.index));
+        rejected
+            .iter()
+            .map(|r| {
+                outbox_letter(
+                    self.dlq,
+                    &DeadLetter {
+                        record: &self.batch.records[r.index],
+                        reason: r.reason,
+                        error: r.error.clone(),
+                        stage: self.stage,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// The outbox letter of `dead`.
+fn outbox_letter(dlq: &DlqPublisher<'_>, dead: &DeadLetter<'_>) -> OutboxLetter {
+    let r = dead.record;
+    OutboxLetter {
+        origin: (r.topic.clone(), r.partition, r.offset),
+        letter: dlq.letter(dead),
+        stored_ms: 0,
+    }
+}
+
+/// Where the dead-letter outbox of a sink that has one stands.
+#[derive(Debug, Clone, Copy)]
+struct OutboxState {
+    /// Letters may be waiting in the outbox.
+    pending: bool,
+    /// Some of them may be published already: after a start, a rebalance
+    /// or a failed publish. The DLQ topics are read before publishing.
+    uncertain: bool,
 }
 
 /// Why a consumer run stopped early.
@@ -114,6 +152,8 @@ struct Apply<'a> {
     group: &'a str,
     /// For a sink that stores offsets: the next offset it holds per partition.
     applied: &'a Option<BTreeMap<TopicPartition, i64>>,
+    /// The sink keeps dead letters in its outbox.
+    outbox: bool,
     /// Cuts retries short.
     shutdown: &'a CancellationToken,
 }
@@ -182,8 +222,12 @@ impl Runtime {
         sink: &mut dyn Sink,
         shutdown: &CancellationToken,
     ) -> Result<RunSummary, RunError> {
-        let dlq = DlqPublisher::new(producer, self.kafka_metrics.clone());
         let group = self.consumer.group_id.as_str();
+        let dlq = DlqPublisher::new(producer, self.kafka_metrics.clone()).for_group(group);
+        let mut outbox = sink.has_outbox().then_some(OutboxState {
+            pending: true,
+            uncertain: true,
+        });
         let mut summary = RunSummary::default();
         // For a sink that stores offsets: the next offset it holds per
         // partition. Records below it were applied already and are skipped.
@@ -209,6 +253,14 @@ impl Runtime {
                     // their stored offsets. Start each one from the store.
                     self.resync(consumer, sink, shutdown, applied, &mut checked)
                         .await?;
+                    // Letters of the partitions now held may be waiting,
+                    // some published by their previous owner.
+                    if let Some(o) = outbox.as_mut() {
+                        *o = OutboxState {
+                            pending: true,
+                            uncertain: true,
+                        };
+                    }
                 }
                 // A linear look-up over the few partitions held: no key
                 // String allocated per record on this hot path.
@@ -253,6 +305,7 @@ impl Runtime {
                     sink,
                     group,
                     applied: &applied,
+                    outbox: outbox.is_some(),
                     shutdown,
                 }),
                 async {
@@ -273,8 +326,20 @@ impl Runtime {
                         .await?;
                     ahead = (!in_flight.batch.is_empty()).then_some(in_flight);
                 }
+                if let Some(o) = outbox.as_mut() {
+                    *o = OutboxState {
+                        pending: true,
+                        uncertain: true,
+                    };
+                }
                 continue;
             };
+            if let Some(o) = outbox.as_mut() {
+                o.pending |= !checked.refused.is_empty() || rejected > 0;
+                if o.pending {
+                    *o = self.flush_outbox(consumer, sink, &dlq, *o).await;
+                }
+            }
             if let Some(applied) = applied.as_mut() {
                 applied.extend(checked.batch.next_offsets());
             }
@@ -340,12 +405,11 @@ impl Runtime {
             sink,
             group,
             applied,
+            outbox,
             shutdown,
         } = args;
         let started = Instant::now();
         let batch = &checked.batch;
-        // Dead letters first: once the sink commits, this batch is never
-        // read again, so they must already be safe.
         let dead: Vec<DeadLetter<'_>> = checked
             .refused
             .iter()
@@ -356,11 +420,20 @@ impl Runtime {
                 stage: STAGE_VALIDATE,
             })
             .collect();
-        dlq.publish(&dead).await?;
+        // A sink with an outbox stores the letters with the batch. For
+        // another, they go first: once the sink commits, this batch is
+        // never read again, so they must already be safe.
+        let letters: Vec<OutboxLetter> = if outbox {
+            dead.iter().map(|d| outbox_letter(dlq, d)).collect()
+        } else {
+            dlq.publish(&dead).await?;
+            Vec::new()
+        };
         let next_offsets = batch.next_offsets();
         let ctx = BatchContext {
             group,
             next_offsets: &next_offsets,
+            dead_letters: &letters,
         };
         let mut rejects = BatchRejects {
             dlq,
@@ -412,6 +485,78 @@ impl Runtime {
             .with_label_values(&[self.component])
             .observe(started.elapsed().as_secs_f64());
         Ok(Some((written, rejects.published.len())))
+    }
+
+    /// Publishes the letters waiting in the sink's outbox for the
+    /// partitions held, then deletes them from it. When `state` is
+    /// uncertain, the DLQ topics are read first and the letters found
+    /// there are not published again. A failure is logged and leaves the
+    /// letters for the next call: the stream goes on.
+    async fn flush_outbox(
+        &self,
+        consumer: &BatchConsumer,
+        sink: &mut dyn Sink,
+        dlq: &DlqPublisher<'_>,
+        state: OutboxState,
+    ) -> OutboxState {
+        let group = self.consumer.group_id.as_str();
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            warn!(component = self.component, error = %e, "Dead-letter outbox: {what} failed; trying again after the next batch");
+            OutboxState {
+                pending: true,
+                uncertain: true,
+            }
+        };
+        let pending = match sink.pending_letters(group, &consumer.assigned()).await {
+            Ok(p) => p,
+            Err(e) => return failed("reading", &e),
+        };
+        if pending.is_empty() {
+            return OutboxState {
+                pending: false,
+                uncertain: false,
+            };
+        }
+        let published = if state.uncertain {
+            let topics = pending.iter().map(|l| l.letter.topic.clone()).collect();
+            // Letters are published after they are stored; the margin
+            // covers clock skew between the database and the broker.
+            let since = pending.iter().map(|l| l.stored_ms).min().unwrap_or(0) - 60_000;
+            let (brokers, g) = (self.brokers.clone(), group.to_owned());
+            let found = tokio::task::spawn_blocking(move || {
+                vigie_kafka::dlq::published_by_group(
+                    &brokers,
+                    &g,
+                    &topics,
+                    since,
+                    Duration::from_secs(30),
+                )
+            })
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            match found {
+                Ok(found) => found,
+                Err(e) => return failed("reading the DLQ topics", &e),
+            }
+        } else {
+            Default::default()
+        };
+        let to_publish: Vec<vigie_kafka::dlq::Letter> = pending
+            .iter()
+            .filter(|l| !published.contains(&l.origin))
+            .map(|l| l.letter.clone())
+            .collect();
+        if let Err(e) = dlq.publish_letters(&to_publish).await {
+            return failed("publishing", &e);
+        }
+        let origins: Vec<_> = pending.into_iter().map(|l| l.origin).collect();
+        if let Err(e) = sink.letters_published(group, &origins).await {
+            return failed("recording as published", &e);
+        }
+        OutboxState {
+            pending: false,
+            uncertain: false,
+        }
     }
 
     /// Logs and counts a transient sink failure, then waits `delay` (cut

@@ -19,6 +19,8 @@ pub const H_TOPIC: &str = "vigie.dlq.origin.topic";
 pub const H_PARTITION: &str = "vigie.dlq.origin.partition";
 /// Header: its offset.
 pub const H_OFFSET: &str = "vigie.dlq.origin.offset";
+/// Header: the consumer group whose member refused the record.
+pub const H_GROUP: &str = "vigie.dlq.group";
 /// Header: the upstream URL, for a row a producer could not map (producer
 /// dead letters carry it instead of topic, partition and offset).
 pub const H_URL: &str = "vigie.dlq.origin.url";
@@ -99,82 +101,236 @@ pub struct DeadLetter<'a> {
     pub stage: &'a str,
 }
 
+/// A dead letter as published: its topic, key, value and headers, owned,
+/// so that it can be kept (in a sink's outbox) and published later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Letter {
+    /// The dead-letter topic.
+    pub topic: String,
+    /// The original record's key.
+    pub key: Option<Vec<u8>>,
+    /// The original value, fitted ([`FittedValue`]).
+    pub value: Vec<u8>,
+    /// Why, where from, and the original headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The original record's timestamp.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Letter {
+    /// The value of header `name`, if present.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+impl DeadLetter<'_> {
+    /// The letter to publish, from a consumer of `group` (`None` outside
+    /// a consumer group).
+    pub fn to_letter(&self, group: Option<&str>) -> Letter {
+        let r = self.record;
+        let value = FittedValue::new(r.payload.as_deref().unwrap_or_default());
+        let mut headers: Vec<(String, Vec<u8>)> = vec![
+            (H_REASON.into(), self.reason.into()),
+            (H_ERROR.into(), self.error.clone().into_bytes()),
+            (H_STAGE.into(), self.stage.into()),
+            (H_TOPIC.into(), r.topic.clone().into_bytes()),
+            (H_PARTITION.into(), r.partition.to_string().into_bytes()),
+            (H_OFFSET.into(), r.offset.to_string().into_bytes()),
+        ];
+        if let Some(group) = group {
+            headers.push((H_GROUP.into(), group.into()));
+        }
+        headers.extend(value.headers().map(|(k, v)| (k.to_owned(), v.to_vec())));
+        // The original headers follow, unchanged.
+        headers.extend(
+            r.headers
+                .iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone()))),
+        );
+        Letter {
+            topic: dlq_topic(&r.topic),
+            key: r.key.clone(),
+            value: value.value.to_vec(),
+            headers,
+            timestamp_ms: r.timestamp_ms,
+        }
+    }
+}
+
 /// Publishes dead letters with the shared producer.
 #[derive(Debug)]
 pub struct DlqPublisher<'p> {
     producer: &'p EventProducer,
     metrics: KafkaMetrics,
+    group: Option<String>,
 }
 
 impl<'p> DlqPublisher<'p> {
     /// A publisher over an existing producer.
     pub fn new(producer: &'p EventProducer, metrics: KafkaMetrics) -> Self {
-        Self { producer, metrics }
+        Self {
+            producer,
+            metrics,
+            group: None,
+        }
+    }
+
+    /// Its letters name consumer group `group` ([`H_GROUP`]).
+    pub fn for_group(mut self, group: &str) -> Self {
+        self.group = Some(group.to_owned());
+        self
+    }
+
+    /// The letter of `dead`, as this publisher would publish it.
+    pub fn letter(&self, dead: &DeadLetter<'_>) -> Letter {
+        dead.to_letter(self.group.as_deref())
     }
 
     /// Publishes every dead letter and waits for the broker's acknowledgement:
     /// a batch's offsets may be committed only after its dead letters are safe.
     pub async fn publish(&self, letters: &[DeadLetter<'_>]) -> Result<(), KafkaError> {
+        let letters: Vec<Letter> = letters.iter().map(|l| self.letter(l)).collect();
+        self.publish_letters(&letters).await
+    }
+
+    /// Publishes letters built earlier and waits for every acknowledgement.
+    pub async fn publish_letters(&self, letters: &[Letter]) -> Result<(), KafkaError> {
         if letters.is_empty() {
             return Ok(());
         }
-        struct Owned<'v> {
-            topic: String,
-            partition: String,
-            offset: String,
-            value: FittedValue<'v>,
-        }
-        let owned: Vec<Owned<'_>> = letters
-            .iter()
-            .map(|l| Owned {
-                topic: dlq_topic(&l.record.topic),
-                partition: l.record.partition.to_string(),
-                offset: l.record.offset.to_string(),
-                value: FittedValue::new(l.record.payload.as_deref().unwrap_or_default()),
-            })
-            .collect();
         let headers: Vec<Vec<(&str, &[u8])>> = letters
             .iter()
-            .zip(&owned)
-            .map(|(l, o)| {
-                let mut h: Vec<(&str, &[u8])> = vec![
-                    (H_REASON, l.reason.as_bytes()),
-                    (H_ERROR, l.error.as_bytes()),
-                    (H_STAGE, l.stage.as_bytes()),
-                    (H_TOPIC, l.record.topic.as_bytes()),
-                    (H_PARTITION, o.partition.as_bytes()),
-                    (H_OFFSET, o.offset.as_bytes()),
-                ];
-                h.extend(o.value.headers());
-                // The original headers follow, unchanged.
-                h.extend(
-                    l.record
-                        .headers
-                        .iter()
-                        .filter_map(|(k, v)| v.as_deref().map(|v| (k.as_str(), v))),
-                );
-                h
+            .map(|l| {
+                l.headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_slice()))
+                    .collect()
             })
             .collect();
         // Built with a loop, not a lazy `map`: a closure held across the
         // await below would make this future not `Send` for every lifetime.
         let mut records: Vec<OutRecord<'_>> = Vec::with_capacity(letters.len());
-        for ((l, o), h) in letters.iter().zip(&owned).zip(&headers) {
+        for (l, h) in letters.iter().zip(&headers) {
             records.push(OutRecord {
-                topic: &o.topic,
-                key: l.record.key.as_deref(),
-                payload: o.value.value,
+                topic: &l.topic,
+                key: l.key.as_deref(),
+                payload: &l.value,
                 headers: h,
-                timestamp_ms: l.record.timestamp_ms,
+                timestamp_ms: l.timestamp_ms,
             });
         }
         self.producer.send_all(records).await?;
         for l in letters {
+            let origin = l.header(H_TOPIC).map(String::from_utf8_lossy);
+            let reason = l.header(H_REASON).map(String::from_utf8_lossy);
             self.metrics
                 .dead_letters
-                .with_label_values(&[&l.record.topic, l.reason])
+                .with_label_values(&[
+                    origin.as_deref().unwrap_or_default(),
+                    reason.as_deref().unwrap_or_default(),
+                ])
                 .inc();
         }
         Ok(())
     }
+}
+
+/// Where a dead letter came from: origin topic, partition and offset. With
+/// the group, it names a letter: a member refuses a record at most once.
+pub type Origin = (String, i32, i64);
+
+/// The origins of the letters that members of `group` published on the
+/// dead-letter `topics` at or after `since_ms` (broker time): what a
+/// consumer that stopped between publishing letters and recording them as
+/// published finds already there. Reads each partition from the offset of
+/// `since_ms` to its end, then stops; blocking, bounded by `timeout`.
+pub fn published_by_group(
+    brokers: &str,
+    group: &str,
+    topics: &std::collections::BTreeSet<String>,
+    since_ms: i64,
+    timeout: std::time::Duration,
+) -> Result<std::collections::HashSet<Origin>, KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    let deadline = std::time::Instant::now() + timeout;
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        // Required by the client even for assigned partitions; it never
+        // joins nor commits.
+        .set("group.id", format!("{group}.dlq-reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .map_err(|e| KafkaError::Config(e.to_string()))?;
+    let mut at_time = TopicPartitionList::new();
+    for t in topics {
+        let md = c.fetch_metadata(Some(t), timeout)?;
+        for mt in md.topics() {
+            for p in mt.partitions() {
+                at_time.add_partition_offset(t, p.id(), Offset::Offset(since_ms))?;
+            }
+        }
+    }
+    // Per partition: read from the first offset at `since_ms` up to `high`.
+    let starts = c.offsets_for_times(at_time, timeout)?;
+    let mut assign = TopicPartitionList::new();
+    let mut ends = std::collections::HashMap::new();
+    for e in starts.elements() {
+        let Offset::Offset(start) = e.offset() else {
+            continue; // nothing at or after `since_ms`
+        };
+        let (_, high) = c.fetch_watermarks(e.topic(), e.partition(), timeout)?;
+        if start < high {
+            assign.add_partition_offset(e.topic(), e.partition(), Offset::Offset(start))?;
+            ends.insert((e.topic().to_owned(), e.partition()), high);
+        }
+    }
+    let mut found = std::collections::HashSet::new();
+    if ends.is_empty() {
+        return Ok(found);
+    }
+    c.assign(&assign)?;
+    while !ends.is_empty() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(KafkaError::Admin {
+                what: format!("reading dead-letter topics {topics:?}"),
+                message: format!("not read to their end within {timeout:?}"),
+            });
+        }
+        let Some(m) = c.poll(left.min(std::time::Duration::from_millis(500))) else {
+            continue;
+        };
+        let m = m?;
+        let key = (m.topic().to_owned(), m.partition());
+        if ends.get(&key).is_some_and(|high| m.offset() + 1 >= *high) {
+            ends.remove(&key);
+        }
+        let Some(headers) = m.headers() else { continue };
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .and_then(|v| std::str::from_utf8(v).ok())
+        };
+        if get(H_GROUP) != Some(group) {
+            continue;
+        }
+        if let (Some(t), Some(Ok(p)), Some(Ok(o))) = (
+            get(H_TOPIC),
+            get(H_PARTITION).map(str::parse),
+            get(H_OFFSET).map(str::parse),
+        ) {
+            found.insert((t.to_owned(), p, o));
+        }
+    }
+    Ok(found)
 }

@@ -146,6 +146,11 @@ pub fn read_topic(
 
 /// Records in `topic`: the sum of its partitions' high watermarks.
 pub fn topic_len(bootstrap: &str, topic: &str) -> i64 {
+    end_offsets(bootstrap, topic).iter().map(|(_, o)| o).sum()
+}
+
+/// `(partition, high watermark)` of each partition of `topic`, in order.
+pub fn end_offsets(bootstrap: &str, topic: &str) -> Vec<(i32, i64)> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
@@ -153,13 +158,17 @@ pub fn topic_len(bootstrap: &str, topic: &str) -> i64 {
     let md = c
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("metadata");
-    md.topics()
+    let mut ends: Vec<(i32, i64)> = md
+        .topics()
         .iter()
         .flat_map(|t| t.partitions())
         .map(|p| {
-            c.fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-                .expect("watermarks")
-                .1
+            let (_, high) = c
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .expect("watermarks");
+            (p.id(), high)
         })
-        .sum()
+        .collect();
+    ends.sort_unstable();
+    ends
 }

@@ -16,6 +16,7 @@
 
 mod csv;
 pub mod migrate;
+mod outbox;
 mod tables;
 
 use std::collections::BTreeMap;
@@ -28,7 +29,7 @@ use vigie_config::Secret;
 use vigie_kafka::consumer::TopicPartition;
 
 use crate::sink::{
-    Accepted, BatchContext, HealthProbe, Rejected, Rejects, Sink, SinkError, SinkSpec,
+    Accepted, BatchContext, HealthProbe, OutboxLetter, Rejected, Rejects, Sink, SinkError, SinkSpec,
 };
 use tables::{Target, stage_row};
 
@@ -191,11 +192,13 @@ impl PostgresSink {
         &self.pool
     }
 
-    /// One attempt at the whole batch; any error rolls everything back.
+    /// One attempt at one lane of the batch, with the lane's dead letters
+    /// refused before the sink (`letters`); any error rolls it all back.
     async fn write_once(
         &self,
         staged: &BTreeMap<Target, Staged<'_>>,
         next_offsets: &BTreeMap<TopicPartition, i64>,
+        letters: &[OutboxLetter],
         group: &str,
         rejects: &SharedRejects<'_>,
     ) -> Result<usize, SinkError> {
@@ -262,9 +265,12 @@ impl PostgresSink {
                 )));
             }
         }
-        // Refused rows are safe in the DLQ before their batch commits.
+        // Dead letters go into the outbox with the rows and offsets: one
+        // commit decides all three.
+        outbox::store(&mut tx, group, letters).await?;
         if !refused.is_empty() {
-            rejects.lock().await.publish(&refused).await?;
+            let own = rejects.lock().await.letters(&refused);
+            outbox::store(&mut tx, group, &own).await?;
         }
         tx.commit().await.map_err(classify)?;
         let total: usize = staged.values().map(|s| s.index.len()).sum();
@@ -507,20 +513,29 @@ impl Sink for PostgresSink {
                 }
             }
         }
-        if !refused.is_empty() {
-            rejects.publish(&refused).await?;
-        }
         let mut offsets: Vec<BTreeMap<TopicPartition, i64>> =
             (0..lanes).map(|_| BTreeMap::new()).collect();
         for (tp, o) in ctx.next_offsets {
             offsets[lane(tp.1)].insert(tp.clone(), *o);
         }
+        // Each lane's dead letters: refused at the edge, or here because
+        // this sink does not store their schema.
+        let mut letters: Vec<Vec<OutboxLetter>> = (0..lanes).map(|_| Vec::new()).collect();
+        for l in ctx
+            .dead_letters
+            .iter()
+            .cloned()
+            .chain(rejects.letters(&refused))
+        {
+            letters[lane(l.origin.1)].push(l);
+        }
         let shared: SharedRejects<'_> = tokio::sync::Mutex::new(rejects);
         let writes = staged
             .iter()
             .zip(&offsets)
-            .filter(|(st, off)| !st.is_empty() || !off.is_empty())
-            .map(|(st, off)| self.write_once(st, off, ctx.group, &shared));
+            .zip(&letters)
+            .filter(|((st, off), l)| !st.is_empty() || !off.is_empty() || !l.is_empty())
+            .map(|((st, off), l)| self.write_once(st, off, l, ctx.group, &shared));
         let written = futures::future::try_join_all(writes).await?;
         Ok(written.into_iter().sum())
     }
@@ -539,6 +554,26 @@ impl Sink for PostgresSink {
         Ok(Some(
             rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect(),
         ))
+    }
+
+    fn has_outbox(&self) -> bool {
+        true
+    }
+
+    async fn pending_letters(
+        &mut self,
+        group: &str,
+        partitions: &std::collections::BTreeSet<TopicPartition>,
+    ) -> Result<Vec<OutboxLetter>, SinkError> {
+        outbox::pending(&self.pool, group, partitions).await
+    }
+
+    async fn letters_published(
+        &mut self,
+        group: &str,
+        origins: &[vigie_kafka::dlq::Origin],
+    ) -> Result<(), SinkError> {
+        outbox::delete(&self.pool, group, origins).await
     }
 
     fn health_probe(&self) -> Option<HealthProbe> {
