@@ -404,4 +404,9 @@ async fn poison_of_every_kind_and_kill_9s_leave_every_record_stored_or_dead_lett
     .unwrap();
     let ends = vigie_testkit::end_offsets(&b.bootstrap, &topic);
     assert_eq!(stored, ends, "stored offsets = end offsets");
+    eprintln!(
+        "poison campaign reconciled: {good} rows for {good} good records, {letters} dead letters \
+         for {poison_n} poison records {kinds:?}, stored offsets = end offsets on {PARTITIONS} \
+         partitions, after {kills} kill -9s"
+    );
 }
