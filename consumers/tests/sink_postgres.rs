@@ -650,3 +650,52 @@ async fn a_stale_writer_is_fenced_and_stored_offsets_never_go_backwards() {
         .await
         .expect("an equal offset");
 }
+
+#[tokio::test]
+async fn a_who_entity_that_is_not_a_country_is_stored_with_its_own_code() {
+    let db = TestDb::create().await;
+    let mut s = sink(&db).await;
+    let days = CountryDayGenerator::new(3, chrono::NaiveDate::from_ymd_opt(2021, 1, 1).unwrap(), 2)
+        .unwrap();
+    let mut rows = days.day(0);
+    rows[0].country_code = "XXX".parse().unwrap();
+    rows[0].country = "International commercial vessel".into();
+    rows[0].who_region = "OTHER".parse().unwrap();
+    let accepted: Vec<vigie_consumers::Accepted> = rows
+        .into_iter()
+        .enumerate()
+        .map(|(index, row)| vigie_consumers::Accepted {
+            index,
+            partition: 0,
+            event: vigie_core::Event::CountryDay(vigie_core::Envelope::new(
+                "who-covid",
+                row,
+                Utc::now(),
+            )),
+        })
+        .collect();
+    let ctx = vigie_consumers::BatchContext {
+        group: "g",
+        next_offsets: &BTreeMap::new(),
+        dead_letters: &[],
+    };
+    let mut refused = Refused::default();
+    assert_eq!(s.write(&accepted, &ctx, &mut refused).await.unwrap(), 2);
+    assert!(refused.0.is_empty(), "{:?}", refused.0);
+    let pool = db.pool().await;
+    let stored: (String, String, String) = sqlx::query_as(
+        "SELECT c.country_code, c.name, c.who_region FROM country_day d
+         JOIN dim_country c USING (country_code) WHERE d.country_code = 'XXX'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        stored,
+        (
+            "XXX".to_owned(),
+            "International commercial vessel".to_owned(),
+            "OTHER".to_owned()
+        )
+    );
+}

@@ -77,7 +77,7 @@ fn a_page_that_is_not_a_json_array_is_an_error_naming_the_url() {
 #[test]
 fn the_who_csv_maps_line_by_line() {
     let rows = who_covid::parse_csv(CSV, "http://x/who.csv").unwrap();
-    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.len(), 6);
     let af = rows[0].as_ref().unwrap();
     assert_eq!(
         af.date_reported,
@@ -96,6 +96,17 @@ fn the_who_csv_maps_line_by_line() {
     let (raw, error) = rows[3].as_ref().unwrap_err();
     assert!(error.contains("WHO_region"), "{error}");
     assert_eq!(raw, b"2020-01-05,XX,Nowhere,MOON,1,1,0,0\n");
+    // WHO's own code of an entity that is not a country.
+    let vessel = rows[4].as_ref().unwrap();
+    assert_eq!(vessel.country_code.as_str(), "XXX");
+    assert_eq!(vessel.country, "International commercial vessel");
+    assert_eq!(vessel.who_region.as_str(), "OTHER");
+    assert_eq!(vessel.cumulative_cases, 712);
+    let (_, error) = rows[5].as_ref().unwrap_err();
+    assert!(
+        error.contains("country code") && error.contains("XYZW"),
+        "{error}"
+    );
 }
 
 #[test]

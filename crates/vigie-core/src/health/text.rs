@@ -144,9 +144,13 @@ checked_text! {
 }
 
 checked_text! {
-    /// ISO 3166-1 alpha-2 country code as used by WHO (user-assigned codes
-    /// such as `XK` included).
-    CountryCode, "country code", "two upper-case letters", two_upper_letters
+    /// A country code as WHO publishes it: ISO 3166-1 alpha-2 (user-assigned
+    /// codes such as `XK` included), or, for an entity that is not a country
+    /// (`XXX`: international commercial vessels), one of the alpha-3 codes
+    /// ISO 3166 leaves to users from `XAA` to `XZZ`.
+    CountryCode, "country code",
+    "two upper-case letters, or X and two upper-case letters (WHO's codes of entities that are not countries)",
+    |s| two_upper_letters(s) || s.strip_prefix('X').is_some_and(two_upper_letters)
 }
 
 checked_text! {
