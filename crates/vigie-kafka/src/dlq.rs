@@ -19,6 +19,10 @@ pub const H_TOPIC: &str = "vigie.dlq.origin.topic";
 pub const H_PARTITION: &str = "vigie.dlq.origin.partition";
 /// Header: its offset.
 pub const H_OFFSET: &str = "vigie.dlq.origin.offset";
+/// Header: the original record's timestamp, in milliseconds since the
+/// epoch. The dead letter itself is timestamped when it is published, so
+/// that the DLQ can be searched by the time letters were published.
+pub const H_TIMESTAMP: &str = "vigie.dlq.origin.timestamp";
 /// Header: the consumer group whose member refused the record.
 pub const H_GROUP: &str = "vigie.dlq.group";
 /// Header: the upstream URL, for a row a producer could not map (producer
@@ -113,7 +117,7 @@ pub struct Letter {
     pub value: Vec<u8>,
     /// Why, where from, and the original headers.
     pub headers: Vec<(String, Vec<u8>)>,
-    /// The original record's timestamp.
+    /// The letter's timestamp; `None`: when it is published.
     pub timestamp_ms: Option<i64>,
 }
 
@@ -141,6 +145,9 @@ impl DeadLetter<'_> {
             (H_PARTITION.into(), r.partition.to_string().into_bytes()),
             (H_OFFSET.into(), r.offset.to_string().into_bytes()),
         ];
+        if let Some(t) = r.timestamp_ms {
+            headers.push((H_TIMESTAMP.into(), t.to_string().into_bytes()));
+        }
         if let Some(group) = group {
             headers.push((H_GROUP.into(), group.into()));
         }
@@ -156,7 +163,8 @@ impl DeadLetter<'_> {
             key: r.key.clone(),
             value: value.value.to_vec(),
             headers,
-            timestamp_ms: r.timestamp_ms,
+            // Publish time: `published_by_group` looks letters up by it.
+            timestamp_ms: None,
         }
     }
 }

@@ -61,6 +61,17 @@ pub type RawInput = (Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
 /// Produces `(key, value, headers)` records with a plain client and waits
 /// for every acknowledgement. Used to inject input, including invalid input.
 pub async fn produce_raw(bootstrap: &str, topic: &str, records: &[RawInput]) {
+    produce_raw_at(bootstrap, topic, records, None).await;
+}
+
+/// [`produce_raw`], the records timestamped `timestamp_ms` (the time of
+/// producing when `None`): a backlog produced long ago.
+pub async fn produce_raw_at(
+    bootstrap: &str,
+    topic: &str,
+    records: &[RawInput],
+    timestamp_ms: Option<i64>,
+) {
     let p: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
@@ -76,7 +87,10 @@ pub async fn produce_raw(bootstrap: &str, topic: &str, records: &[RawInput]) {
                 value: Some(hv),
             });
         }
-        let rec = FutureRecord::to(topic).key(k).payload(v).headers(h);
+        let mut rec = FutureRecord::to(topic).key(k).payload(v).headers(h);
+        if let Some(t) = timestamp_ms {
+            rec = rec.timestamp(t);
+        }
         futs.push(p.send(rec, Duration::from_secs(30)));
     }
     for f in futs {

@@ -19,7 +19,7 @@ mod wait;
 pub use broker::{Broker, PrivateKafka, broker, repo_root};
 pub use kafka::{
     RawInput, RawRecord, create_topic, create_topic_and_dlq, create_topic_with, end_offsets,
-    produce_raw, read_topic, topic_len, unique_name,
+    produce_raw, produce_raw_at, read_topic, topic_len, unique_name,
 };
 pub use onnx::ort_dylib;
 pub use postgres::{TestDb, admin_url};

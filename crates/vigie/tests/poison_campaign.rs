@@ -22,8 +22,8 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use vigie_testkit::{
-    RawInput, TestDb, broker, create_topic, create_topic_with, produce_raw, read_topic, topic_len,
-    unique_name, wait_for,
+    RawInput, TestDb, broker, create_topic, create_topic_with, produce_raw_at, read_topic,
+    topic_len, unique_name, wait_for,
 };
 
 const PARTITIONS: i32 = 12;
@@ -238,6 +238,7 @@ async fn poison_of_every_kind_and_kill_9s_leave_every_record_stored_or_dead_lett
     let good_per_round = good_total / rounds;
     let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
     let mut poison_n = 0u64;
+    let two_hours_ago = chrono::Utc::now().timestamp_millis() - 2 * 3_600_000;
     for round in 0..rounds {
         produce_sample(&b.bootstrap, &topic, good_per_round, 1_000 + round);
         let (mut values, mut nulls): (Vec<RawInput>, Vec<Vec<u8>>) = (Vec::new(), Vec::new());
@@ -251,7 +252,9 @@ async fn poison_of_every_kind_and_kill_9s_leave_every_record_stored_or_dead_lett
             }
             poison_n += 1;
         }
-        produce_raw(&b.bootstrap, &topic, &values).await;
+        // Produced two hours ago, as a backlog may have been: dead letters
+        // must not be looked up by their records' times.
+        produce_raw_at(&b.bootstrap, &topic, &values, Some(two_hours_ago)).await;
         produce_nulls(&b.bootstrap, &topic, &nulls);
     }
     let good = good_per_round * rounds;
