@@ -1,7 +1,9 @@
 //! `vigie consume --sink postgres` as processes: killed with SIGKILL at
-//! five points of a large load, and two instances sharing partitions
-//! through a rebalance. Every case must end up stored exactly once, with
-//! the same table content as an undisturbed run.
+//! five points of a large load, two instances sharing partitions through a
+//! rebalance, and a member frozen (SIGSTOP) past its group's patience while
+//! another takes over. Every case must end up stored exactly once, with the
+//! same table content as an undisturbed run, and stored offsets never go
+//! backwards.
 
 mod common;
 
@@ -276,4 +278,114 @@ impl Stream {
         task.await.unwrap();
         produced.load(std::sync::atomic::Ordering::SeqCst)
     }
+}
+
+/// Sends `sig` (`STOP`, `CONT`) to `child`.
+fn signal(child: &Reaped, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig}");
+}
+
+/// `(partition, next_offset)` stored for `group`, in order.
+async fn stored_offsets(pool: &sqlx::PgPool, group: &str) -> Vec<(i32, i64)> {
+    sqlx::query_as(
+        "SELECT partition, next_offset FROM sink_offsets WHERE consumer_group = $1 ORDER BY 1",
+    )
+    .bind(group)
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_stale_member_frozen_mid_batch_is_fenced_when_it_resumes() {
+    // A holds a batch, frozen (SIGSTOP) inside its transaction before its
+    // first row; past max_poll_interval_ms, B takes every partition over
+    // and stores them to the end. A, resumed (SIGCONT), tries to commit its
+    // stale batch: refused, counted, and the offsets never go backwards.
+    let b = broker();
+    let topic = unique_name("health.case.v1");
+    create_topic_and_dlq(&b.bootstrap, &topic, 4).await;
+    let total = 4_000;
+    produce_sample(&b.bootstrap, &topic, total, 7);
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    count_writes(&pool).await;
+    let group = unique_name("g");
+    let (pa, pb) = (free_port(), free_port());
+    // Hold A at its next batch's first statement on `health_case`: the
+    // probe of the direct load, which waits behind this lock.
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE health_case IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let a = start_sink(&b.bootstrap, &topic, &group, &db, pa);
+    wait_for("A to wait at its batch's first row", DEADLINE, || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND query LIKE 'SELECT EXISTS (SELECT 1 FROM health_case%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .ok()?;
+        (n > 0).then_some(())
+    })
+    .await;
+    signal(&a, "STOP");
+    lock.commit().await.unwrap();
+    // Every offset ever seen, checked to only move forward.
+    let watch = {
+        let (pool, group) = (pool.clone(), group.clone());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut seen: std::collections::BTreeMap<i32, i64> = Default::default();
+            while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                for (p, o) in stored_offsets(&pool, &group).await {
+                    let last = seen.entry(p).or_insert(o);
+                    assert!(
+                        o >= *last,
+                        "partition {p}: stored offset went back from {last} to {o}"
+                    );
+                    *last = o;
+                }
+                tokio::task::yield_now().await;
+            }
+            seen
+        });
+        (stop, task)
+    };
+    let second = start_sink(&b.bootstrap, &topic, &group, &db, pb);
+    wait_rows(&pool, total as i64).await;
+    wait_for("B to store every offset", DEADLINE, || async {
+        let sum: i64 = stored_offsets(&pool, &group)
+            .await
+            .iter()
+            .map(|(_, o)| o)
+            .sum();
+        (sum == total as i64).then_some(())
+    })
+    .await;
+    signal(&a, "CONT");
+    wait_for("A's stale batch to be fenced", DEADLINE, || async {
+        metric(pa, "vigie_sink_fenced_batches_total")
+            .await
+            .filter(|n| *n >= 1.0)
+    })
+    .await;
+    stop(a);
+    stop(second);
+    watch.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = watch.1.await.expect("offsets only moved forward");
+    assert_eq!(seen.values().sum::<i64>(), total as i64);
+    reconcile(&pool, &group, total).await;
+    assert_eq!(
+        writes(&pool).await,
+        (total as i64, total as i64),
+        "each case written once: the stale batch was rolled back"
+    );
 }
