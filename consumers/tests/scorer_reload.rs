@@ -104,7 +104,7 @@ async fn a_new_version_is_picked_up_between_batches_and_a_corrupt_one_is_refused
         .encode_to_string(&registry.gather())
         .unwrap();
     assert!(
-        metrics.contains("vigie_scorer_reload_errors_total 1"),
+        metrics.contains(r#"vigie_scorer_model_refused_total{reason="model_file"} 1"#),
         "{metrics}"
     );
     assert!(

@@ -4,24 +4,31 @@
 //! At-least-once with deterministic ids: a score's envelope id comes from
 //! the case id and the model name and version, so a replayed batch
 //! publishes the same ids again and the stores converge.
+//!
+//! A model version is checked when loaded ([`Model::load`]); a version
+//! refused is logged, counted in `vigie_scorer_model_refused_total{reason}`
+//! and not checked again until its files change, and the version in use
+//! goes on scoring. A case whose score is not a finite number in `[0, 1]`
+//! goes to the DLQ; the rest of its batch is published.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGaugeVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
-use tracing::{error, info};
-use vigie_core::{CaseScore, Envelope, Event, Payload};
+use tracing::{error, info, warn};
+use vigie_core::{Case, CaseScore, Envelope, Event, Payload};
 use vigie_kafka::{EventProducer, OutRecord};
 
 use crate::sink::{Accepted, BatchContext, Rejected, Rejects, Sink, SinkError, SinkSpec};
 
 pub mod model;
 
-pub use model::{Encoder, FeatureSource, FeatureSpec, Model, ModelMetadata, ScorerError};
+pub use model::{Encoder, FeatureSource, FeatureSpec, Model, ModelMetadata, Refusal, ScorerError};
 
 /// The registry entry.
 pub const SPEC: SinkSpec = SinkSpec {
@@ -68,22 +75,142 @@ impl Default for ScorerConfig {
     }
 }
 
-/// The model version directory to use: `dir` itself when it holds a
-/// model, else its subdirectory with the highest `major.minor.patch` name.
-fn current_version(dir: &Path) -> Option<PathBuf> {
+/// The model versions under `dir`, newest first: `dir` itself when it
+/// holds a model, else its subdirectories named `major.minor.patch` (any
+/// number of dot-separated integers) that hold a `model.onnx`.
+fn versions(dir: &Path) -> Vec<PathBuf> {
     if dir.join("model.onnx").is_file() {
-        return Some(dir.to_path_buf());
+        return vec![dir.to_path_buf()];
     }
     let version =
         |name: &str| -> Option<Vec<u64>> { name.split('.').map(|p| p.parse().ok()).collect() };
-    std::fs::read_dir(dir)
-        .ok()?
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(Vec<u64>, PathBuf)> = entries
         .filter_map(Result::ok)
         .filter(|e| e.path().join("model.onnx").is_file())
         .filter_map(|e| Some((version(e.file_name().to_str()?)?, e.path())))
-        .max()
-        .map(|(_, p)| p)
+        .collect();
+    found.sort_unstable_by(|a, b| b.cmp(a));
+    found.into_iter().map(|(_, p)| p).collect()
 }
+
+/// The name of a version directory, for logs.
+fn version_name(dir: &Path) -> String {
+    dir.file_name().map_or_else(
+        || dir.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// Size, modification and change times and inode of a file: a copy under
+/// way changes them, so a version refused with other stamps is checked
+/// again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    ino: u64,
+}
+
+/// The stamps of a version's two files (`None`: absent).
+type Fingerprint = [Option<FileStamp>; 2];
+
+fn fingerprint(dir: &Path) -> Fingerprint {
+    use std::os::unix::fs::MetadataExt;
+    ["model.onnx", "metadata.json"].map(|f| {
+        std::fs::metadata(dir.join(f)).ok().map(|m| FileStamp {
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            ino: m.ino(),
+        })
+    })
+}
+
+/// Loads and checks model versions; remembers the ones refused.
+struct Loader {
+    ort_dylib: Option<PathBuf>,
+    refused_total: IntCounterVec,
+    /// Versions refused, with the stamps of their files then: not checked
+    /// again until these change (or SIGHUP).
+    refused: HashMap<PathBuf, Fingerprint>,
+}
+
+/// What [`Loader::newest`] found.
+enum Newest {
+    /// A version newer than the current one that passed its checks.
+    Loaded(PathBuf, Box<Model>),
+    /// None: every version above the current one (all of them at start-up)
+    /// is refused; their errors, newest first.
+    Refused(Vec<String>),
+}
+
+impl Loader {
+    /// The newest version that loads and passes its checks, walking down
+    /// from the newest and stopping at `current` (the one in use, `None` at
+    /// start-up). Versions refused before with the same file stamps are
+    /// skipped; newly refused ones are logged, counted and remembered.
+    /// `Err` only when ONNX Runtime itself cannot be loaded.
+    fn newest(
+        &mut self,
+        dir: &Path,
+        current: Option<(&Path, &str)>,
+    ) -> Result<Newest, ScorerError> {
+        let candidates = versions(dir);
+        self.refused.retain(|p, _| candidates.contains(p));
+        let mut errors = Vec::new();
+        for path in candidates {
+            if current.is_some_and(|(p, _)| p == path) {
+                break;
+            }
+            let stamps = fingerprint(&path);
+            if self.refused.get(&path) == Some(&stamps) {
+                continue;
+            }
+            match Model::load(&path, self.ort_dylib.as_deref()) {
+                Ok(model) => return Ok(Newest::Loaded(path, Box::new(model))),
+                Err(e @ ScorerError::Model { .. }) => {
+                    let reason = e.refusal().map_or("", Refusal::as_str);
+                    let file = e
+                        .file()
+                        .map(|f| f.display().to_string())
+                        .unwrap_or_default();
+                    let keeping = match current {
+                        Some((_, version)) => format!("version {version} keeps scoring"),
+                        None => "trying the next older version".to_owned(),
+                    };
+                    error!(
+                        version = %version_name(&path),
+                        file = %file,
+                        reason,
+                        error = %e,
+                        "Model version refused ({keeping}); checked again when its files change or on SIGHUP"
+                    );
+                    self.refused_total.with_label_values(&[reason]).inc();
+                    // The stamps from before the load: a file that changed
+                    // while it was read is checked again.
+                    self.refused.insert(path.clone(), stamps);
+                    errors.push(format!("{}: {e}", version_name(&path)));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Newest::Refused(errors))
+    }
+}
+
+/// DLQ reason: the scorer scores `health.case` events only.
+pub const REASON_UNSUPPORTED: &str = "unsupported_schema";
+/// DLQ reason: the model gave a NaN or infinite score for the case.
+pub const REASON_NON_FINITE: &str = "non_finite_score";
+/// DLQ reason: the model gave a score outside `[0, 1]` for the case.
+pub const REASON_OUT_OF_RANGE: &str = "score_out_of_range";
+/// DLQ reason: ONNX Runtime failed on the case (alone), while the model
+/// still scores its probe batch.
+pub const REASON_SCORING_FAILED: &str = "scoring_failed";
 
 /// The scorer sink.
 pub struct ScorerSink {
@@ -93,7 +220,7 @@ pub struct ScorerSink {
     producer: EventProducer,
     scores: Histogram,
     info: IntGaugeVec,
-    reload_errors: IntCounter,
+    loader: Loader,
     last_check: Instant,
     hangup: Arc<AtomicBool>,
 }
@@ -108,20 +235,15 @@ impl std::fmt::Debug for ScorerSink {
 }
 
 impl ScorerSink {
-    /// Loads the model and registers the scorer's metrics.
+    /// Registers the scorer's metrics and loads the newest model version
+    /// that passes its checks (newer ones refused are logged and counted);
+    /// fails when there is none.
     pub fn new(
         config: &ScorerConfig,
         producer: EventProducer,
         registry: &Registry,
     ) -> Result<Self, SinkError> {
         let fatal = |e: &dyn std::fmt::Display| SinkError::Fatal(e.to_string());
-        let model_path = current_version(&config.model_dir).ok_or_else(|| {
-            SinkError::Fatal(format!(
-                "no model in {} (a model.onnx, or version directories holding one)",
-                config.model_dir.display()
-            ))
-        })?;
-        let model = Model::load(&model_path, config.ort_dylib.as_deref()).map_err(|e| fatal(&e))?;
         let info = IntGaugeVec::new(
             Opts::new(
                 "vigie_scorer_model_info",
@@ -130,18 +252,22 @@ impl ScorerSink {
             &["model", "version"],
         )
         .map_err(|e| fatal(&e))?;
-        info.with_label_values(&[&model.meta.name, &model.meta.version])
-            .set(1);
         let scores = Histogram::with_opts(
             HistogramOpts::new("vigie_scorer_score", "Scores published.")
                 .buckets((1..=20).map(|i| f64::from(i) / 20.0).collect()),
         )
         .map_err(|e| fatal(&e))?;
-        let reload_errors = IntCounter::new(
-            "vigie_scorer_reload_errors_total",
-            "New model versions that could not be loaded (the previous one stays).",
+        let refused_total = IntCounterVec::new(
+            Opts::new(
+                "vigie_scorer_model_refused_total",
+                "Model versions refused when loaded (the current one stays), by reason.",
+            ),
+            &["reason"],
         )
         .map_err(|e| fatal(&e))?;
+        for reason in Refusal::ALL {
+            refused_total.with_label_values(&[reason.as_str()]);
+        }
         registry
             .register(Box::new(info.clone()))
             .map_err(|e| fatal(&e))?;
@@ -149,8 +275,35 @@ impl ScorerSink {
             .register(Box::new(scores.clone()))
             .map_err(|e| fatal(&e))?;
         registry
-            .register(Box::new(reload_errors.clone()))
+            .register(Box::new(refused_total.clone()))
             .map_err(|e| fatal(&e))?;
+        let mut loader = Loader {
+            ort_dylib: config.ort_dylib.clone(),
+            refused_total,
+            refused: HashMap::new(),
+        };
+        let (model_path, model) = match loader
+            .newest(&config.model_dir, None)
+            .map_err(|e| fatal(&e))?
+        {
+            Newest::Loaded(path, model) => (path, *model),
+            Newest::Refused(errors) if errors.is_empty() => {
+                return Err(SinkError::Fatal(format!(
+                    "no model in {} (a model.onnx, or version directories holding one)",
+                    config.model_dir.display()
+                )));
+            }
+            Newest::Refused(errors) => {
+                return Err(SinkError::Fatal(format!(
+                    "no usable model in {}: every version is refused: {}",
+                    config.model_dir.display(),
+                    errors.join("; ")
+                )));
+            }
+        };
+        info!(model = %model.meta.name, version = %model.meta.version, path = %model_path.display(), "Model loaded");
+        info.with_label_values(&[&model.meta.name, &model.meta.version])
+            .set(1);
         let hangup = Arc::new(AtomicBool::new(false));
         if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         {
@@ -168,7 +321,7 @@ impl ScorerSink {
             producer,
             scores,
             info,
-            reload_errors,
+            loader,
             last_check: Instant::now(),
             hangup,
         })
@@ -179,39 +332,74 @@ impl ScorerSink {
         &self.model.meta.version
     }
 
-    /// Between batches: switch to a newer model version if there is one.
-    /// A version that does not load is reported and skipped; the one in
-    /// use stays.
+    /// Between batches: switch to the newest version above the one in use
+    /// that passes its checks, if any. A refused version is logged,
+    /// counted and not checked again until its files change (a copy still
+    /// under way) or SIGHUP; the one in use stays.
     fn maybe_reload(&mut self) {
+        let hangup = self.hangup.swap(false, Ordering::Relaxed);
         let due = self.last_check.elapsed() >= Duration::from_millis(self.config.reload_check_ms);
-        if !(due || self.hangup.swap(false, Ordering::Relaxed)) {
+        if !(due || hangup) {
             return;
+        }
+        if hangup {
+            self.loader.refused.clear();
         }
         self.last_check = Instant::now();
-        let Some(latest) = current_version(&self.config.model_dir) else {
-            return;
-        };
-        if latest == self.model_path {
-            return;
-        }
-        match Model::load(&latest, self.config.ort_dylib.as_deref()) {
-            Ok(model) => {
-                info!(from = %self.model.meta.version, to = %model.meta.version, path = %latest.display(), "Model reloaded");
+        let current = (self.model_path.as_path(), self.model.meta.version.as_str());
+        match self.loader.newest(&self.config.model_dir, Some(current)) {
+            Ok(Newest::Loaded(path, model)) => {
+                info!(from = %self.model.meta.version, to = %model.meta.version, path = %path.display(), "Model reloaded");
                 self.info
                     .with_label_values(&[&self.model.meta.name, &self.model.meta.version])
                     .set(0);
                 self.info
                     .with_label_values(&[&model.meta.name, &model.meta.version])
                     .set(1);
-                self.model = model;
+                self.model = *model;
+                self.model_path = path;
             }
-            Err(e) => {
-                error!(error = %e, "New model version not loaded; keeping the current one");
-                self.reload_errors.inc();
-            }
+            Ok(Newest::Refused(_)) => {}
+            // ONNX Runtime is loaded once per process: with a model in use
+            // this cannot happen; the model in use stays.
+            Err(e) => error!(error = %e, "Model reload check failed; keeping the current one"),
         }
-        // Tried once: not again until a newer directory appears.
-        self.model_path = latest;
+    }
+
+    /// Scores `cases` with one run; a per-case error for a case ONNX
+    /// Runtime fails on. If the batch fails and the model still scores its
+    /// probe batch, the cases are scored one by one so that one record
+    /// cannot stop the stream; if the probe fails too, the model (or the
+    /// runtime) is broken and that is fatal.
+    fn score_cases(
+        &mut self,
+        cases: &[(usize, &Envelope<Case>)],
+    ) -> Result<Vec<Result<f32, String>>, SinkError> {
+        let rows: Vec<&dyn FeatureSource> = cases
+            .iter()
+            .map(|(_, c)| &c.data as &dyn FeatureSource)
+            .collect();
+        let batch_error = match self.model.score(&rows) {
+            Ok(scores) => return Ok(scores.into_iter().map(Ok).collect()),
+            Err(e) => e,
+        };
+        if let Err((reason, message)) = self.model.probe() {
+            return Err(SinkError::Fatal(format!(
+                "model {} {}: a batch failed ({batch_error}) and the probe batch fails too ({reason}: {message})",
+                self.model.meta.name, self.model.meta.version
+            )));
+        }
+        warn!(error = %batch_error, cases = cases.len(), version = %self.model.meta.version, "Batch not scored; scoring its cases one by one");
+        Ok(rows
+            .iter()
+            .map(|row| match self.model.score(std::slice::from_ref(row)) {
+                Ok(s) => s
+                    .first()
+                    .copied()
+                    .ok_or_else(|| "no score for the row".to_owned()),
+                Err(e) => Err(e.to_string()),
+            })
+            .collect())
     }
 }
 
@@ -227,10 +415,10 @@ impl Sink for ScorerSink {
         let mut refused = Vec::new();
         for ev in events {
             match &ev.event {
-                Event::Case(c) => cases.push(c),
+                Event::Case(c) => cases.push((ev.index, c)),
                 other => refused.push(Rejected {
                     index: ev.index,
-                    reason: "unsupported_schema",
+                    reason: REASON_UNSUPPORTED,
                     error: format!(
                         "the scorer scores health.case v1, not {} v{}",
                         other.schema(),
@@ -239,43 +427,74 @@ impl Sink for ScorerSink {
                 }),
             }
         }
+        let mut out = Vec::with_capacity(cases.len());
+        if !cases.is_empty() {
+            // One model run per batch, so one model version per batch.
+            self.maybe_reload();
+            // Not held across an await: `dyn FeatureSource` is not `Sync`.
+            let scores = self.score_cases(&cases)?;
+            let (name, version) = (&self.model.meta.name, &self.model.meta.version);
+            let now = Utc::now();
+            let mut unscored = 0usize;
+            for ((index, case), score) in cases.iter().zip(scores) {
+                let refuse = |reason, error| Rejected {
+                    index: *index,
+                    reason,
+                    error,
+                };
+                let score = match score {
+                    Ok(s) => f64::from(s),
+                    Err(e) => {
+                        refused.push(refuse(
+                            REASON_SCORING_FAILED,
+                            format!("model {name} {version} failed on case {}: {e}", case.id),
+                        ));
+                        unscored += 1;
+                        continue;
+                    }
+                };
+                if !score.is_finite() || !(0.0..=1.0).contains(&score) {
+                    let (reason, what) = if score.is_finite() {
+                        (REASON_OUT_OF_RANGE, "outside [0, 1]")
+                    } else {
+                        (REASON_NON_FINITE, "not finite")
+                    };
+                    refused.push(refuse(
+                        reason,
+                        format!(
+                            "model {name} {version} scored case {} {score}: {what}; not published",
+                            case.id
+                        ),
+                    ));
+                    unscored += 1;
+                    continue;
+                }
+                self.scores.observe(score);
+                let env = Envelope::new(
+                    "scorer",
+                    CaseScore {
+                        case_event_id: case.id,
+                        model_name: name.clone(),
+                        model_version: version.clone(),
+                        score,
+                        scored_at: now,
+                    },
+                    now,
+                );
+                let bytes = env
+                    .to_json_bytes()
+                    .map_err(|e| SinkError::Fatal(e.to_string()))?;
+                out.push((case.data.partition_key(), bytes));
+            }
+            if unscored > 0 {
+                warn!(model = %name, version = %version, cases = unscored, of = cases.len(), "Cases without a usable score sent to the DLQ");
+            }
+        }
         if !refused.is_empty() {
             rejects.publish(&refused).await?;
         }
-        if cases.is_empty() {
+        if out.is_empty() {
             return Ok(0);
-        }
-        // One model run per batch, so one model version per batch.
-        self.maybe_reload();
-        let scores = {
-            // Not held across the await below: `dyn FeatureSource` is not `Sync`.
-            let rows: Vec<&dyn FeatureSource> = cases
-                .iter()
-                .map(|c| &c.data as &dyn FeatureSource)
-                .collect();
-            self.model
-                .score(&rows)
-                .map_err(|e| SinkError::Fatal(e.to_string()))?
-        };
-        let now = Utc::now();
-        let mut out = Vec::with_capacity(cases.len());
-        for (case, score) in cases.iter().zip(&scores) {
-            self.scores.observe(f64::from(*score));
-            let env = Envelope::new(
-                "scorer",
-                CaseScore {
-                    case_event_id: case.id,
-                    model_name: self.model.meta.name.clone(),
-                    model_version: self.model.meta.version.clone(),
-                    score: f64::from(*score),
-                    scored_at: now,
-                },
-                now,
-            );
-            let bytes = env
-                .to_json_bytes()
-                .map_err(|e| SinkError::Fatal(e.to_string()))?;
-            out.push((case.data.partition_key(), bytes));
         }
         let records: Vec<OutRecord<'_>> = out
             .iter()
@@ -291,6 +510,6 @@ impl Sink for ScorerSink {
             .send_all(records)
             .await
             .map_err(|e| SinkError::Retryable(e.to_string()))?;
-        Ok(cases.len())
+        Ok(out.len())
     }
 }
