@@ -17,8 +17,15 @@ pub struct Checkpoint {
     /// The last watermark value taken (a timestamp or a date), if the source
     /// paginates by watermark.
     pub watermark: Option<String>,
-    /// Rows taken at `watermark` (watermark pagination), the next offset
-    /// (offset pagination), or the next listing page (scraper).
+    /// With keyset pagination, the id of the last row taken (at
+    /// `watermark`): the next page starts after (`watermark`,
+    /// `watermark_id`). Absent from older files, and left out of the file
+    /// when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watermark_id: Option<String>,
+    /// Rows taken at `watermark` (the watermark pagination of older
+    /// versions), the next offset (offset pagination), or the next listing
+    /// page (scraper).
     pub position: u64,
     /// Content hash of every page seen, by URL (scraper change detection).
     pub seen: BTreeMap<String, String>,
@@ -112,11 +119,35 @@ mod tests {
         assert_eq!(store.load("s").unwrap(), Checkpoint::default());
         let cp = Checkpoint {
             watermark: Some("2024-01-01T00:00:00.001".into()),
+            watermark_id: Some("row-it's".into()),
             position: 3,
             seen: BTreeMap::from([("http://x/a".into(), "ab".into())]),
         };
         store.save("s", &cp).unwrap();
         assert_eq!(store.load("s").unwrap(), cp);
+        // Without an id, the file is what older versions wrote and read.
+        let old = Checkpoint {
+            watermark_id: None,
+            ..cp.clone()
+        };
+        store.save("s", &old).unwrap();
+        let text = std::fs::read_to_string(store.path("s")).unwrap();
+        assert!(!text.contains("watermark_id"), "{text}");
+        assert_eq!(store.load("s").unwrap(), old);
+        // A file written before keyset pagination still loads.
+        std::fs::write(
+            store.path("s"),
+            br#"{"watermark": "2024-01-01T00:00:00.001", "position": 3, "seen": {}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            store.load("s").unwrap(),
+            Checkpoint {
+                watermark: Some("2024-01-01T00:00:00.001".into()),
+                position: 3,
+                ..Checkpoint::default()
+            }
+        );
         std::fs::write(store.path("s"), b"{\"position\": \"x\"").unwrap();
         let err = store.load("s").unwrap_err().to_string();
         assert!(err.contains("s.json") && err.contains("corrupt"), "{err}");

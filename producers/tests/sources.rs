@@ -169,6 +169,63 @@ async fn cdc_cases_fetch_the_next_page_while_mapping_one() {
     );
 }
 
+/// Rows that share one `:updated_at` across several pages (2,500 a
+/// timestamp, pages of 1,000): keyset paging on (`:updated_at`, `:id`)
+/// takes each row once, in the upstream's order, and the guess of the next
+/// page (the last row's key) holds.
+#[tokio::test]
+async fn cdc_cases_take_each_row_of_a_tie_larger_than_a_page_once() {
+    let (rows, page) = (7_300, 1_000);
+    let sim = simulator(SimConfig {
+        seed: 13,
+        cases: vigie_simulator::server::CasesSim {
+            rows,
+            rows_per_timestamp: 2_500,
+            ..Default::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let topic = topic("health.case.v1").await;
+    let state = tempfile::tempdir().unwrap();
+    let metrics = SourceMetrics::unregistered();
+    let options = format!("page_size = {page}");
+    let run = Run::cases(&sim, &topic, &options, state.path(), &metrics);
+    assert_eq!(run.go().await.events, rows);
+    assert_eq!(topic_len(&broker().bootstrap, &topic), rows as i64);
+    let g = CaseGenerator::new(CaseGenConfig {
+        seed: 13,
+        ..CaseGenConfig::default()
+    })
+    .unwrap();
+    let expected: BTreeSet<String> = (0..rows)
+        .map(|i| {
+            vigie_simulator::case_envelope(&g, i, Utc::now())
+                .id
+                .to_string()
+        })
+        .collect();
+    let got: BTreeSet<String> = ids(&topic, rows as usize).into_iter().collect();
+    assert_eq!(got, expected, "every row of every tie");
+    for request in sim.request_log() {
+        let query = &request.path_and_query;
+        assert!(query.contains("$order=%3Aupdated_at%2C%3Aid"), "{query}");
+        assert!(!query.contains("$offset"), "{query}");
+    }
+    let outcome = |o: &str| {
+        metrics
+            .prefetches
+            .with_label_values(&["cdc-cases", o])
+            .get()
+    };
+    // Seven full pages, each followed by the prefetched page after it.
+    assert_eq!(
+        (outcome("used"), outcome("wrong_guess"), outcome("dropped")),
+        (7, 0, 0)
+    );
+    assert_eq!(run.go().await.events, 0, "caught up");
+}
+
 #[tokio::test]
 async fn cdc_cases_recover_from_every_fault_and_hold_every_row_once() {
     let rows = 3_000;

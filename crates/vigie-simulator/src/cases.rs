@@ -542,6 +542,18 @@ impl CaseGenerator {
     pub fn rows(&self, range: Range<u64>) -> impl Iterator<Item = Case> {
         range.map(|index| self.row(index))
     }
+
+    /// The `row_id` of row `index`, without generating the rest of the row.
+    pub(crate) fn row_id(&self, index: u64) -> String {
+        row_id_text(self.row_id_key, index)
+    }
+
+    /// A number in the order of the row ids: `row_id(a) < row_id(b)` if
+    /// and only if `row_id_order(a) < row_id_order(b)` (ids are written 5
+    /// bits a symbol, most significant first, in an ascending alphabet).
+    pub(crate) fn row_id_order(&self, index: u64) -> u64 {
+        row_id_bits(self.row_id_key, index)
+    }
 }
 
 fn case_months(start: (u16, u8), count: u32) -> Result<Vec<CaseMonth>, ConfigError> {
@@ -665,15 +677,7 @@ fn interval(d: &mut Draw, present_ppm: u32) -> Option<i32> {
 /// 2^60: the index goes through a keyed bijection of 60-bit values, then is
 /// written 5 bits per symbol.
 fn row_id_text(key: u64, index: u64) -> String {
-    let mut x = (index ^ key) & ROW_ID_MASK;
-    // Each step is a bijection on 60-bit values: xor with a right shift of
-    // itself, and multiplication by an odd constant modulo 2^60.
-    x ^= x >> 29;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9) & ROW_ID_MASK;
-    x ^= x >> 32;
-    x = x.wrapping_mul(0x94d0_49bb_1331_11eb) & ROW_ID_MASK;
-    x ^= x >> 29;
-
+    let x = row_id_bits(key, index);
     let mut id = String::with_capacity(18);
     id.push_str("row-");
     for symbol in 0..12 {
@@ -686,6 +690,19 @@ fn row_id_text(key: u64, index: u64) -> String {
         id.push(char::from(ROW_ID_ALPHABET[((x >> shift) & 31) as usize]));
     }
     id
+}
+
+/// The 60 bits a row id writes: `index` through the keyed bijection.
+fn row_id_bits(key: u64, index: u64) -> u64 {
+    let mut x = (index ^ key) & ROW_ID_MASK;
+    // Each step is a bijection on 60-bit values: xor with a right shift of
+    // itself, and multiplication by an odd constant modulo 2^60.
+    x ^= x >> 29;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9) & ROW_ID_MASK;
+    x ^= x >> 32;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb) & ROW_ID_MASK;
+    x ^= x >> 29;
+    x
 }
 
 #[cfg(test)]
@@ -709,6 +726,17 @@ mod tests {
         // The high end of the index range too.
         let top = ROW_ID_MASK;
         assert_ne!(row_id_text(key, top), row_id_text(key, top - 1));
+    }
+
+    #[test]
+    fn row_id_order_is_the_order_of_the_id_text() {
+        assert!(ROW_ID_ALPHABET.is_sorted());
+        let key = splitmix64(3);
+        let mut rows: Vec<(u64, String)> = (0..5_000)
+            .map(|index| (row_id_bits(key, index), row_id_text(key, index)))
+            .collect();
+        rows.sort_unstable();
+        assert!(rows.windows(2).all(|w| w[0].1 < w[1].1));
     }
 
     #[test]

@@ -270,6 +270,90 @@ async fn soda_paging_and_where_cover_rows_in_order() {
     sim.shutdown().await;
 }
 
+/// With `rows_per_timestamp`, rows share an `:updated_at`, are served by
+/// `:id` within it, and the keyset `$where` starts right after a row.
+#[tokio::test]
+async fn soda_ties_are_served_by_id_and_paged_by_keyset() {
+    let mut config = with_cases(30);
+    config.cases.rows_per_timestamp = 4;
+    let sim = start(config).await;
+    let query = [
+        ("$limit", "100"),
+        ("$select", ":*,*"),
+        ("$order", ":updated_at, :id"),
+    ];
+    let rows = soda(&sim, &query).await;
+    assert_eq!(rows.len(), 30);
+    let index: std::collections::HashMap<String, u64> =
+        generator_ids(42, 0..30).into_iter().zip(0..).collect();
+    let keys: Vec<(String, String)> = rows
+        .iter()
+        .map(|row| {
+            let id = row[":id"].as_str().unwrap().to_owned();
+            let stamp = row_timestamp(index[&id] / 4);
+            assert_eq!(row[":updated_at"], stamp.as_str());
+            (stamp, id)
+        })
+        .collect();
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+    let distinct: HashSet<&String> = keys.iter().map(|(_, id)| id).collect();
+    assert_eq!(distinct.len(), 30);
+
+    // After row 9, by keyset: rows 10 to 14.
+    let (ts, id) = &keys[9];
+    let after = format!(":updated_at > '{ts}' OR (:updated_at = '{ts}' AND :id > '{id}')");
+    let page = soda(
+        &sim,
+        &[
+            ("$where", after.as_str()),
+            ("$order", ":updated_at,:id"),
+            ("$limit", "5"),
+            ("$select", ":*,*"),
+        ],
+    )
+    .await;
+    let expected: Vec<&String> = keys[10..15].iter().map(|(_, id)| id).collect();
+    let ids = ids(&page);
+    assert_eq!(ids.iter().collect::<Vec<_>>(), expected);
+    // A quote in the id, written twice: `it's` sorts before every row id.
+    let quoted = format!(":updated_at > '{ts}' OR (:updated_at = '{ts}' AND :id > 'it''s')");
+    let page = soda(
+        &sim,
+        &[
+            ("$where", quoted.as_str()),
+            ("$select", ":*,*"),
+            ("$limit", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        page[0][":id"],
+        keys[8].1.as_str(),
+        "the timestamp's first row"
+    );
+    for (key, value) in [
+        ("$where", format!("{after} OR 1 = 1")),
+        ("$where", quoted.replace("''", "'")),
+        ("$where", after.replace(":id >", ":id >=")),
+        ("$order", ":updated_at,:id DESC".to_owned()),
+    ] {
+        let response = soda_response(&sim, &[(key, value.as_str())]).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{key}={value}");
+        let error: Value = response.json().await.unwrap();
+        assert!(error["message"].as_str().unwrap().contains(key), "{error}");
+    }
+    sim.shutdown().await;
+
+    // Rows appear a whole timestamp at a time.
+    let mut config = with_cases(30);
+    config.cases.rows_per_timestamp = 4;
+    config.cases.initial_rows = Some(10);
+    let sim = start(config).await;
+    assert_eq!(soda(&sim, &query).await.len(), 8);
+    assert_eq!(sim.manifest().cases.rows_available, 8);
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn soda_refuses_what_it_does_not_implement() {
     let sim = start(with_cases(100)).await;

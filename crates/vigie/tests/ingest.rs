@@ -13,7 +13,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::Utc;
-use vigie_simulator::server::{CASES_PATH, CasesSim, SimConfig, Simulator};
+use vigie_simulator::server::{
+    CASES_PATH, CasesSim, Endpoint, FaultKind, FaultRule, SimConfig, Simulator,
+};
 use vigie_simulator::{CaseGenConfig, CaseGenerator};
 use vigie_testkit::{broker, create_topic_and_dlq, read_topic, topic_len, unique_name, wait_for};
 
@@ -63,13 +65,66 @@ fn start(config: &std::path::Path, port: u16, until_caught_up: bool) -> Reaped {
 
 #[tokio::test]
 async fn kill_9_at_random_points_then_restart_leaves_no_gap_and_repeats_keep_their_id() {
+    let cases = CasesSim {
+        rows: ROWS,
+        ..CasesSim::default()
+    };
+    // Five kill points spread over the load, each at a random row.
+    let mut points: Vec<u64> = (0..5)
+        .map(|i| i * ROWS / 6 + rand::random_range(1_000..ROWS / 6))
+        .collect();
+    points.sort_unstable();
+    ingest_with_kills(SEED, cases, Vec::new(), &points).await;
+}
+
+/// Rows sharing one `:updated_at` across several pages (2,500 rows a
+/// timestamp, pages of 1,000): keyset paging on (`:updated_at`, `:id`) takes
+/// each of them, across kills. Paging the tie by `$offset` under
+/// `$order=:updated_at` alone, as `cdc-cases` did, loses rows (and repeats
+/// others): the order of rows that tie is the upstream's to choose, and
+/// differs from one request to the next.
+#[tokio::test]
+async fn rows_tied_on_updated_at_across_pages_are_all_taken_across_kills() {
+    const TIED_ROWS: u64 = 10_700;
+    let cases = CasesSim {
+        rows: TIED_ROWS,
+        rows_per_timestamp: 2_500,
+        ..CasesSim::default()
+    };
+    // Three kill points, each at a random row; every page served 100 ms
+    // late, so that each kill lands while pages are still to come.
+    let mut points: Vec<u64> = (0..3)
+        .map(|i| i * TIED_ROWS / 4 + rand::random_range(500..TIED_ROWS / 4))
+        .collect();
+    points.sort_unstable();
+    let slow = FaultRule {
+        endpoint: Endpoint::Cases,
+        kind: FaultKind::Slow { delay_ms: 100 },
+        every: 1,
+        times: None,
+    };
+    let mid_load = ingest_with_kills(SEED + 1, cases, vec![slow], &points).await;
+    assert_eq!(mid_load, points.len(), "every kill before the last row");
+}
+
+/// Serves `cases` of generator `seed` (with `faults`), runs `vigie ingest`,
+/// killed with SIGKILL once each of `points` rows is produced and
+/// restarted, then once more until caught up; then every row must be on the
+/// topic (counted by distinct row, i.e. event id), and any row produced
+/// twice must carry the same data. Returns how many kills came before the
+/// last row was produced.
+async fn ingest_with_kills(
+    seed: u64,
+    cases: CasesSim,
+    faults: Vec<FaultRule>,
+    points: &[u64],
+) -> usize {
+    let rows = cases.rows;
     let sim = Simulator::start(
         SimConfig {
-            seed: SEED,
-            cases: CasesSim {
-                rows: ROWS,
-                ..CasesSim::default()
-            },
+            seed,
+            cases,
+            faults,
             ..SimConfig::default()
         },
         SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -82,12 +137,8 @@ async fn kill_9_at_random_points_then_restart_leaves_no_gap_and_repeats_keep_the
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), sim.base_url(), &topic);
 
-    // Five kill points spread over the load, each at a random row.
-    let mut points: Vec<u64> = (0..5)
-        .map(|i| i * ROWS / 6 + rand::random_range(1_000..ROWS / 6))
-        .collect();
-    points.sort_unstable();
-    for point in points {
+    let mut mid_load = 0;
+    for &point in points {
         let port = free_port();
         let mut child = start(&config, port, false);
         // Rows acknowledged by this run; the topic holds the earlier ones.
@@ -97,8 +148,12 @@ async fn kill_9_at_random_points_then_restart_leaves_no_gap_and_repeats_keep_the
             (before + n as u64 >= point).then_some(())
         })
         .await;
+        let produced = before + metric(port, "vigie_source_events_total").await.unwrap() as u64;
         child.kill().unwrap(); // SIGKILL, mid-stream
         child.wait().unwrap();
+        if produced < rows {
+            mid_load += 1;
+        }
     }
     let mut last = start(&config, free_port(), true);
     let status = tokio::task::spawn_blocking(move || last.wait().unwrap())
@@ -107,13 +162,13 @@ async fn kill_9_at_random_points_then_restart_leaves_no_gap_and_repeats_keep_the
     assert!(status.success(), "the last run catches up and exits 0");
 
     let total = topic_len(&b.bootstrap, &topic);
-    assert!(total >= ROWS as i64, "{total} records");
+    assert!(total >= rows as i64, "{total} records");
     let g = CaseGenerator::new(CaseGenConfig {
-        seed: SEED,
+        seed,
         ..CaseGenConfig::default()
     })
     .unwrap();
-    let expected: BTreeSet<String> = (0..ROWS)
+    let expected: BTreeSet<String> = (0..rows)
         .map(|i| {
             vigie_simulator::case_envelope(&g, i, Utc::now())
                 .id
@@ -134,6 +189,11 @@ async fn kill_9_at_random_points_then_restart_leaves_no_gap_and_repeats_keep_the
         by_id.insert(id, v);
     }
     let got: BTreeSet<String> = by_id.into_keys().collect();
-    assert_eq!(got.len(), expected.len(), "no gap");
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "no gap: distinct rows on the topic ({total} records)"
+    );
     assert_eq!(got, expected);
+    mid_load
 }

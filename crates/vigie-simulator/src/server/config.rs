@@ -11,6 +11,10 @@ use crate::{CountryDayGenerator, Drift};
 /// apart from 2024-01-01) must stay within the years `YYYY` can write.
 pub const MAX_CASE_ROWS: u64 = 1 << 47;
 
+/// Most rows that may share one `:updated_at` (`cases.rows_per_timestamp`):
+/// a page that reaches into a timestamp sorts its rows by `:id`.
+pub const MAX_ROWS_PER_TIMESTAMP: u64 = 100_000;
+
 /// The whole configuration of a simulator run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -52,6 +56,12 @@ pub struct CasesSim {
     pub initial_rows: Option<u64>,
     /// Rows added per second after the start, up to `rows`; 0 for none.
     pub rows_per_second: u64,
+    /// Rows that share each `:updated_at` (1 to
+    /// [`MAX_ROWS_PER_TIMESTAMP`]): row `i` is updated at 2024-01-01 plus
+    /// `i / rows_per_timestamp` milliseconds, and the rows of a timestamp
+    /// are served by `:id`. Rows then become available a whole timestamp
+    /// at a time, as a transaction commits them.
+    pub rows_per_timestamp: u64,
     /// Optional change in the data from some row on.
     pub drift: Option<Drift>,
     /// When set, a request carrying another `X-App-Token` is refused with
@@ -65,6 +75,7 @@ impl Default for CasesSim {
             rows: 100_000,
             initial_rows: None,
             rows_per_second: 0,
+            rows_per_timestamp: 1,
             drift: None,
             app_token: None,
         }
@@ -171,6 +182,15 @@ impl SimConfig {
                 format!("at most {MAX_CASE_ROWS}"),
             ));
         }
+        if !(1..=MAX_ROWS_PER_TIMESTAMP).contains(&self.cases.rows_per_timestamp) {
+            return Err(InvalidSetting::new(
+                "cases.rows_per_timestamp",
+                format!(
+                    "between 1 and {MAX_ROWS_PER_TIMESTAMP} (got {})",
+                    self.cases.rows_per_timestamp
+                ),
+            ));
+        }
         let countries = self.who.countries;
         if countries == 0 || countries > CountryDayGenerator::AVAILABLE_COUNTRIES {
             return Err(InvalidSetting::new(
@@ -230,6 +250,7 @@ mod tests {
             rows = 1000
             initial_rows = 10
             rows_per_second = 5
+            rows_per_timestamp = 3
             app_token = "t"
             drift = { kind = "age_shift_older", from_index = 500 }
             [who]
@@ -257,6 +278,7 @@ mod tests {
         config.validate().unwrap();
         assert_eq!(config.seed, 7);
         assert_eq!(config.cases.initial_rows(), 10);
+        assert_eq!(config.cases.rows_per_timestamp, 3);
         assert_eq!(
             config.cases.drift,
             Some(Drift::AgeShiftOlder { from_index: 500 })
@@ -295,6 +317,16 @@ mod tests {
         let mut config = SimConfig::default();
         config.who.countries = 0;
         assert_eq!(config.validate().unwrap_err().key, "who.countries");
+        for bad in [0, MAX_ROWS_PER_TIMESTAMP + 1] {
+            let mut config = SimConfig::default();
+            config.cases.rows_per_timestamp = bad;
+            let err = config.validate().unwrap_err();
+            assert_eq!(err.key, "cases.rows_per_timestamp");
+            assert!(err.to_string().contains("between 1 and 100000"), "{err}");
+        }
+        let mut config = SimConfig::default();
+        config.cases.rows_per_timestamp = MAX_ROWS_PER_TIMESTAMP;
+        config.validate().unwrap();
         let mut config = SimConfig::default();
         config.news.page_size = 0;
         assert_eq!(config.validate().unwrap_err().key, "news.page_size");

@@ -43,14 +43,16 @@ use tokio_util::sync::CancellationToken;
 use crate::{CaseGenConfig, CaseGenerator, ConfigError, CountryDayGenerator, NewsGenerator};
 
 pub use cases::{CASES_PATH, DEFAULT_LIMIT, MAX_LIMIT, ROW_EPOCH, row_timestamp};
-pub use config::{CasesSim, InvalidSetting, MAX_CASE_ROWS, NewsSim, SimConfig, WhoSim};
+pub use config::{
+    CasesSim, InvalidSetting, MAX_CASE_ROWS, MAX_ROWS_PER_TIMESTAMP, NewsSim, SimConfig, WhoSim,
+};
 pub use faults::{Endpoint, FaultKind, FaultRule};
 pub use manifest::{CasesManifest, Manifest, NewsManifest, RequestRecord, WhoManifest};
 pub use metrics::SimMetrics;
 pub use news::{NEWS_ITEM_PREFIX, NEWS_PATH};
 pub use who_csv::{WHO_CSV_HEADER, WHO_CSV_PATH, WHO_FIRST_DATE};
 
-use cases::{PageQuery, SodaError};
+use cases::{Layout, PageQuery, SodaError};
 use faults::{Faults, lock};
 use news::NewsSite;
 
@@ -322,12 +324,27 @@ impl Shared {
         })
     }
 
-    /// Case rows visible now.
+    /// Case rows visible now: with several rows per timestamp, whole
+    /// timestamps only (all of `rows` once grown to it).
     fn rows_available(&self) -> u64 {
         let cases = &self.config.cases;
         let grown = u128::from(cases.rows_per_second) * self.started.elapsed().as_millis() / 1000;
         let grown = u64::try_from(grown).unwrap_or(u64::MAX);
-        cases.initial_rows().saturating_add(grown).min(cases.rows)
+        let available = cases.initial_rows().saturating_add(grown).min(cases.rows);
+        if available == cases.rows {
+            available
+        } else {
+            available - available % cases.rows_per_timestamp.max(1)
+        }
+    }
+
+    /// Where each case row is served.
+    fn layout(&self) -> Layout<'_> {
+        Layout {
+            generator: &self.cases,
+            per_timestamp: self.config.cases.rows_per_timestamp.max(1),
+            rows: self.config.cases.rows,
+        }
     }
 
     /// Days in the WHO file now.
@@ -566,10 +583,12 @@ async fn cases_page(
                 Some(FaultKind::RepeatRows { rows }) => rows,
                 _ => 0,
             };
-            let range = query.rows(state.rows_available(), repeat);
-            let system = query.system_fields;
+            let available = state.rows_available();
             let render = tokio::task::spawn_blocking(move || {
-                cases::render_page(&state.cases, range, system)
+                let layout = state.layout();
+                let rows = query.rows(&layout, available, repeat);
+                let system = query.system_fields;
+                cases::render_page(&state.cases, &rows, layout.per_timestamp, system)
             });
             match render.await {
                 Ok(body) => Reply::ok(JSON, body),

@@ -4,9 +4,12 @@
 //! null fields left out.
 //!
 //! Options (`[producers.sources.cdc-cases.options]`):
-//! - `pagination`: `watermark` (default: `$where=:updated_at >= 'W'`, with
-//!   the rows already taken at `W` skipped by `$offset`, so a re-published
-//!   row comes again) or `offset` (`$order=:id` and `$offset`);
+//! - `pagination`: `watermark` (default; the name is kept for existing
+//!   configurations, the paging is by keyset now: `$order=:updated_at,:id`
+//!   and `$where=:updated_at > 'W' OR (:updated_at = 'W' AND :id > 'I')`
+//!   after the last row taken, (`W`, `I`); a row updated upstream comes
+//!   again, with a later `:updated_at`, and is produced again) or `offset`
+//!   (`$order=:id` and `$offset`);
 //! - `page_size`: rows per request (default 10000; SODA allows up to 50000,
 //!   but larger pages only cost memory: about 100 MiB of peak RSS at
 //!   10000, 270 MiB at 50000, for no more throughput; while a backlog
@@ -51,7 +54,8 @@ const NAME: &str = "cdc-cases";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Pagination {
-    /// `:updated_at` watermark plus the rows taken at it.
+    /// Keyset paging on (`:updated_at`, `:id`), after the last row taken
+    /// (named `watermark` in the configuration, as before).
     Watermark,
     /// `$offset` over `$order=:id`.
     Offset,
@@ -79,9 +83,11 @@ struct CdcCases {
     url: String,
     options: Options,
     app_token: Option<String>,
-    /// Row ids of the last pages: an upstream whose pages shift (rows
-    /// inserted or re-published while paging) serves some rows twice.
-    /// Shared with the blocking thread that maps a page.
+    /// Offset pagination only: row ids of the last pages, since an
+    /// upstream whose pages shift (rows inserted while paging) serves some
+    /// rows twice. Shared with the blocking thread that maps a page.
+    /// Keyset pagination needs none: a row served again is behind the
+    /// checkpoint, or an update upstream to produce again.
     recent: Arc<Mutex<RecentIds>>,
     /// While a backlog drains, the page that most likely comes next,
     /// fetched while the last one was mapped; used only if its URL is the
@@ -146,21 +152,65 @@ fn build(config: &SourceConfig) -> Result<Box<dyn Source>, SourceError> {
 impl CdcCases {
     fn page_url(&self, at: &Checkpoint) -> String {
         let limit = self.options.page_size;
-        match (self.options.pagination, &at.watermark) {
-            (Pagination::Offset, _) => format!(
+        match self.options.pagination {
+            Pagination::Offset => format!(
                 "{}?$select=:*,*&$order=:id&$limit={limit}&$offset={}",
                 self.url, at.position
             ),
-            (Pagination::Watermark, None) => format!(
-                "{}?$select=:*,*&$order=:updated_at&$limit={limit}&$offset={}",
-                self.url, at.position
-            ),
-            (Pagination::Watermark, Some(w)) => format!(
-                "{}?$select=:*,*&$order=:updated_at&$where=:updated_at%20%3E%3D%20%27{w}%27&$limit={limit}&$offset={}",
-                self.url, at.position
-            ),
+            Pagination::Watermark => {
+                let mut url = format!(
+                    "{}?$select={}&$order={}",
+                    self.url,
+                    query_value(":*,*"),
+                    query_value(":updated_at,:id")
+                );
+                if let Some(after) = keyset_where(at) {
+                    url.push_str("&$where=");
+                    url.push_str(&query_value(&after));
+                }
+                url.push_str(&format!("&$limit={limit}"));
+                url
+            }
         }
     }
+}
+
+/// The `$where` of the page after `at` with keyset pagination: the rows
+/// after (`:updated_at`, `:id`) = (`watermark`, `watermark_id`); `None`
+/// for the first page. A checkpoint of the earlier paging (a watermark and
+/// the rows taken at it, no id) reads the rows at its watermark again:
+/// those taken already come again with the same event ids.
+fn keyset_where(at: &Checkpoint) -> Option<String> {
+    let watermark = soql_text(at.watermark.as_deref()?);
+    Some(match at.watermark_id.as_deref() {
+        Some(id) => format!(
+            ":updated_at > {watermark} OR (:updated_at = {watermark} AND :id > {})",
+            soql_text(id)
+        ),
+        None => format!(":updated_at >= {watermark}"),
+    })
+}
+
+/// A SoQL string literal: in single quotes, a quote written twice.
+fn soql_text(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// `text` as a query string value: every byte but the unreserved ones of
+/// RFC 3986 (letters, digits, `-._~`) percent-encoded, a space as `%20`.
+fn query_value(text: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(text.len() * 3);
+    for &b in text.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
+        }
+    }
+    out
 }
 
 #[async_trait::async_trait]
@@ -239,12 +289,11 @@ impl Source for CdcCases {
 }
 
 /// The checkpoint a full page most likely ends at, read off the end of its
-/// body without parsing it: for watermark pagination, the last row's
-/// `:updated_at` and the rows at the end of the page that carry it (plus
-/// those taken before the page, if the whole page carries it). `None` for
-/// a page that is not full (the source is caught up: nothing to prefetch)
-/// or whose end does not read as expected. Only a guess: the poll after
-/// this one fetches its own page unless the guess names the same URL.
+/// body without parsing it: for keyset pagination, the last row's
+/// `:updated_at` and `:id`. `None` for a page that is not full (the source
+/// is caught up: nothing to prefetch) or whose end does not read as
+/// expected. Only a guess: the poll after this one fetches its own page
+/// unless the guess names the same URL.
 fn guess_next(
     body: &[u8],
     at: &Checkpoint,
@@ -262,36 +311,31 @@ fn guess_next(
             ..Checkpoint::default()
         });
     }
-    const KEY: &str = "\":updated_at\":\"";
+    const UPDATED_AT: &str = "\":updated_at\":\"";
+    const ID: &str = "\":id\":\"";
     // The last 64 KiB, from a character boundary.
     let mut start = body.len().saturating_sub(1 << 16);
     while body.get(start).is_some_and(|b| b & 0xC0 == 0x80) {
         start += 1;
     }
     let text = std::str::from_utf8(&body[start..]).ok()?;
-    let mut end = text.len();
-    let mut last: Option<&str> = None;
-    let mut rows = 0;
-    while let Some(at_key) = text[..end].rfind(KEY) {
-        let value = &text[at_key + KEY.len()..];
+    // The last value of `key`, unless it holds an escape.
+    let last = |key: &str| {
+        let at = text.rfind(key)?;
+        let value = &text[at + key.len()..];
         let value = &value[..value.find('"')?];
-        match last {
-            None => last = Some(value),
-            Some(l) if l != value => break,
-            Some(_) => {}
-        }
-        rows += 1;
-        end = at_key;
-    }
-    let watermark = last?.to_owned();
-    let position = if text[..end].contains(KEY) || at.watermark.as_deref() != Some(&watermark) {
-        rows
-    } else {
-        at.position + rows
+        (!value.contains('\\')).then_some((at, value))
     };
+    let (ts_at, updated_at) = last(UPDATED_AT)?;
+    let (id_at, id) = last(ID)?;
+    // Both of the last row: no other key between them.
+    let between = &text[ts_at.min(id_at) + 1..ts_at.max(id_at)];
+    if between.contains(UPDATED_AT) || between.contains(ID) {
+        return None;
+    }
     Some(Checkpoint {
-        watermark: Some(watermark),
-        position,
+        watermark: Some(updated_at.to_owned()),
+        watermark_id: Some(id.to_owned()),
         ..Checkpoint::default()
     })
 }
@@ -324,28 +368,36 @@ fn map_page(
     let mut repeated = 0;
     let mut cases = Vec::with_capacity(page.rows.len());
     for row in page.rows {
-        // Served again: older than the watermark, or seen a page ago.
-        let behind = matches!(
-            (&row.updated_at, &at.watermark),
-            (Some(ts), Some(w)) if ts.as_ref() < w.as_str()
-        );
-        let is_repeat = match &row.case {
-            Ok(case) => !recent.insert(case.row_id.as_str()),
-            Err(_) => false,
+        let is_repeat = match pagination {
+            // Served again (an upstream that repeats rows): older than
+            // the checkpoint, or its very row. Rows that tie with it are
+            // left to the upstream's order: SODA's order of ids is its own.
+            Pagination::Watermark => match (&row.updated_at, &at.watermark) {
+                (Some(ts), Some(w)) => {
+                    ts.as_ref() < w.as_str()
+                        || (ts.as_ref() == w.as_str()
+                            && row.id.is_some()
+                            && row.id.as_deref() == at.watermark_id.as_deref())
+                }
+                _ => false,
+            },
+            // Seen a page ago.
+            Pagination::Offset => match &row.case {
+                Ok(case) => !recent.insert(case.row_id.as_str()),
+                Err(_) => false,
+            },
         };
-        if behind || is_repeat {
+        if is_repeat {
             repeated += 1;
             continue;
         }
-        if let Some(ts) = row.updated_at {
-            if poll.next.watermark.as_deref() == Some(&*ts) {
-                poll.next.position += 1;
-            } else {
-                poll.next.watermark = Some(ts.into_owned());
-                poll.next.position = 1;
-            }
-        } else if pagination == Pagination::Watermark {
-            poll.next.position += 1;
+        if pagination == Pagination::Watermark
+            && let (Some(ts), Some(id)) = (&row.updated_at, &row.id)
+        {
+            // The next page starts after the last row served.
+            poll.next.watermark = Some(ts.to_string());
+            poll.next.watermark_id = Some(id.to_string());
+            poll.next.position = 0;
         }
         match row.case {
             Ok(case) => cases.push(case),
@@ -357,9 +409,22 @@ fn map_page(
             }),
         }
     }
-    if pagination == Pagination::Offset {
-        poll.next.watermark = None;
-        poll.next.position = at.position + served;
+    match pagination {
+        Pagination::Offset => {
+            poll.next.watermark = None;
+            poll.next.watermark_id = None;
+            poll.next.position = at.position + served;
+        }
+        Pagination::Watermark if poll.more && poll.next == *at => {
+            // Polling again would fetch this very page.
+            return Err(SourceError::Format {
+                url,
+                error: "a full page that does not move the checkpoint: no row after it \
+                        carries both :updated_at and :id"
+                    .to_owned(),
+            });
+        }
+        Pagination::Watermark => {}
     }
     // The rows are owned from here on: the page (27 MB for 50,000 rows)
     // need not stay while they are serialized.
@@ -436,22 +501,208 @@ mod tests {
         format!("[{}]\n", rows.join("\n,"))
     }
 
-    /// What mapping the page gives as its end checkpoint.
-    fn mapped_next(
-        body: &str,
-        at: &Checkpoint,
-        page_size: u32,
-        pagination: Pagination,
-    ) -> Checkpoint {
+    fn source(pagination: Pagination, page_size: u32) -> CdcCases {
+        CdcCases {
+            url: "http://x/resource/n8mc-b4w4.json".into(),
+            options: Options {
+                pagination,
+                page_size,
+                app_token_env: None,
+            },
+            app_token: None,
+            recent: Arc::default(),
+            prefetched: None,
+        }
+    }
+
+    /// The decoded query parameters of `url`.
+    fn query(url: &str) -> Vec<(String, String)> {
+        reqwest::Url::parse(url)
+            .unwrap()
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+
+    fn keyset(watermark: &str, id: &str) -> Checkpoint {
+        Checkpoint {
+            watermark: Some(watermark.into()),
+            watermark_id: Some(id.into()),
+            ..Checkpoint::default()
+        }
+    }
+
+    #[test]
+    fn keyset_urls_carry_the_last_key_encoded() {
+        let s = source(Pagination::Watermark, 1000);
+        let pairs = |q: &[(&str, &str)]| -> Vec<(String, String)> {
+            q.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        // The first page: no $where, no $offset.
+        let first = s.page_url(&Checkpoint::default());
+        assert_eq!(
+            first,
+            "http://x/resource/n8mc-b4w4.json?$select=%3A%2A%2C%2A\
+             &$order=%3Aupdated_at%2C%3Aid&$limit=1000"
+        );
+        assert_eq!(
+            query(&first),
+            pairs(&[
+                ("$select", ":*,*"),
+                ("$order", ":updated_at,:id"),
+                ("$limit", "1000")
+            ])
+        );
+        let next = s.page_url(&keyset("2024-01-01T00:00:00.007", "row-abcd.efgh_ijkm"));
+        assert_eq!(
+            query(&next),
+            pairs(&[
+                ("$select", ":*,*"),
+                ("$order", ":updated_at,:id"),
+                (
+                    "$where",
+                    ":updated_at > '2024-01-01T00:00:00.007' OR (:updated_at = \
+                     '2024-01-01T00:00:00.007' AND :id > 'row-abcd.efgh_ijkm')"
+                ),
+                ("$limit", "1000")
+            ])
+        );
+        assert!(
+            next.contains(
+                "&$where=%3Aupdated_at%20%3E%20%272024-01-01T00%3A00%3A00.007%27%20OR%20\
+                 %28%3Aupdated_at%20%3D%20%272024-01-01T00%3A00%3A00.007%27%20AND%20\
+                 %3Aid%20%3E%20%27row-abcd.efgh_ijkm%27%29&"
+            ),
+            "{next}"
+        );
+        // Quotes are doubled inside SoQL literals; every byte of the value
+        // but the unreserved ones is encoded (`&`, `#`, `+` and `%` too).
+        let odd = s.page_url(&keyset("it's", "a'b &#+%é"));
+        let where_ = query(&odd)
+            .into_iter()
+            .find(|(k, _)| k == "$where")
+            .unwrap()
+            .1;
+        assert_eq!(
+            where_,
+            ":updated_at > 'it''s' OR (:updated_at = 'it''s' AND :id > 'a''b &#+%é')"
+        );
+        let raw = odd.split_once("$where=").unwrap().1;
+        assert!(
+            raw.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~%&$=".contains(&b)),
+            "{raw}"
+        );
+        assert!(raw.contains("a%27%27b%20%26%23%2B%25%C3%A9"), "{raw}");
+        // A checkpoint of the earlier paging (no id): the rows at its
+        // watermark again, whatever its position.
+        let old = Checkpoint {
+            watermark: Some("2024-01-01T00:00:00.007".into()),
+            position: 40,
+            ..Checkpoint::default()
+        };
+        let url = s.page_url(&old);
+        assert!(!url.contains("$offset"), "{url}");
+        assert!(
+            query(&url).contains(&(
+                "$where".into(),
+                ":updated_at >= '2024-01-01T00:00:00.007'".into()
+            )),
+            "{url}"
+        );
+        // Offset pagination, as before.
+        let offset = source(Pagination::Offset, 500).page_url(&Checkpoint {
+            position: 1500,
+            ..Checkpoint::default()
+        });
+        assert_eq!(
+            offset,
+            "http://x/resource/n8mc-b4w4.json?$select=:*,*&$order=:id&$limit=500&$offset=1500"
+        );
+    }
+
+    /// The poll of a page, mapped.
+    fn mapped(body: &str, at: &Checkpoint, page_size: u32, pagination: Pagination) -> (Poll, u64) {
         let mut recent = RecentIds {
             capacity: 1000,
             ..RecentIds::default()
         };
         let body = Bytes::copy_from_slice(body.as_bytes());
-        map_page(body, "u".into(), at, page_size, pagination, &mut recent)
-            .unwrap()
-            .0
-            .next
+        map_page(body, "u".into(), at, page_size, pagination, &mut recent).unwrap()
+    }
+
+    /// Row ids of the events of a poll.
+    fn row_ids(poll: &Poll) -> Vec<String> {
+        poll.events
+            .iter()
+            .map(|e| {
+                let v: serde_json::Value = serde_json::from_slice(&e.payload).unwrap();
+                v["data"]["row_id"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_checkpoint_after_a_page_is_its_last_row() {
+        let ms = |i: usize| format!("2024-01-01T00:00:00.{i:03}");
+        // Ten rows, two per timestamp.
+        let body = page(10, |i| ms(i / 2));
+        let (poll, repeated) = mapped(&body, &Checkpoint::default(), 10, Pagination::Watermark);
+        assert_eq!((poll.events.len(), repeated, poll.more), (10, 0, true));
+        assert_eq!(poll.next, keyset(&ms(4), "row-9"));
+        // A page short of full: caught up, at its last row.
+        let (poll, _) = mapped(&body, &Checkpoint::default(), 11, Pagination::Watermark);
+        assert!(!poll.more);
+        assert_eq!(poll.next, keyset(&ms(4), "row-9"));
+        // Rows served again (before the checkpoint, or its very row) are
+        // skipped; a row that ties with it is the upstream's to order.
+        let at = keyset(&ms(2), "row-5");
+        let (poll, repeated) = mapped(&body, &at, 10, Pagination::Watermark);
+        assert_eq!(repeated, 5, "rows 0 to 3 older, row 5 the checkpoint's");
+        assert_eq!(
+            row_ids(&poll),
+            ["row-4", "row-6", "row-7", "row-8", "row-9"]
+        );
+        assert_eq!(poll.next, keyset(&ms(4), "row-9"));
+        // An update of a row already produced comes back with a later
+        // :updated_at: produced again, nothing remembers it as seen.
+        let again = page(3, |_| ms(9)).replace("row-2", "row-9");
+        let (poll, repeated) = mapped(&again, &poll.next, 3, Pagination::Watermark);
+        assert_eq!(repeated, 0);
+        assert_eq!(row_ids(&poll), ["row-0", "row-1", "row-9"]);
+        assert_eq!(poll.next, keyset(&ms(9), "row-9"));
+        // A checkpoint of the earlier paging: the rows at its watermark
+        // come again, and the next checkpoint is a keyset one.
+        let old = Checkpoint {
+            watermark: Some(ms(2)),
+            position: 1,
+            ..Checkpoint::default()
+        };
+        let (poll, repeated) = mapped(&body, &old, 10, Pagination::Watermark);
+        assert_eq!(repeated, 4);
+        assert_eq!(row_ids(&poll)[..2], ["row-4", "row-5"]);
+        assert_eq!(poll.next, keyset(&ms(4), "row-9"));
+        // A refused row moves the checkpoint too.
+        let bad = body.replace("\"sex\":\"Female\"", "\"sex\":\"Neither\"");
+        let (poll, _) = mapped(&bad, &Checkpoint::default(), 10, Pagination::Watermark);
+        assert_eq!((poll.events.len(), poll.rejects.len()), (0, 10));
+        assert_eq!(poll.next, keyset(&ms(4), "row-9"));
+        // Nothing after the checkpoint on a full page: an error, not the
+        // same page again and again.
+        let at = keyset(&ms(5), "row-0");
+        let body = Bytes::copy_from_slice(body.as_bytes());
+        let mut recent = RecentIds::default();
+        let err = map_page(
+            body,
+            "u".into(),
+            &at,
+            10,
+            Pagination::Watermark,
+            &mut recent,
+        );
+        assert!(matches!(err, Err(SourceError::Format { .. })));
     }
 
     #[test]
@@ -459,11 +710,13 @@ mod tests {
         let ms = |i: usize| format!("2024-01-01T00:00:00.{i:03}");
         let start = Checkpoint::default();
         let cases: Vec<(String, Checkpoint)> = vec![
-            // Every row its own time: the last one, once.
+            // Every row its own time.
             (page(100, ms), start.clone()),
             // The last three rows at the same time.
             (page(100, |i| ms(i.min(97))), start.clone()),
-            // The whole page at the watermark it started from.
+            // The whole page at the timestamp it started from.
+            (page(100, |_| ms(5)), keyset(&ms(5), "row-")),
+            // From a checkpoint of the earlier paging.
             (
                 page(100, |_| ms(5)),
                 Checkpoint {
@@ -475,10 +728,10 @@ mod tests {
         ];
         for (body, at) in &cases {
             let guess = guess_next(body.as_bytes(), at, 100, Pagination::Watermark);
-            assert_eq!(
-                guess.as_ref(),
-                Some(&mapped_next(body, at, 100, Pagination::Watermark))
-            );
+            let next = mapped(body, at, 100, Pagination::Watermark).0.next;
+            assert_eq!(guess.as_ref(), Some(&next));
+            let s = source(Pagination::Watermark, 100);
+            assert_eq!(s.page_url(guess.as_ref().unwrap()), s.page_url(&next));
         }
         let at = Checkpoint {
             position: 300,
@@ -487,7 +740,7 @@ mod tests {
         let body = page(100, ms);
         assert_eq!(
             guess_next(body.as_bytes(), &at, 100, Pagination::Offset),
-            Some(mapped_next(&body, &at, 100, Pagination::Offset))
+            Some(mapped(&body, &at, 100, Pagination::Offset).0.next)
         );
         // The last 64 KiB start inside a character: read from the next one.
         let mut wide = page(200, |i| format!("{}Ñ", ms(i)));
@@ -496,11 +749,13 @@ mod tests {
         }
         assert_eq!(
             guess_next(wide.as_bytes(), &start, 100, Pagination::Watermark),
-            Some(Checkpoint {
-                watermark: Some(format!("{}Ñ", ms(199))),
-                position: 1,
-                ..Checkpoint::default()
-            })
+            Some(keyset(&format!("{}Ñ", ms(199)), "row-199"))
+        );
+        // The last row without an id: no guess rather than a wrong one.
+        let body = page(100, ms).replace("\":id\":\"row-99\",", "");
+        assert_eq!(
+            guess_next(body.as_bytes(), &start, 100, Pagination::Watermark),
+            None
         );
         // A page well short of full: caught up, nothing to prefetch.
         assert_eq!(

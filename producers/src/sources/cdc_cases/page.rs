@@ -24,6 +24,9 @@ pub struct Row<'a> {
     pub raw: &'a [u8],
     /// Its `:updated_at`, when present.
     pub updated_at: Option<Cow<'a, str>>,
+    /// Its `:id`, when present (a refused row's too: keyset paging goes
+    /// on after it).
+    pub id: Option<Cow<'a, str>>,
     /// The typed row, or why it does not map (reason code, message).
     pub case: Result<Case, (&'static str, String)>,
 }
@@ -74,12 +77,14 @@ pub(super) fn parse_page_typed(text: &str) -> Option<Page<'_>> {
             let mut rows = Vec::with_capacity(self.capacity);
             while let Some(mut r) = seq.next_element::<SodaRow<'de>>()? {
                 let updated_at = r.updated_at.take().map(|t| t.0);
+                let id = r.id.as_ref().map(|t| t.0.clone());
                 let case = r
                     .into_case()
                     .map_err(|_| A::Error::custom("a row does not map"))?;
                 rows.push(Row {
                     raw: &[],
                     updated_at,
+                    id,
                     case: Ok(case),
                 });
             }
@@ -111,24 +116,29 @@ fn parse_row(raw: &RawValue) -> Row<'_> {
         Ok(mut r) => Row {
             raw: text.as_bytes(),
             updated_at: r.updated_at.take().map(|t| t.0),
+            id: r.id.as_ref().map(|t| t.0.clone()),
             case: r.into_case(),
         },
-        Err(e) => Row {
-            raw: text.as_bytes(),
-            updated_at: serde_json::from_str::<Ts<'_>>(text)
-                .ok()
-                .and_then(|t| t.updated_at)
-                .map(|t| t.0),
-            case: Err(("bad_row", format!("row is not a SODA case row: {e}"))),
-        },
+        Err(e) => {
+            let key = serde_json::from_str::<Key<'_>>(text).ok();
+            let (updated_at, id) = key.map_or((None, None), |k| (k.updated_at, k.id));
+            Row {
+                raw: text.as_bytes(),
+                updated_at: updated_at.map(|t| t.0),
+                id: id.map(|t| t.0),
+                case: Err(("bad_row", format!("row is not a SODA case row: {e}"))),
+            }
+        }
     }
 }
 
-/// Just the watermark of a row that does not otherwise parse.
+/// Just the paging key of a row that does not otherwise parse.
 #[derive(Deserialize)]
-struct Ts<'a> {
+struct Key<'a> {
     #[serde(rename = ":updated_at", borrow)]
     updated_at: Option<Text<'a>>,
+    #[serde(rename = ":id", borrow)]
+    id: Option<Text<'a>>,
 }
 
 #[cfg(test)]
@@ -147,6 +157,7 @@ mod tests {
         for (f, s) in fast.rows.iter().zip(&slow.rows) {
             assert_eq!(f.case.as_ref().unwrap(), s.case.as_ref().unwrap());
             assert_eq!(f.updated_at, s.updated_at);
+            assert_eq!(f.id, s.id);
         }
         // One row that does not map: no one-pass page, the row-by-row
         // parse refuses that row alone.
@@ -155,5 +166,15 @@ mod tests {
         let rows = parse_rows(&bad, "u", 1).unwrap().rows;
         assert!(rows[0].case.is_ok() && rows[1].case.is_err());
         assert!(rows[1].raw.starts_with(b"{\":id\":\"row-b"));
+        assert_eq!(rows[1].id.as_deref(), Some("row-b"));
+        // A row that is not a case row still gives its paging key.
+        let odd = r#"[{":id":"row-c",":updated_at":"2024-01-01T00:00:00.002","sex":1}]"#;
+        let rows = parse_rows(odd, "u", 1).unwrap().rows;
+        assert_eq!(rows[0].case.as_ref().unwrap_err().0, "bad_row");
+        assert_eq!(rows[0].id.as_deref(), Some("row-c"));
+        assert_eq!(
+            rows[0].updated_at.as_deref(),
+            Some("2024-01-01T00:00:00.002")
+        );
     }
 }

@@ -46,7 +46,7 @@ fn text<'t>(v: &'t Option<Text<'_>>) -> Option<&'t str> {
 #[derive(Deserialize)]
 pub(super) struct SodaRow<'a> {
     #[serde(rename = ":id", borrow)]
-    id: Option<Text<'a>>,
+    pub(super) id: Option<Text<'a>>,
     #[serde(rename = ":updated_at", borrow)]
     pub(super) updated_at: Option<Text<'a>>,
     #[serde(borrow)]
