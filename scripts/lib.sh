@@ -11,7 +11,8 @@ CONFLUENT_KAFKA_VERSION="2.16.0"
 ONNXRUNTIME_VERSION="1.32.0"
 NUMPY_VERSION="2.4.6"
 CARGO_DENY_VERSION="0.20.2"
-# Command-line tools installed by scripts/setup (cargo-deny), in bin/.
+CARGO_FUZZ_VERSION="0.13.2"
+# Command-line tools installed by scripts/setup (cargo-deny, cargo-fuzz), in bin/.
 VIGIE_TOOLS="$VIGIE_STATE/tools"
 export PATH="$VIGIE_TOOLS/bin:$HOME/.cargo/bin:$PATH"
 mkdir -p "$VIGIE_STATE"
@@ -36,4 +37,14 @@ wait_port() {
     ((i < secs * 10)) || return 1
     sleep 0.1
   done
+}
+
+# need_nightly — dies with a clear message when the nightly toolchain
+# (cargo fuzz's -Z flags) or cargo-fuzz is missing: only what fuzzes needs
+# them (scripts/fuzz, the fuzz step of scripts/test).
+need_nightly() {
+  rustup run nightly rustc --version >/dev/null 2>&1 \
+    || die "fuzzing needs the nightly toolchain, which scripts/setup could not install: run 'rustup toolchain install nightly --profile minimal' where rustup reaches its server"
+  [[ "$(cargo-fuzz --version 2>/dev/null)" == "cargo-fuzz $CARGO_FUZZ_VERSION" ]] \
+    || die "no cargo-fuzz $CARGO_FUZZ_VERSION on the PATH: run scripts/setup"
 }

@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::net::TcpListener;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -535,8 +536,20 @@ pub(crate) async fn committed(brokers: &str, group: &str, topic: &str) -> anyhow
 /// Records in `topic`, read back from the start with kcat: each one is
 /// fetched, not just counted from the offsets.
 pub(crate) fn count_records(kcat: &Path, brokers: &str, topic: &str) -> anyhow::Result<u64> {
+    let out = kcat_read(kcat, brokers, topic, "%p\\n")?;
+    Ok(out.iter().filter(|b| **b == b'\n').count() as u64)
+}
+
+/// Every record of `topic` from the start to its end, read with `kcat -C`
+/// and printed as `format` says (kcat's `-f`).
+pub(crate) fn kcat_read(
+    kcat: &Path,
+    brokers: &str,
+    topic: &str,
+    format: &str,
+) -> anyhow::Result<Vec<u8>> {
     let out = Command::new(kcat)
-        .args(["-C", "-b", brokers, "-t", topic, "-e", "-q", "-f", "%p\\n"])
+        .args(["-C", "-b", brokers, "-t", topic, "-e", "-q", "-f", format])
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("cannot run {}", kcat.display()))?;
@@ -546,7 +559,7 @@ pub(crate) fn count_records(kcat: &Path, brokers: &str, topic: &str) -> anyhow::
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(out.stdout.iter().filter(|b| **b == b'\n').count() as u64)
+    Ok(out.stdout)
 }
 
 /// `kcat -P` reading `key<TAB>value` lines from stdin into `topic`, with
@@ -623,21 +636,22 @@ fn write_events(tsv: &Path, values: Option<&Path>, events: u64) -> anyhow::Resul
 }
 
 /// A backlog of `events` sample cases of generator `seed` in `topic`,
-/// produced 50,000 at a time as fast as the producer goes; each chunk is
-/// shown to `seen` first.
+/// produced 50,000 at a time as fast as the producer goes. Each chunk, the
+/// `(key, value)` records of the generator's rows `range`, is handed to
+/// `chunk` first, which may look at it or add records of its own to it.
 pub(crate) async fn produce_backlog(
     producer: &EventProducer,
     topic: &str,
     seed: u64,
     events: u64,
-    mut seen: impl FnMut(&[(String, Vec<u8>)]) -> anyhow::Result<()>,
+    mut chunk: impl FnMut(Range<u64>, &mut Vec<(String, Vec<u8>)>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let generator = case_generator(seed);
     let mut start = 0;
     while start < events {
         let end = (start + 50_000).min(events);
-        let lines = case_lines(&generator, start..end);
-        seen(&lines)?;
+        let mut lines = case_lines(&generator, start..end);
+        chunk(start..end, &mut lines)?;
         producer
             .send_all(lines.iter().map(|(k, v)| OutRecord {
                 topic,

@@ -6,6 +6,7 @@ pub(crate) mod producer_perf_test;
 pub(crate) mod scorer;
 pub(crate) mod scorer_e2e;
 pub(crate) mod sink_postgres;
+pub(crate) mod sink_postgres_poison;
 
 use clap::Subcommand;
 
@@ -30,6 +31,11 @@ pub(crate) enum Scenario {
     /// \copy` + the same upsert, and vs `psql \copy` of the final rows from
     /// a file; with the sink's peak RSS.
     SinkPostgres(sink_postgres::Args),
+    /// `vigie consume --sink postgres` on a backlog with 10 % poison
+    /// records (every kind the sink refuses, at the edge and in PostgreSQL,
+    /// dead-lettered through its outbox) vs the same good events without
+    /// poison; events/s over every record read.
+    SinkPostgresPoison(sink_postgres_poison::Args),
     /// The scorer (JSON in, score out, broker excluded) vs Python
     /// onnxruntime on the same rows in batches of the same size.
     Scorer(scorer::Args),
@@ -47,6 +53,7 @@ impl Scenario {
             Self::ProducerPerfTest(a) => producer_perf_test::run(vigie, a).await,
             Self::ProducerHttp(a) => producer_http::run(vigie, a).await,
             Self::SinkPostgres(a) => sink_postgres::run(vigie, a).await,
+            Self::SinkPostgresPoison(a) => sink_postgres_poison::run(vigie, a).await,
             Self::Scorer(a) => scorer::run(&a),
             Self::ScorerE2e(a) => scorer_e2e::run(vigie, a).await,
         }

@@ -347,7 +347,7 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
     let input = format!("bench.scorer-e2e.in.{tag}");
     create_topics(&brokers, &[&input], partitions, true).await?;
     let mut input_ids = HashSet::with_capacity(events as usize);
-    produce_backlog(&producer, &input, 13, events, |lines| {
+    produce_backlog(&producer, &input, 13, events, |_, lines| {
         input_ids.extend(ids(lines)?);
         Ok(())
     })

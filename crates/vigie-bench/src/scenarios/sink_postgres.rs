@@ -15,7 +15,8 @@ use sqlx::{Connection, Executor, PgConnection};
 use vigie_kafka::{EventProducer, KafkaMetrics};
 
 use crate::common::{
-    BROKER, Bar, Consumer, Launch, Load, Vigie, create_topics, median, produce_backlog, record,
+    BROKER, Bar, Consumer, Launch, Load, Vigie, create_topics, high_watermarks, median,
+    produce_backlog, record,
 };
 
 /// Options of `sink-postgres`.
@@ -23,16 +24,27 @@ use crate::common::{
 pub(crate) struct Args {
     #[command(flatten)]
     pub(crate) load: Load,
+    #[command(flatten)]
+    pub(crate) tools: Tools,
+    /// Record only the peak-RSS bar (for a large backlog).
+    #[arg(long)]
+    pub(crate) rss_only: bool,
+}
+
+/// Options of the PostgreSQL sink scenarios besides the load: the kcat
+/// they run and the PostgreSQL server.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Tools {
     /// The kcat to run.
     #[arg(long, default_value = "scripts/kcat")]
     pub(crate) kcat: PathBuf,
     /// PostgreSQL admin URL (databases are created and dropped here).
     #[arg(long, default_value = "postgres://postgres@localhost:5432/postgres")]
     pub(crate) pg: String,
-    /// Record only the peak-RSS bar (for a large backlog).
-    #[arg(long)]
-    pub(crate) rss_only: bool,
 }
+
+/// Seed of the generator of the backlog's cases.
+pub(crate) const BACKLOG_SEED: u64 = 7;
 
 /// The upsert the hand-made baseline runs after `\copy` (same target rows).
 const BASELINE_UPSERT: &str = r#"
@@ -58,7 +70,7 @@ ON CONFLICT (event_id) DO NOTHING;
 "#;
 
 /// A database of its own for one side of one run.
-struct Db {
+pub(crate) struct Db {
     admin: String,
     name: String,
 }
@@ -102,7 +114,7 @@ impl Db {
             .await?)
     }
 
-    async fn drop_db(self) -> anyhow::Result<()> {
+    pub(crate) async fn drop_db(self) -> anyhow::Result<()> {
         let mut c = PgConnection::connect(&self.admin).await?;
         c.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
@@ -124,17 +136,48 @@ fn psql(url: &str, command: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the sink over the backlog; returns (seconds, peak RSS MiB, database).
-async fn run_vigie(
+/// One drain of a backlog by the sink.
+pub(crate) struct Drained {
+    /// From the start of `vigie consume` to every record committed.
+    pub(crate) secs: f64,
+    /// Peak RSS of the sink, MiB.
+    pub(crate) peak_mib: f64,
+    /// The database it wrote (drop it).
+    pub(crate) db: Db,
+    /// Its consumer group.
+    pub(crate) group: String,
+}
+
+/// Runs the sink over the backlog of `topic`, `records` records, in a
+/// database of its own, until every record is committed: the offsets it
+/// stored with its rows add up to `records` (one past the last of each
+/// partition) and its dead-letter outbox (`dlq_outbox`: letters committed
+/// but not yet published to the DLQ topic) is empty. It must have stored
+/// `rows` cases.
+pub(crate) async fn run_vigie(
     vigie: &Vigie,
     brokers: &str,
     topic: &str,
-    events: u64,
+    (records, rows): (u64, u64),
     admin: &str,
-) -> anyhow::Result<(f64, f64, Db)> {
+) -> anyhow::Result<Drained> {
+    // The backlog is all there; asking for it through a group also has the
+    // broker create `__consumer_offsets` (on its first group) before the
+    // clock starts, not in the first timed run.
+    let held = high_watermarks(brokers, topic).await?;
+    if held as u64 != records {
+        bail!("{topic} holds {held} records, not {records}");
+    }
     let db = Db::create(admin, "vigie").await?;
     let logs = tempfile::tempdir()?;
     let group = format!("bench-{}", db.name);
+    // One statement, one snapshot: the offsets and the outbox as of the
+    // same commit (-1 while letters wait in the outbox).
+    let progress = format!(
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM dlq_outbox) THEN -1 ELSE \
+         (SELECT coalesce(sum(next_offset), 0)::bigint FROM sink_offsets \
+          WHERE consumer_group = '{group}') END"
+    );
     let env = [("VIGIE__CONSUMERS__SINKS__POSTGRES__URL", db.url())];
     let started = Instant::now();
     let mut c = Consumer::spawn(&Launch {
@@ -150,11 +193,9 @@ async fn run_vigie(
     let mut peak = 0f64;
     loop {
         peak = peak.max(c.peak_rss_mib());
-        let done = db
-            .scalar("SELECT coalesce(sum(next_offset), 0)::bigint FROM sink_offsets")
-            .await
-            .unwrap_or(0);
-        if done as u64 >= events {
+        // Fails until the sink has created its tables.
+        let done = db.scalar(&progress).await.unwrap_or(-1);
+        if done >= 0 && done as u64 >= records {
             break;
         }
         c.check_alive()?;
@@ -167,27 +208,37 @@ async fn run_vigie(
     let secs = started.elapsed().as_secs_f64();
     peak = peak.max(c.peak_rss_mib());
     c.stop()?;
-    let rows = db.scalar("SELECT count(*) FROM health_case").await?;
-    if rows as u64 != events {
-        bail!("the sink stored {rows} rows of {events}");
+    let offsets = db.scalar(&progress).await?;
+    if offsets as u64 != records {
+        bail!("the sink stored offsets adding up to {offsets} for {records} records in {topic}");
     }
-    Ok((secs, peak, db))
+    let stored = db.scalar("SELECT count(*) FROM health_case").await?;
+    if stored as u64 != rows {
+        bail!("the sink stored {stored} rows of {rows}");
+    }
+    Ok(Drained {
+        secs,
+        peak_mib: peak,
+        db,
+        group,
+    })
 }
 
 pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
     let (events, partitions, runs) = (a.load.events, a.load.partitions, a.load.common.runs);
-    let (docs, kcat, admin) = (&a.load.common.docs, &a.kcat, a.pg.as_str());
+    let (docs, kcat, admin) = (&a.load.common.docs, &a.tools.kcat, a.tools.pg.as_str());
     let s = vigie.settings()?;
     let brokers = s.kafka.brokers.clone();
     let topic = format!("bench.sink.{}", chrono::Utc::now().format("%Y%m%d%H%M%S%f"));
     create_topics(&brokers, &[&topic], partitions, true).await?;
     let producer = EventProducer::new(&brokers, &s.kafka.producer, KafkaMetrics::unregistered())?;
-    produce_backlog(&producer, &topic, 7, events, |_| Ok(())).await?;
+    produce_backlog(&producer, &topic, BACKLOG_SEED, events, |_, _| Ok(())).await?;
     eprintln!("backlog: {events} events in {topic} ({partitions} partitions)");
 
     if a.rss_only {
-        let (secs, peak, db) = run_vigie(vigie, &brokers, &topic, events, admin).await?;
-        db.drop_db().await?;
+        let d = run_vigie(vigie, &brokers, &topic, (events, events), admin).await?;
+        let (secs, peak) = (d.secs, d.peak_mib);
+        d.db.drop_db().await?;
         eprintln!("drained {events} in {secs:.1} s, peak RSS {peak:.1} MiB");
         record(
             docs,
@@ -206,7 +257,8 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
     let rows_csv = dir.path().join("health_case.csv");
     let (mut v_secs, mut k_secs, mut f_secs, mut peaks) = (vec![], vec![], vec![], vec![]);
     for r in 0..runs {
-        let (secs, peak, vdb) = run_vigie(vigie, &brokers, &topic, events, admin).await?;
+        let d = run_vigie(vigie, &brokers, &topic, (events, events), admin).await?;
+        let (secs, peak, vdb) = (d.secs, d.peak_mib, d.db);
         if r == 0 {
             // The exact rows the sink stored: the file baseline copies them.
             psql(
