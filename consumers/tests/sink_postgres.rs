@@ -142,6 +142,17 @@ async fn poison_mix_goes_to_the_dlq_and_the_rest_is_stored_once() {
         .unwrap()
         .remove("state_fips_code");
     input.insert(250, (b"ZZ".to_vec(), bad.to_string().into_bytes(), vec![]));
+    // A county the model lacks, which the case does not name either.
+    let mut unnamed: serde_json::Value = serde_json::from_str(&cases(10, 1)[0].1).unwrap();
+    unnamed["data"]["county_fips_code"] = "99999".into();
+    unnamed["data"]
+        .as_object_mut()
+        .unwrap()
+        .remove("res_county");
+    input.insert(
+        260,
+        (b"TX".to_vec(), unnamed.to_string().into_bytes(), vec![]),
+    );
     let mut big: serde_json::Value = serde_json::from_str(&cases(9, 1)[0].1).unwrap();
     big["data"]["res_county"] = "Y".repeat(10_000).into();
     input.insert(350, (b"TX".to_vec(), big.to_string().into_bytes(), vec![]));
@@ -191,7 +202,7 @@ async fn poison_mix_goes_to_the_dlq_and_the_rest_is_stored_once() {
     let dlq = read_topic(
         &b.bootstrap,
         &format!("{topic}.dlq"),
-        4,
+        5,
         Duration::from_secs(30),
     );
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
@@ -208,9 +219,10 @@ async fn poison_mix_goes_to_the_dlq_and_the_rest_is_stored_once() {
         ));
         if h["vigie.dlq.reason"] == "constraint_violation" {
             assert_eq!(h["vigie.dlq.stage"], "postgres");
+            let error = &h["vigie.dlq.error"];
             assert!(
-                h["vigie.dlq.error"].contains("dim_state")
-                    || h["vigie.dlq.error"].contains("foreign key"),
+                (error.contains("dim_state") && error.contains("\"ZZ\""))
+                    || (error.contains("dim_county") && error.contains("\"99999\"")),
                 "{h:?}"
             );
         }
@@ -218,7 +230,7 @@ async fn poison_mix_goes_to_the_dlq_and_the_rest_is_stored_once() {
     assert_eq!(
         reasons,
         BTreeMap::from([
-            ("constraint_violation".to_owned(), 1),
+            ("constraint_violation".to_owned(), 2),
             ("invalid_json".to_owned(), 1),
             ("oversized".to_owned(), 1),
             ("schema_violation".to_owned(), 1),
@@ -227,7 +239,7 @@ async fn poison_mix_goes_to_the_dlq_and_the_rest_is_stored_once() {
     let in_total = input.len() as i64;
     let stored = cases_stored + others;
     assert_eq!(in_total, stored + origins.len() as i64, "in = stored + dlq");
-    assert_eq!(summary.dead_lettered, 4);
+    assert_eq!(summary.dead_lettered, 5);
 
     // Offsets stored with the rows: one past the last record of each partition.
     let offsets: i64 = sqlx::query_scalar(

@@ -13,10 +13,13 @@
 //! constraint, or a value out of a column's range or encoding: SQLSTATE
 //! classes 23 and 22) is isolated by splitting its range under savepoints
 //! and sent to the DLQ before the commit; the rest of the batch commits.
+//! A case naming a state or county the model lacks is refused before the
+//! write, without a round of splitting (module `references`).
 
 mod csv;
 pub mod migrate;
 mod outbox;
+mod references;
 mod tables;
 
 use std::collections::BTreeMap;
@@ -109,6 +112,8 @@ struct Staged<'e> {
 pub struct PostgresSink {
     pool: PgPool,
     parallelism: usize,
+    /// States and counties known to be in the model.
+    references: references::References,
 }
 
 /// The DLQ hook, shared by the parallel transactions of one batch.
@@ -184,6 +189,7 @@ impl PostgresSink {
         Ok(Self {
             pool,
             parallelism: config.parallelism.clamp(1, config.pool_size.max(1)) as usize,
+            references: Default::default(),
         })
     }
 
@@ -472,8 +478,15 @@ impl Sink for PostgresSink {
         let mut staged: Vec<BTreeMap<Target, Staged<'_>>> =
             (0..lanes).map(|_| BTreeMap::new()).collect();
         let mut seen = std::collections::HashSet::with_capacity(events.len());
-        let mut refused = Vec::new();
+        // Cases referring to a state or county the model lacks are refused
+        // before the write, so that they don't send the batch down the
+        // staged path (see `references`).
+        let mut refused = self.references.missing(&self.pool, events).await?;
+        let dangling: std::collections::HashSet<usize> = refused.iter().map(|r| r.index).collect();
         for ev in events {
+            if dangling.contains(&ev.index) {
+                continue;
+            }
             let Some(target) = Target::of(&ev.event) else {
                 refused.push(Rejected {
                     index: ev.index,
