@@ -1,6 +1,7 @@
 //! The sink contract and the registry of sinks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use vigie_core::Event;
 use vigie_kafka::consumer::TopicPartition;
@@ -38,7 +39,7 @@ pub struct BatchContext<'a> {
     /// One past the last record of the batch, per partition: a sink that
     /// stores offsets writes these in the same transaction as the rows.
     pub next_offsets: &'a BTreeMap<TopicPartition, i64>,
-    /// For a sink with an outbox ([`Sink::has_outbox`]): the letters of the
+    /// For a sink with an outbox ([`Sink::outbox`]): the letters of the
     /// batch's records refused at the edge, to store with the rows. Empty
     /// for other sinks (the runtime publishes those letters itself).
     pub dead_letters: &'a [OutboxLetter],
@@ -88,6 +89,23 @@ pub enum SinkError {
     Fenced(String),
 }
 
+/// The dead letters a sink stores with its batches, until the runtime has
+/// published them. A handle of its own, so that the letters of one batch
+/// go out while the next one is written.
+#[async_trait::async_trait]
+pub trait Outbox: Send + Sync {
+    /// The letters of `group` stored and not yet published, for the
+    /// records of `partitions`, in origin order.
+    async fn pending(
+        &self,
+        group: &str,
+        partitions: &BTreeSet<TopicPartition>,
+    ) -> Result<Vec<OutboxLetter>, SinkError>;
+
+    /// Records that the letters of `group` from `origins` are published.
+    async fn published(&self, group: &str, origins: &[Origin]) -> Result<(), SinkError>;
+}
+
 /// Where a consumer writes its events.
 #[async_trait::async_trait]
 pub trait Sink: Send {
@@ -111,30 +129,12 @@ pub trait Sink: Send {
         Ok(None)
     }
 
-    /// Whether the sink keeps dead letters in an outbox written in the
-    /// same transaction as its rows and offsets: then every refused record
-    /// reaches the DLQ exactly once, across crashes and restarts.
-    fn has_outbox(&self) -> bool {
-        false
-    }
-
-    /// The letters of `group` stored in the outbox and not yet published,
-    /// for the records of `partitions`.
-    async fn pending_letters(
-        &mut self,
-        _group: &str,
-        _partitions: &std::collections::BTreeSet<TopicPartition>,
-    ) -> Result<Vec<OutboxLetter>, SinkError> {
-        Ok(Vec::new())
-    }
-
-    /// Records that the letters of `group` from `origins` are published.
-    async fn letters_published(
-        &mut self,
-        _group: &str,
-        _origins: &[Origin],
-    ) -> Result<(), SinkError> {
-        Ok(())
+    /// The sink's dead-letter outbox, for a sink that keeps dead letters
+    /// in the same transaction as its rows and offsets: then every refused
+    /// record reaches the DLQ exactly once, across crashes and restarts.
+    /// The runtime publishes its letters beside the sink's writes.
+    fn outbox(&self) -> Option<Arc<dyn Outbox>> {
+        None
     }
 
     /// A real round trip to the store, for `/readyz`; `None` when the sink

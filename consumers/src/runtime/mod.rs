@@ -23,7 +23,9 @@ use vigie_kafka::{
 pub use self::metrics::ConsumerMetrics;
 use self::validate::Checked;
 pub use self::validate::STAGE_VALIDATE;
-use crate::sink::{Accepted, BatchContext, OutboxLetter, Rejected, Rejects, Sink, SinkError};
+use crate::sink::{
+    Accepted, BatchContext, Outbox, OutboxLetter, Rejected, Rejects, Sink, SinkError,
+};
 
 /// The runtime's side of [`Rejects`]: dead letters for a batch's records.
 struct BatchRejects<'a> {
@@ -224,7 +226,8 @@ impl Runtime {
     ) -> Result<RunSummary, RunError> {
         let group = self.consumer.group_id.as_str();
         let dlq = DlqPublisher::new(producer, self.kafka_metrics.clone()).for_group(group);
-        let mut outbox = sink.has_outbox().then_some(OutboxState {
+        let letters = sink.outbox();
+        let mut outbox = letters.as_ref().map(|_| OutboxState {
             pending: true,
             uncertain: true,
         });
@@ -240,10 +243,18 @@ impl Runtime {
         loop {
             let mut checked = match ahead.take() {
                 Some(c) => c,
-                None => match consumer.next_batch(shutdown).await? {
-                    Some(batch) => self.check(batch).await,
-                    None => break,
-                },
+                None => {
+                    // Letters still waiting go out before the wait for more.
+                    if let (Some(o), Some(l)) = (outbox.as_mut(), &letters)
+                        && o.pending
+                    {
+                        *o = self.flush_outbox(consumer, &**l, &dlq, *o).await;
+                    }
+                    match consumer.next_batch(shutdown).await? {
+                        Some(batch) => self.check(batch).await,
+                        None => break,
+                    }
+                }
             };
             if let Some(applied) = applied.as_mut() {
                 let g = consumer.assignment_generation();
@@ -297,7 +308,14 @@ impl Runtime {
                 }
                 continue;
             }
-            let (step, next) = tokio::join!(
+            // The letters of the batches before go out while this one is
+            // written: the outbox is a handle apart from the sink, and a
+            // letter is deleted from it only once published.
+            let flushing = match (outbox, &letters) {
+                (Some(o), Some(l)) if o.pending => Some((o, &**l)),
+                _ => None,
+            };
+            let (step, next, flushed) = tokio::join!(
                 self.apply(Apply {
                     checked: &checked,
                     consumer,
@@ -313,9 +331,18 @@ impl Runtime {
                         Some(n) => Some(self.check(n).await),
                         None => None,
                     }
+                },
+                async {
+                    match flushing {
+                        Some((o, l)) => Some(self.flush_outbox(consumer, l, &dlq, o).await),
+                        None => None,
+                    }
                 }
             );
             ahead = next;
+            if let (Some(o), Some(f)) = (outbox.as_mut(), flushed) {
+                *o = f;
+            }
             let Some((written, rejected)) = step? else {
                 // Fenced: another member moved a partition of this batch
                 // on. Nothing was written; every assigned partition goes
@@ -335,10 +362,8 @@ impl Runtime {
                 continue;
             };
             if let Some(o) = outbox.as_mut() {
+                // Published during the next write, or before the wait for it.
                 o.pending |= !checked.refused.is_empty() || rejected > 0;
-                if o.pending {
-                    *o = self.flush_outbox(consumer, sink, &dlq, *o).await;
-                }
             }
             if let Some(applied) = applied.as_mut() {
                 applied.extend(checked.batch.next_offsets());
@@ -349,6 +374,11 @@ impl Runtime {
             if shutdown.is_cancelled() {
                 break;
             }
+        }
+        if let (Some(o), Some(l)) = (outbox, &letters)
+            && o.pending
+        {
+            self.flush_outbox(consumer, &**l, &dlq, o).await;
         }
         Ok(summary)
     }
@@ -495,7 +525,7 @@ impl Runtime {
     async fn flush_outbox(
         &self,
         consumer: &BatchConsumer,
-        sink: &mut dyn Sink,
+        outbox: &dyn Outbox,
         dlq: &DlqPublisher<'_>,
         state: OutboxState,
     ) -> OutboxState {
@@ -507,7 +537,13 @@ impl Runtime {
                 uncertain: true,
             }
         };
-        let pending = match sink.pending_letters(group, &consumer.assigned()).await {
+        let assigned = consumer.assigned();
+        if assigned.is_empty() {
+            // Nothing held yet (or any more): the letters wait for the
+            // partitions' next owner, this member included.
+            return state;
+        }
+        let pending = match outbox.pending(group, &assigned).await {
             Ok(p) => p,
             Err(e) => return failed("reading", &e),
         };
@@ -550,7 +586,7 @@ impl Runtime {
             return failed("publishing", &e);
         }
         let origins: Vec<_> = pending.into_iter().map(|l| l.origin).collect();
-        if let Err(e) = sink.letters_published(group, &origins).await {
+        if let Err(e) = outbox.published(group, &origins).await {
             return failed("recording as published", &e);
         }
         OutboxState {

@@ -569,24 +569,8 @@ impl Sink for PostgresSink {
         ))
     }
 
-    fn has_outbox(&self) -> bool {
-        true
-    }
-
-    async fn pending_letters(
-        &mut self,
-        group: &str,
-        partitions: &std::collections::BTreeSet<TopicPartition>,
-    ) -> Result<Vec<OutboxLetter>, SinkError> {
-        outbox::pending(&self.pool, group, partitions).await
-    }
-
-    async fn letters_published(
-        &mut self,
-        group: &str,
-        origins: &[vigie_kafka::dlq::Origin],
-    ) -> Result<(), SinkError> {
-        outbox::delete(&self.pool, group, origins).await
+    fn outbox(&self) -> Option<std::sync::Arc<dyn crate::sink::Outbox>> {
+        Some(std::sync::Arc::new(outbox::PgOutbox(self.pool.clone())))
     }
 
     fn health_probe(&self) -> Option<HealthProbe> {

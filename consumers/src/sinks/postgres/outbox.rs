@@ -9,7 +9,7 @@ use vigie_kafka::consumer::TopicPartition;
 use vigie_kafka::dlq::{Letter, Origin};
 
 use super::classify;
-use crate::sink::{OutboxLetter, SinkError};
+use crate::sink::{Outbox, OutboxLetter, SinkError};
 
 /// Stores `letters` of `group` in the transaction; a letter already there
 /// (the same record refused again before its letter went out) is kept once.
@@ -109,9 +109,27 @@ type Row = (
     i64,
 );
 
+/// The outbox of the sink's database, for the runtime.
+pub(super) struct PgOutbox(pub(super) PgPool);
+
+#[async_trait::async_trait]
+impl Outbox for PgOutbox {
+    async fn pending(
+        &self,
+        group: &str,
+        partitions: &BTreeSet<TopicPartition>,
+    ) -> Result<Vec<OutboxLetter>, SinkError> {
+        pending(&self.0, group, partitions).await
+    }
+
+    async fn published(&self, group: &str, origins: &[Origin]) -> Result<(), SinkError> {
+        delete(&self.0, group, origins).await
+    }
+}
+
 /// The letters of `group` not yet published, for records of `partitions`,
 /// in origin order.
-pub(super) async fn pending(
+async fn pending(
     pool: &PgPool,
     group: &str,
     partitions: &BTreeSet<TopicPartition>,
@@ -159,11 +177,7 @@ pub(super) async fn pending(
 }
 
 /// Deletes the letters of `group` from `origins`: they are published.
-pub(super) async fn delete(
-    pool: &PgPool,
-    group: &str,
-    origins: &[Origin],
-) -> Result<(), SinkError> {
+async fn delete(pool: &PgPool, group: &str, origins: &[Origin]) -> Result<(), SinkError> {
     let (mut topics, mut parts, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
     for (t, p, o) in origins {
         topics.push(t.as_str());
