@@ -651,16 +651,28 @@ async fn a_stale_writer_is_fenced_and_stored_offsets_never_go_backwards() {
         .await
         .unwrap();
     assert_eq!(rows, 10, "the fenced batch's rows rolled back");
-    // Moving on (or staying put) is allowed.
+    // Staying put is fenced too (a batch ending there holds only records
+    // stored already); moving on is allowed.
     let same = write(50);
     let ctx = vigie_consumers::BatchContext {
         group: "g",
         next_offsets: &same,
         dead_letters: &[],
     };
+    let err = s.write(&[], &ctx, &mut refused).await.unwrap_err();
+    assert!(
+        matches!(err, vigie_consumers::SinkError::Fenced(_)),
+        "an equal offset: {err}"
+    );
+    let later = write(51);
+    let ctx = vigie_consumers::BatchContext {
+        group: "g",
+        next_offsets: &later,
+        dead_letters: &[],
+    };
     s.write(&[], &ctx, &mut refused)
         .await
-        .expect("an equal offset");
+        .expect("a later offset");
 }
 
 #[tokio::test]
@@ -710,4 +722,97 @@ async fn a_who_entity_that_is_not_a_country_is_stored_with_its_own_code() {
             "OTHER".to_owned()
         )
     );
+}
+
+#[tokio::test]
+async fn a_reset_starts_a_new_epoch_that_fences_the_old_ones_writers_and_replays_from_its_offset() {
+    use vigie_consumers::sinks::postgres::OffsetReset;
+    use vigie_consumers::{BatchContext, SinkError};
+    let b = broker();
+    let db = TestDb::create().await;
+    let topic = unique_name("health.reset.v1");
+    let group = unique_name("g");
+    create_topic(&b.bootstrap, &topic, 1).await;
+    let input: Vec<RawInput> = cases(6, 20)
+        .into_iter()
+        .map(|(k, v)| (k.into_bytes(), v.into_bytes(), vec![]))
+        .collect();
+    produce_raw(&b.bootstrap, &topic, &input).await;
+    let first = run_until(&b.bootstrap, &topic, &group, &db, |_| async {}, 20).await;
+    assert_eq!(first.written, 20);
+
+    // A member that read the stored offsets before the reset and still
+    // holds a batch.
+    let tp = (topic.clone(), 0);
+    let mut stale = sink(&db).await;
+    let read = stale.stored_offsets(&group).await.unwrap().unwrap();
+    assert_eq!(read[&tp], 20);
+    let resets = sink(&db)
+        .await
+        .reset_offsets(&group, &topic, &BTreeMap::from([(0, 5)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        resets,
+        vec![OffsetReset {
+            topic: topic.clone(),
+            partition: 0,
+            before: Some(20),
+            after: 5,
+            epoch: 1,
+        }]
+    );
+    // Its batch ends past the reset point, so only the epoch can refuse it.
+    let later = BTreeMap::from([(tp.clone(), 21)]);
+    let ctx = BatchContext {
+        group: &group,
+        next_offsets: &later,
+        dead_letters: &[],
+    };
+    let refused = stale.write(&[], &ctx, &mut Refused::default()).await;
+    assert!(matches!(refused, Err(SinkError::Fenced(_))), "{refused:?}");
+    let pool = db.pool().await;
+    let stored: (i64, i64) = sqlx::query_as(
+        "SELECT next_offset, epoch FROM sink_offsets WHERE consumer_group = $1 AND topic = $2",
+    )
+    .bind(&group)
+    .bind(&topic)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, (5, 1), "the reset stands");
+
+    // The group's next run reads from the reset point, in the new epoch.
+    let runtime = runtime(&b.bootstrap, &topic, &group);
+    let mut s = sink(&db).await;
+    let stop = CancellationToken::new();
+    let task = {
+        let stop = stop.clone();
+        tokio::spawn(async move { runtime.run(&mut s, stop).await.expect("run") })
+    };
+    wait_for("the offsets back at the end", DEADLINE, || {
+        let pool = pool.clone();
+        let (group, topic) = (group.clone(), topic.clone());
+        async move {
+            let (next, epoch): (i64, i64) = sqlx::query_as(
+                "SELECT next_offset, epoch FROM sink_offsets
+                 WHERE consumer_group = $1 AND topic = $2",
+            )
+            .bind(&group)
+            .bind(&topic)
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+            (next == 20 && epoch == 1).then_some(())
+        }
+    })
+    .await;
+    stop.cancel();
+    let replay = task.await.unwrap();
+    assert_eq!(replay.consumed, 15, "records 5 to 19 read again");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM health_case")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 20, "the replay converges on the same rows");
 }

@@ -187,6 +187,7 @@ impl Runtime {
         sink: &mut dyn Sink,
         shutdown: CancellationToken,
     ) -> Result<RunSummary, RunError> {
+        self.align_committed(sink, &shutdown).await?;
         let consumer = BatchConsumer::new(
             &self.brokers,
             self.consumer.clone(),
@@ -622,6 +623,63 @@ impl Runtime {
     }
 
     /// The sink's stored offsets, retrying transient failures.
+    /// For a sink that stores offsets, before joining the group: where
+    /// Kafka's committed offset of a partition is ahead of the store's (the
+    /// store was reset, or is new), commits the store's offset, or the
+    /// `auto.offset.reset` point where the store has none, so that the
+    /// members start there. The seek on assignment does the same, but it
+    /// can race with the client's own fetch of the committed offset, and
+    /// waits for a first record. Best effort: the broker refuses the commit
+    /// while the group has running members, and then the seek remains.
+    async fn align_committed(
+        &self,
+        sink: &mut dyn Sink,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RunError> {
+        let Some(stored) = self.stored_offsets(sink, shutdown).await? else {
+            return Ok(());
+        };
+        let group = &self.consumer.group_id;
+        let partitions = match vigie_kafka::group_lag(
+            &self.brokers,
+            group,
+            &self.consumer.topics,
+            Duration::from_secs(10),
+        )
+        .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(component = self.component, error = %e, "Reading the group's committed offsets failed; the stored offsets are sought on assignment");
+                return Ok(());
+            }
+        };
+        let mut ahead = BTreeMap::new();
+        for p in partitions {
+            let tp = (p.topic, p.partition);
+            let start = match stored.get(&tp) {
+                Some(next) => *next,
+                None if self.consumer.auto_offset_reset == "latest" => p.high_watermark,
+                None => p.low_watermark,
+            };
+            if p.committed.is_some_and(|c| c > start) {
+                ahead.insert(tp, start);
+            }
+        }
+        if ahead.is_empty() {
+            return Ok(());
+        }
+        match vigie_kafka::commit_group_offsets(&self.brokers, group, &ahead).await {
+            Ok(()) => {
+                info!(component = self.component, offsets = ?ahead, "Kafka's committed offsets moved back to the store's")
+            }
+            Err(e) => {
+                warn!(component = self.component, error = %e, offsets = ?ahead, "Kafka's committed offsets are ahead of the store's and could not be moved; the stored offsets are sought on assignment")
+            }
+        }
+        Ok(())
+    }
+
     async fn stored_offsets(
         &self,
         sink: &mut dyn Sink,

@@ -1,9 +1,10 @@
 //! Consumer lag: the group's committed offset against the partition's high
 //! watermark, per partition.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -123,6 +124,64 @@ fn committed_offsets(
             other => return Ok(other?),
         }
     }
+}
+
+/// The members of `group` the broker knows, as `client_id@host`: empty when
+/// no consumer of the group is running.
+pub async fn group_members(
+    brokers: &str,
+    group: &str,
+    timeout: Duration,
+) -> Result<Vec<String>, KafkaError> {
+    let (brokers, group) = (brokers.to_owned(), group.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .map_err(|e| KafkaError::Config(e.to_string()))?;
+        let list = c.fetch_group_list(Some(&group), timeout)?;
+        Ok(list
+            .groups()
+            .iter()
+            .flat_map(|g| g.members())
+            .map(|m| format!("{}@{}", m.client_id(), m.client_host()))
+            .collect())
+    })
+    .await
+    .map_err(|e| KafkaError::Admin {
+        what: "group members".into(),
+        message: e.to_string(),
+    })?
+}
+
+/// Commits `offsets` (the next offset to read, per partition) for `group`
+/// from outside it, as `kafka-consumer-groups --reset-offsets` does: the
+/// broker accepts it only while the group has no running member.
+pub async fn commit_group_offsets(
+    brokers: &str,
+    group: &str,
+    offsets: &BTreeMap<(String, i32), i64>,
+) -> Result<(), KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), next) in offsets {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+    }
+    let (brokers, group) = (brokers.to_owned(), group.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|e| KafkaError::Config(e.to_string()))?;
+        c.commit(&tpl, CommitMode::Sync)?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| KafkaError::Admin {
+        what: "commit".into(),
+        message: e.to_string(),
+    })?
 }
 
 /// Sets the lag gauge from a fresh reading.

@@ -18,7 +18,7 @@ pub use config::{ConsumerConfig, ProducerConfig};
 pub use consumer::{Batch, BatchConsumer};
 pub use dlq::{DeadLetter, DlqPublisher, dlq_topic};
 pub use error::KafkaError;
-pub use lag::{PartitionLag, group_lag};
+pub use lag::{PartitionLag, commit_group_offsets, group_lag, group_members};
 pub use metrics::KafkaMetrics;
 pub use producer::{Delivered, EventProducer, OutRecord, Pipeline};
 pub use record::Record;

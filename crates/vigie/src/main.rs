@@ -36,6 +36,9 @@ enum Command {
     Topics(commands::topics::Cmd),
     /// Print consumer lag per partition (committed offset vs high watermark).
     Lag(commands::lag::Args),
+    /// The offsets the postgres sink stores with its rows: show them, reset them.
+    #[command(subcommand)]
+    Offsets(commands::offsets::Cmd),
     /// Schema tools.
     #[command(subcommand)]
     Schemas(commands::schemas::Cmd),
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
             Command::Produce(a) => commands::produce::run(config, a).await,
             Command::Topics(c) => commands::topics::run(config, c).await,
             Command::Lag(a) => commands::lag::run(config, a).await,
+            Command::Offsets(c) => commands::offsets::run(config, c).await,
             Command::Schemas(c) => commands::schemas::run(c),
             Command::Config(c) => commands::config::run(config, c),
             Command::Simulate(c) => commands::simulate::run(config, c).await,

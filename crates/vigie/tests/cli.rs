@@ -532,3 +532,101 @@ async fn produce_with_validation_stops_at_the_first_bad_line_and_keeps_what_came
     let keys: Vec<_> = got.iter().map(|r| r.2.clone().unwrap()).collect();
     assert_eq!(keys, vec![b"NY".to_vec(), b"CA".to_vec()]);
 }
+
+#[tokio::test]
+async fn offsets_reset_refuses_a_running_group_and_a_bad_offset_then_moves_the_store_to_a_new_epoch()
+ {
+    let b = broker();
+    let topic = unique_name("health.case.v1");
+    let group = unique_name("g");
+    create_topic_and_dlq(&b.bootstrap, &topic, 1).await;
+    produce_sample(&b.bootstrap, &topic, 30, 5);
+    let db = TestDb::create().await;
+    let with_env = |c: &mut Command| {
+        c.env("VIGIE__KAFKA__BROKERS", &b.bootstrap)
+            .env("VIGIE__CONSUMERS__SINKS__POSTGRES__URL", &db.url)
+            .env("RUST_LOG", "error");
+    };
+    let offsets = |args: &[&str]| {
+        let mut c = vigie();
+        c.arg("offsets")
+            .args(args)
+            .args(["--group", &group, "--topic", &topic]);
+        with_env(&mut c);
+        c.output().unwrap()
+    };
+    let port = free_port();
+    let mut consumer = vigie();
+    consumer
+        .args(["consume", "--sink", "postgres", "--group", &group])
+        .args(["--topic", &topic])
+        .env("VIGIE__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
+        .stderr(Stdio::null());
+    with_env(&mut consumer);
+    let child = consumer.spawn_reaped();
+    let pool = db.pool().await;
+    let stored = || async {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT next_offset, epoch FROM sink_offsets WHERE consumer_group = $1",
+        )
+        .bind(&group)
+        .fetch_optional(&pool)
+        .await
+        .ok()
+        .flatten()
+    };
+    wait_for("the backlog stored", Duration::from_secs(60), || async {
+        stored().await.filter(|s| *s == (30, 0))
+    })
+    .await;
+
+    let out = offsets(&["reset", "--to-earliest", "--execute"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("group {group} has 1 running member")),
+        "{err}"
+    );
+    assert_eq!(stored().await, Some((30, 0)), "nothing moved");
+
+    // Stopped (it leaves the group).
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut child = child;
+    assert!(child.wait().unwrap().success());
+
+    let out = offsets(&["reset", "--to-offset", "31", "--execute"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("--to-offset 31") && err.contains("holds offsets 0 to 30"),
+        "{err}"
+    );
+
+    let out = offsets(&["reset", "--to-offset", "12"]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(printed.contains("dry run: nothing changed"), "{printed}");
+    assert_eq!(stored().await, Some((30, 0)), "a dry run moves nothing");
+
+    let out = offsets(&["reset", "--to-offset", "12", "--execute"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stored().await, Some((12, 1)), "moved back, in a new epoch");
+    assert_eq!(
+        committed(&b.bootstrap, &group, &topic).await,
+        Some((12, 18)),
+        "Kafka's committed offset follows"
+    );
+    let out = offsets(&["show"]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let row: Vec<&str> = printed
+        .lines()
+        .find(|l| l.starts_with(&topic))
+        .unwrap_or_else(|| panic!("{printed}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[1..], ["0", "12", "1", "0", "30"], "{printed}");
+}

@@ -114,6 +114,25 @@ pub struct PostgresSink {
     parallelism: usize,
     /// States and counties known to be in the model.
     references: references::References,
+    /// The epoch of each partition's stored offset, as last read (absent:
+    /// no row, epoch 0). A batch's offsets are stored only if the epoch is
+    /// still that: a reset in between fences it.
+    epochs: BTreeMap<TopicPartition, i64>,
+}
+
+/// A partition's stored offset before and after a reset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetReset {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The stored next offset before, if the group had one.
+    pub before: Option<i64>,
+    /// The next offset the group reads from.
+    pub after: i64,
+    /// The epoch the stored offset is in after the reset.
+    pub epoch: i64,
 }
 
 /// The DLQ hook, shared by the parallel transactions of one batch.
@@ -126,6 +145,8 @@ fn is_transient(e: &sqlx::Error) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
+        // The connection was cut while `BEGIN` was answered.
+        | sqlx::Error::BeginFailed
         | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|c| {
             // serialization failure, deadlock, connection exceptions,
@@ -190,12 +211,85 @@ impl PostgresSink {
             pool,
             parallelism: config.parallelism.clamp(1, config.pool_size.max(1)) as usize,
             references: Default::default(),
+            epochs: BTreeMap::new(),
         })
     }
 
     /// The pool (tests, tools).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The stored offsets of `group` on `topic`, with their epochs, by
+    /// partition.
+    pub async fn offsets_of(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> Result<BTreeMap<i32, (i64, i64)>, SinkError> {
+        let rows: Vec<(i32, i64, i64)> = sqlx::query_as(
+            "SELECT partition, next_offset, epoch FROM sink_offsets
+             WHERE consumer_group = $1 AND topic = $2",
+        )
+        .bind(group)
+        .bind(topic)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(rows.into_iter().map(|(p, o, e)| (p, (o, e))).collect())
+    }
+
+    /// Sets the stored offsets of `group` on `topic` to `to` (partition,
+    /// next offset), each in a new epoch, in one transaction: the rows
+    /// already stored there stay, and a member still holding a batch read
+    /// before the reset is fenced when it stores its offsets.
+    pub async fn reset_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        to: &BTreeMap<i32, i64>,
+    ) -> Result<Vec<OffsetReset>, SinkError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let before: BTreeMap<i32, i64> = sqlx::query_as::<_, (i32, i64)>(
+            "SELECT partition, next_offset FROM sink_offsets
+             WHERE consumer_group = $1 AND topic = $2 FOR UPDATE",
+        )
+        .bind(group)
+        .bind(topic)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(classify)?
+        .into_iter()
+        .collect();
+        let (partitions, offsets): (Vec<i32>, Vec<i64>) = to.iter().map(|(p, o)| (*p, *o)).unzip();
+        let after: Vec<(i32, i64, i64)> = sqlx::query_as(
+            "INSERT INTO sink_offsets (consumer_group, topic, partition, next_offset, epoch, updated_at)
+             SELECT $1, $2, p, o, 1, now() FROM unnest($3::int[], $4::bigint[]) AS x(p, o)
+             ON CONFLICT (consumer_group, topic, partition)
+             DO UPDATE SET next_offset = EXCLUDED.next_offset, epoch = sink_offsets.epoch + 1,
+                updated_at = now()
+             RETURNING partition, next_offset, epoch",
+        )
+        .bind(group)
+        .bind(topic)
+        .bind(&partitions)
+        .bind(&offsets)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        let mut resets: Vec<OffsetReset> = after
+            .into_iter()
+            .map(|(partition, after, epoch)| OffsetReset {
+                topic: topic.to_owned(),
+                partition,
+                before: before.get(&partition).copied(),
+                after,
+                epoch,
+            })
+            .collect();
+        resets.sort_by_key(|r| r.partition);
+        Ok(resets)
     }
 
     /// One attempt at one lane of the batch, with the lane's dead letters
@@ -239,26 +333,34 @@ impl PostgresSink {
             }
         }
         if !next_offsets.is_empty() {
-            let (mut topics, mut partitions, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
-            for ((t, p), o) in next_offsets {
-                topics.push(t.clone());
-                partitions.push(*p);
+            let (mut topics, mut partitions, mut offsets, mut epochs) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (tp, o) in next_offsets {
+                topics.push(tp.0.clone());
+                partitions.push(tp.1);
                 offsets.push(*o);
+                epochs.push(self.epochs.get(tp).copied().unwrap_or(0));
             }
-            // Fencing: a stored offset never goes backwards. A member that
-            // lost a partition while it wrote finds the new owner's later
-            // offset, updates nothing there, and rolls its batch back.
+            // Fencing: within an epoch a stored offset only moves forward,
+            // and a batch writes records past it, so its next offset is
+            // strictly greater. A member that lost a partition while it
+            // wrote finds the new owner's offset (even one equal to its
+            // own: those records are stored), or a reset's new epoch,
+            // updates nothing there, and rolls its batch back.
             let stored = sqlx::query(
-                "INSERT INTO sink_offsets (consumer_group, topic, partition, next_offset, updated_at)
-                 SELECT $1, t, p, o, now() FROM unnest($2::text[], $3::int[], $4::bigint[]) AS x(t, p, o)
+                "INSERT INTO sink_offsets (consumer_group, topic, partition, next_offset, epoch, updated_at)
+                 SELECT $1, t, p, o, e, now()
+                 FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[]) AS x(t, p, o, e)
                  ON CONFLICT (consumer_group, topic, partition)
                  DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()
-                 WHERE sink_offsets.next_offset <= EXCLUDED.next_offset",
+                 WHERE sink_offsets.next_offset < EXCLUDED.next_offset
+                   AND sink_offsets.epoch = EXCLUDED.epoch",
             )
             .bind(group)
             .bind(&topics)
             .bind(&partitions)
             .bind(&offsets)
+            .bind(&epochs)
             .execute(&mut *tx)
             .await
             .map_err(classify)?
@@ -266,7 +368,8 @@ impl PostgresSink {
             if stored < next_offsets.len() as u64 {
                 return Err(SinkError::Fenced(format!(
                     "group {group}: the store holds later offsets than this batch's \
-                     {next_offsets:?} for {} of its partitions",
+                     {next_offsets:?}, or offsets of a newer epoch (a reset), for {} of its \
+                     partitions",
                     next_offsets.len() as u64 - stored
                 )));
             }
@@ -557,16 +660,20 @@ impl Sink for PostgresSink {
         &mut self,
         group: &str,
     ) -> Result<Option<BTreeMap<TopicPartition, i64>>, SinkError> {
-        let rows: Vec<(String, i32, i64)> = sqlx::query_as(
-            "SELECT topic, partition, next_offset FROM sink_offsets WHERE consumer_group = $1",
+        let rows: Vec<(String, i32, i64, i64)> = sqlx::query_as(
+            "SELECT topic, partition, next_offset, epoch FROM sink_offsets WHERE consumer_group = $1",
         )
         .bind(group)
         .fetch_all(&self.pool)
         .await
         .map_err(classify)?;
-        Ok(Some(
-            rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect(),
-        ))
+        let mut offsets = BTreeMap::new();
+        self.epochs.clear();
+        for (t, p, o, e) in rows {
+            self.epochs.insert((t.clone(), p), e);
+            offsets.insert((t, p), o);
+        }
+        Ok(Some(offsets))
     }
 
     fn outbox(&self) -> Option<std::sync::Arc<dyn crate::sink::Outbox>> {
