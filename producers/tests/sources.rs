@@ -79,14 +79,23 @@ impl<'a> Run<'a> {
 
     /// Runs the source until it has caught up.
     async fn go(&self) -> RunStats {
-        let config = SourceConfig {
+        let spec = vigie_producers::spec(self.name).unwrap();
+        let source = (spec.build)(&self.config()).expect("source");
+        self.go_with(source).await
+    }
+
+    fn config(&self) -> SourceConfig {
+        SourceConfig {
             url: self.url.clone(),
             topic: self.topic.to_owned(),
             poll_interval_ms: 0,
             options: toml::from_str(self.options).expect("options"),
-        };
-        let spec = vigie_producers::spec(self.name).unwrap();
-        let source = (spec.build)(&config).expect("source");
+        }
+    }
+
+    /// Runs `source` in this run's place until it has caught up.
+    async fn go_with(&self, source: Box<dyn vigie_producers::Source>) -> RunStats {
+        let config = self.config();
         let runner = SourceRunner {
             config,
             http: HttpConfig {
@@ -498,4 +507,78 @@ async fn who_don_obeys_robots_and_the_rate_detects_edits_and_survives_a_layout_c
         .count();
     assert!(kept >= 1, "pages kept for inspection");
     assert_eq!(topic_len(&broker().bootstrap, &topic), 25);
+}
+
+/// A source whose one poll refuses a 2 MB page: a scraper keeps a page it
+/// cannot map as its dead letter's value.
+struct OneBigPage(Option<Vec<u8>>);
+
+#[async_trait::async_trait]
+impl vigie_producers::Source for OneBigPage {
+    fn name(&self) -> &'static str {
+        "who-don"
+    }
+
+    async fn poll(
+        &mut self,
+        at: &vigie_producers::Checkpoint,
+        _cx: &vigie_producers::source::PollContext<'_>,
+    ) -> Result<vigie_producers::source::Poll, vigie_producers::SourceError> {
+        let mut poll = vigie_producers::source::Poll {
+            next: at.clone(),
+            ..Default::default()
+        };
+        if let Some(raw) = self.0.take() {
+            poll.rejects.push(vigie_producers::source::Reject {
+                raw,
+                reason: "invalid_value",
+                error: "published: not a date".into(),
+                url: "http://upstream/don/big".into(),
+            });
+        }
+        Ok(poll)
+    }
+}
+
+#[tokio::test]
+async fn a_page_over_the_brokers_limit_still_gets_a_dead_letter_that_fits() {
+    use sha2::Digest;
+    use vigie_kafka::dlq::{
+        DLQ_MAX_VALUE_BYTES, H_ORIGINAL_SHA256, H_ORIGINAL_SIZE, H_STAGE, H_URL,
+    };
+    let topic = topic("health.outbreak_news.v1").await;
+    let state = tempfile::tempdir().unwrap();
+    // Over the broker's default 1 MB limit: published whole, it is refused.
+    let page: Vec<u8> = (0..2_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let run = Run {
+        name: "who-don",
+        url: "http://upstream/don".into(),
+        topic: &topic,
+        options: "",
+        state: state.path(),
+        metrics: SourceMetrics::unregistered(),
+    };
+    let stats = run.go_with(Box::new(OneBigPage(Some(page.clone())))).await;
+    assert_eq!(stats.rejects, 1);
+    let letters = read_topic(
+        &broker().bootstrap,
+        &vigie_kafka::dlq_topic(&topic),
+        1,
+        DEADLINE,
+    );
+    let (_, _, _, value, headers) = &letters[0];
+    let h: std::collections::BTreeMap<&str, &[u8]> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    assert!(value.len() <= DLQ_MAX_VALUE_BYTES, "{} bytes", value.len());
+    assert_eq!(value[..], page[..value.len()], "the page's start");
+    assert_eq!(h[H_ORIGINAL_SIZE], b"2000000");
+    let sha: String = sha2::Sha256::digest(&page)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(h[H_ORIGINAL_SHA256], sha.as_bytes());
+    assert_eq!(h[H_STAGE], b"source:who-don");
+    assert_eq!(h[H_URL], b"http://upstream/don/big");
 }
