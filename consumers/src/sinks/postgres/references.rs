@@ -49,17 +49,14 @@ impl References {
             .map(|(_, c)| c.res_state.as_str())
             .filter(|s| !self.states.contains(*s))
             .collect();
-        if !unknown_states.is_empty() {
-            let codes: Vec<&str> = unknown_states.into_iter().collect();
-            let found: Vec<String> = sqlx::query_scalar(
+        self.states.extend(
+            existing(
+                pool,
                 "SELECT state_code::text FROM dim_state WHERE state_code = ANY($1::text[])",
+                unknown_states,
             )
-            .bind(&codes)
-            .fetch_all(pool)
-            .await
-            .map_err(classify)?;
-            self.states.extend(found);
-        }
+            .await?,
+        );
         // Counties the batch itself creates: named, of a known state.
         let named: BTreeSet<&str> = cases()
             .filter(|(_, c)| c.res_county.is_some() && self.states.contains(c.res_state.as_str()))
@@ -70,17 +67,14 @@ impl References {
             .filter_map(|(_, c)| c.county_fips_code.as_ref().map(|f| f.as_str()))
             .filter(|f| !named.contains(f) && !self.counties.contains(*f))
             .collect();
-        if !unknown_counties.is_empty() {
-            let codes: Vec<&str> = unknown_counties.into_iter().collect();
-            let found: Vec<String> = sqlx::query_scalar(
+        self.counties.extend(
+            existing(
+                pool,
                 "SELECT county_fips::text FROM dim_county WHERE county_fips = ANY($1::text[])",
+                unknown_counties,
             )
-            .bind(&codes)
-            .fetch_all(pool)
-            .await
-            .map_err(classify)?;
-            self.counties.extend(found);
-        }
+            .await?,
+        );
         let mut refused = BTreeMap::new();
         for (index, c) in cases() {
             let state = c.res_state.as_str();
@@ -114,4 +108,22 @@ impl References {
         }
         Ok(refused.into_values().collect())
     }
+}
+
+/// Those of `codes` that `sql` (`... = ANY($1::text[])`) finds; no round
+/// trip when there are none.
+async fn existing(
+    pool: &PgPool,
+    sql: &'static str,
+    codes: BTreeSet<&str>,
+) -> Result<Vec<String>, SinkError> {
+    if codes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let codes: Vec<&str> = codes.into_iter().collect();
+    sqlx::query_scalar(sql)
+        .bind(&codes)
+        .fetch_all(pool)
+        .await
+        .map_err(classify)
 }
