@@ -11,10 +11,10 @@
 //!   again, with a later `:updated_at`, and is produced again) or `offset`
 //!   (`$order=:id` and `$offset`);
 //! - `page_size`: rows per request (default 10000; SODA allows up to 50000,
-//!   but larger pages only cost memory: about 100 MiB of peak RSS at
-//!   10000, 270 MiB at 50000, for no more throughput; while a backlog
-//!   drains, the page being mapped and the next one, prefetched, are held
-//!   at once);
+//!   but larger pages only cost memory, for no more throughput: while a
+//!   backlog drains, the page being mapped and the next one, prefetched,
+//!   are held at once; the figures are in `docs/benchmarks.md`,
+//!   `producer_http_peak_rss`);
 //! - `app_token_env`: the environment variable holding an `X-App-Token`.
 //!
 //! The SODA page parser is in `page`, the mapping of a row to a [`Case`]
