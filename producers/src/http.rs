@@ -224,7 +224,7 @@ impl HttpFetcher {
             self.metrics.error(self.source, kind);
             if attempt >= self.config.max_attempts {
                 return Err(FetchError::Exhausted {
-                    url: url.to_owned(),
+                    url: shown(url),
                     attempts: attempt,
                     last: error,
                 });
@@ -236,7 +236,7 @@ impl HttpFetcher {
                 Some(w) => w.min(Duration::from_secs(self.config.retry_after_max_s)),
                 None => jittered,
             };
-            warn!(source = self.source, url, attempt, kind, error = %error, ?pause, "Upstream request failed; retrying");
+            warn!(source = self.source, url = shown(url), attempt, kind, error = %error, ?pause, "Upstream request failed; retrying");
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.cancelled() => return Err(FetchError::Cancelled),
@@ -254,8 +254,8 @@ impl HttpFetcher {
             Ok(r) => r,
             Err(e) if e.is_builder() => {
                 return Attempt::Fatal(FetchError::Request {
-                    url: url.to_owned(),
-                    message: e.to_string(),
+                    url: shown(url),
+                    message: shown(&e.to_string()),
                 });
             }
             Err(e) => return retry(error_kind(&e), &e, None),
@@ -284,7 +284,7 @@ impl HttpFetcher {
                     wait,
                 },
                 s => Attempt::Fatal(FetchError::Status {
-                    url: url.to_owned(),
+                    url: shown(url),
                     status: s.as_u16(),
                     excerpt,
                 }),
@@ -293,7 +293,7 @@ impl HttpFetcher {
         let limit = self.config.max_response_bytes;
         if resp.content_length().is_some_and(|n| n > limit) {
             return Attempt::Fatal(FetchError::TooLarge {
-                url: url.to_owned(),
+                url: shown(url),
                 limit,
             });
         }
@@ -307,7 +307,7 @@ impl HttpFetcher {
                 Ok(Some(chunk)) => {
                     if (body.len() + chunk.len()) as u64 > limit {
                         return Attempt::Fatal(FetchError::TooLarge {
-                            url: url.to_owned(),
+                            url: shown(url),
                             limit,
                         });
                     }
@@ -335,7 +335,14 @@ fn retry(kind: &'static str, e: &reqwest::Error, wait: Option<Duration>) -> Atte
         error.push_str(&s.to_string());
         source = s.source();
     }
+    let error = shown(&error);
     Attempt::Retry { kind, error, wait }
+}
+
+/// `text` (a URL, or a message holding one) as shown in errors and logs:
+/// without the password of a URL's user info.
+fn shown(text: &str) -> String {
+    vigie_config::redact_url_passwords(text).into_owned()
 }
 
 fn error_kind(e: &reqwest::Error) -> &'static str {
@@ -391,5 +398,35 @@ mod tests {
         );
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_names_its_url_without_the_password() {
+        // Nothing listens on port 1: the connection is refused.
+        let fetcher = HttpFetcher::new(
+            &HttpConfig {
+                max_attempts: 2,
+                backoff_initial_ms: 1,
+                backoff_max_ms: 1,
+                ..HttpConfig::default()
+            },
+            "test",
+            SourceMetrics::unregistered(),
+        )
+        .unwrap();
+        let err = fetcher
+            .get(
+                "http://reader:s3cret@127.0.0.1:1/rows",
+                &[],
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("GET http://reader:***@127.0.0.1:1/rows: gave up after 2 attempts"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
     }
 }

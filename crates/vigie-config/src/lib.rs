@@ -55,14 +55,32 @@ use serde::Serialize;
 
 pub use error::{ConfigError, Origin};
 pub use loader::{DEFAULT_ENV_PREFIX, ENV_SEPARATOR, Loader};
-pub use secret::{REDACTED, Secret};
+pub use secret::{REDACTED, Secret, redact_url_passwords};
 
 /// Renders an effective configuration as TOML, for `vigie config check` and
-/// startup logs. [`Secret`] values render as `"***"`.
+/// startup logs. [`Secret`] values render as `"***"`, and so does the
+/// password of a URL written in any string (`postgres://u:***@db/x`).
 pub fn redacted_toml<T: Serialize>(config: &T) -> Result<String, ConfigError> {
-    toml::to_string_pretty(config).map_err(|e| ConfigError::Render {
+    let render = |e: &dyn std::fmt::Display| ConfigError::Render {
         message: e.to_string(),
-    })
+    };
+    let mut value = toml::Value::try_from(config).map_err(|e| render(&e))?;
+    redact_strings(&mut value);
+    toml::to_string_pretty(&value).map_err(|e| render(&e))
+}
+
+/// Redacts the URL passwords of every string in `value`.
+fn redact_strings(value: &mut toml::Value) {
+    match value {
+        toml::Value::String(s) => {
+            if let std::borrow::Cow::Owned(r) = redact_url_passwords(s) {
+                *s = r;
+            }
+        }
+        toml::Value::Array(items) => items.iter_mut().for_each(redact_strings),
+        toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| redact_strings(v)),
+        _ => {}
+    }
 }
 
 #[cfg(test)]

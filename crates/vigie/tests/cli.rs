@@ -74,6 +74,10 @@ fn config_check_prints_the_effective_config_with_secrets_redacted() {
         .arg(&file)
         .env("VIGIE__KAFKA__SECURITY__SASL_PASSWORD", "hunter2")
         .env("VIGIE__KAFKA__PRODUCER__LINGER_MS", "7")
+        .env(
+            "VIGIE__CONSUMERS__SINKS__POSTGRES__URL",
+            "postgres://u:hunter3@localhost/x",
+        )
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -92,6 +96,10 @@ fn config_check_prints_the_effective_config_with_secrets_redacted() {
         "embedded topics present: {text}"
     );
     assert!(text.contains("***") && !text.contains("hunter2"), "{text}");
+    assert!(
+        text.contains("url = \"postgres://u:***@localhost/x\"") && !text.contains("hunter3"),
+        "a password inside a URL is redacted too: {text}"
+    );
 
     // A secret written in the file is refused.
     std::fs::write(
