@@ -622,7 +622,6 @@ impl Runtime {
         *delay = (*delay * 2).min(Duration::from_secs(10));
     }
 
-    /// The sink's stored offsets, retrying transient failures.
     /// For a sink that stores offsets, before joining the group: where
     /// Kafka's committed offset of a partition is ahead of the store's (the
     /// store was reset, or is new), commits the store's offset, or the
@@ -680,6 +679,7 @@ impl Runtime {
         Ok(())
     }
 
+    /// The sink's stored offsets, retrying transient failures.
     async fn stored_offsets(
         &self,
         sink: &mut dyn Sink,

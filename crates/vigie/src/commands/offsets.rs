@@ -150,6 +150,8 @@ async fn reset(g: &Group, to: &To, only: &[i32], execute: bool) -> anyhow::Resul
         "{:<40} {:>9} {:>12} {:>12} {:>6}",
         "topic", "partition", "stored", "new", "epoch"
     );
+    // Every topic's plan first: a bad offset changes nothing anywhere.
+    let mut plans = Vec::new();
     for t in &g.topics {
         let mut next = BTreeMap::new();
         for p in g
@@ -171,6 +173,9 @@ async fn reset(g: &Group, to: &To, only: &[i32], execute: bool) -> anyhow::Resul
             };
             next.insert(p.partition, offset);
         }
+        plans.push((t, next));
+    }
+    for (t, next) in plans {
         if execute {
             let resets = g.sink.reset_offsets(&g.name, t, &next).await?;
             // Kafka's committed offsets follow, as the sink's commits do
