@@ -254,6 +254,7 @@ async fn poison_mix_goes_to_the_dlq_and_the_rest_is_stored_once() {
 
 #[tokio::test]
 async fn severed_database_connections_lose_and_duplicate_nothing() {
+    vigie_testkit::logs();
     let b = broker();
     let db = TestDb::create().await;
     let topic = unique_name("health.case.v1");

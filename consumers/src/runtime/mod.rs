@@ -346,13 +346,30 @@ impl Runtime {
             }
             let Some((written, rejected)) = step? else {
                 // Fenced: another member moved a partition of this batch
-                // on. Nothing was written; every assigned partition goes
-                // on from the store.
+                // on, or this batch's own earlier attempt committed before
+                // an error had it retried. Nothing more was written; every
+                // assigned partition goes on from the store.
                 if let Some(applied) = applied.as_mut() {
                     let mut in_flight = ahead.take().unwrap_or_default();
                     self.resync(consumer, sink, shutdown, applied, &mut in_flight)
                         .await?;
                     ahead = (!in_flight.batch.is_empty()).then_some(in_flight);
+                    // The records of the batch the store now holds, on the
+                    // partitions still this member's, were consumed by it
+                    // (its earlier attempt committed): they are not read
+                    // again. Those of a partition that moved are the new
+                    // owner's.
+                    let mine = consumer.assigned();
+                    summary.consumed += checked
+                        .batch
+                        .records
+                        .iter()
+                        .filter(|r| {
+                            let tp = (r.topic.clone(), r.partition);
+                            mine.contains(&tp)
+                                && applied.get(&tp).is_some_and(|next| r.offset < *next)
+                        })
+                        .count() as u64;
                 }
                 if let Some(o) = outbox.as_mut() {
                     *o = OutboxState {

@@ -9,6 +9,8 @@
 //! - `VIGIE_TEST_BROKER`: use this broker instead of starting Apache Kafka
 //!   on 127.0.0.1:19092 with `scripts/kafka`;
 //! - `VIGIE_TEST_PG`: admin URL of PostgreSQL (default `postgres://postgres@localhost:5432/postgres`);
+//! - `RUST_LOG`: the components' logs in a test that calls [`logs`]
+//!   (shown with its output when it fails, or with `--nocapture`).
 
 mod broker;
 mod kafka;
@@ -24,3 +26,12 @@ pub use kafka::{
 pub use onnx::ort_dylib;
 pub use postgres::{TestDb, admin_url};
 pub use wait::wait_for;
+
+/// Shows the components' logs at the level `RUST_LOG` asks for (none when
+/// unset) in the output of the test, once per test process.
+pub fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}

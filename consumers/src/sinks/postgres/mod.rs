@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool, Postgres, Transaction};
 use vigie_config::Secret;
@@ -294,6 +295,11 @@ impl PostgresSink {
 
     /// One attempt at one lane of the batch, with the lane's dead letters
     /// refused before the sink (`letters`); any error rolls it all back.
+    ///
+    /// A connection that failed transiently is closed, never handed out
+    /// again: one cut mid-exchange can stay out of step with its server
+    /// (`BEGIN` answered as if no transaction had opened, a query answered
+    /// with no row), and every retry on it would fail the same way.
     async fn write_once(
         &self,
         staged: &BTreeMap<Target, Staged<'_>>,
@@ -302,7 +308,26 @@ impl PostgresSink {
         group: &str,
         rejects: &SharedRejects<'_>,
     ) -> Result<usize, SinkError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut conn = self.pool.acquire().await.map_err(classify)?;
+        let written = self
+            .write_on(&mut conn, staged, next_offsets, letters, group, rejects)
+            .await;
+        if matches!(written, Err(SinkError::Retryable(_))) {
+            conn.close_on_drop();
+        }
+        written
+    }
+
+    async fn write_on(
+        &self,
+        conn: &mut PoolConnection<Postgres>,
+        staged: &BTreeMap<Target, Staged<'_>>,
+        next_offsets: &BTreeMap<TopicPartition, i64>,
+        letters: &[OutboxLetter],
+        group: &str,
+        rejects: &SharedRejects<'_>,
+    ) -> Result<usize, SinkError> {
+        let mut tx = conn.begin().await.map_err(classify)?;
         let mut refused: Vec<Rejected> = Vec::new();
         for (target, st) in staged {
             if direct_load(&mut tx, *target, st).await? {
@@ -392,18 +417,25 @@ impl PostgresSink {
 /// constraint violation rolls it back and the staged path takes over, with
 /// its row-by-row isolation. Returns whether the rows were loaded.
 async fn direct_load(
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &mut Transaction<'_, Postgres>,
     target: Target,
     st: &Staged<'_>,
 ) -> Result<bool, SinkError> {
     let (Some((probe, copy_sql)), Some(rows)) = (target.direct(), st.direct.as_ref()) else {
         return Ok(false);
     };
-    let stored: bool = sqlx::query_scalar(probe)
+    // `EXISTS` always answers one row: none means the connection was cut
+    // while the answer came (sqlx then ends the stream without an error).
+    let stored: Option<bool> = sqlx::query_scalar(probe)
         .bind(&st.ids)
-        .fetch_one(&mut **tx)
+        .fetch_optional(&mut **tx)
         .await
         .map_err(classify)?;
+    let Some(stored) = stored else {
+        return Err(SinkError::Retryable(
+            "PostgreSQL closed the connection before answering the probe for stored ids".into(),
+        ));
+    };
     if stored {
         return Ok(false);
     }
@@ -459,7 +491,7 @@ async fn direct_load(
 /// rows under savepoints until it is alone, and reported in `bad` as
 /// `(rn, reason, error)`; the other rows are staged.
 async fn stage_rows(
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &mut Transaction<'_, Postgres>,
     target: Target,
     csv: &[u8],
     ends: &[usize],
@@ -511,7 +543,7 @@ async fn stage_rows(
 /// splits the range under savepoints until the offending rows are alone,
 /// and reports them in `bad` as `(rn, reason, error)`.
 async fn load_range(
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &mut Transaction<'_, Postgres>,
     target: Target,
     lo: i32,
     hi: i32,

@@ -14,7 +14,7 @@ use crate::sink::{Outbox, OutboxLetter, SinkError};
 /// Stores `letters` of `group` in the transaction; a letter already there
 /// (the same record refused again before its letter went out) is kept once.
 pub(super) async fn store(
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &mut Transaction<'_, Postgres>,
     group: &str,
     letters: &[OutboxLetter],
 ) -> Result<(), SinkError> {
