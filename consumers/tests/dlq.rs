@@ -121,7 +121,7 @@ async fn poison_goes_to_the_dlq_with_reason_and_origin_and_the_stream_goes_on() 
     let group = unique_name("g");
     let runtime = Runtime {
         component: "blackhole",
-        brokers: b.bootstrap.clone(),
+        cluster: vigie_kafka::Cluster::new(b.bootstrap.clone()),
         consumer: ConsumerConfig {
             group_id: group.clone(),
             topics: vec![topic.clone()],

@@ -53,7 +53,7 @@ impl Sink for GatedSink {
 /// partition, from the delivery reports.
 async fn produce(bootstrap: &str, topic: &str, from: usize, n: usize) -> PerPartition {
     let p = EventProducer::new(
-        bootstrap,
+        &vigie_kafka::Cluster::new(bootstrap),
         &ProducerConfig::default(),
         KafkaMetrics::unregistered(),
     )
@@ -143,7 +143,7 @@ async fn the_runtime_exports_lag_per_partition_as_produced_minus_committed() {
     let kafka_metrics = KafkaMetrics::register(&registry).unwrap();
     let runtime = Runtime {
         component: "lag-test",
-        brokers: b.bootstrap.clone(),
+        cluster: vigie_kafka::Cluster::new(b.bootstrap.clone()),
         consumer: ConsumerConfig {
             group_id: group.clone(),
             topics: vec![topic.clone()],
@@ -239,7 +239,7 @@ async fn the_runtime_exports_lag_per_partition_as_produced_minus_committed() {
     // The group's committed offsets, read by the library, agree: each
     // partition committed exactly what was produced to it.
     let lags = group_lag(
-        &b.bootstrap,
+        &vigie_kafka::Cluster::new(&b.bootstrap),
         &group,
         std::slice::from_ref(&topic),
         Duration::from_secs(10),

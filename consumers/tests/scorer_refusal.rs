@@ -186,7 +186,7 @@ async fn scorer(root: &Path) -> Result<Harness, (SinkError, prometheus::Registry
     create_topic(&b.bootstrap, &topic, 1).await;
     let registry = prometheus::Registry::new();
     let producer = EventProducer::new(
-        &b.bootstrap,
+        &vigie_kafka::Cluster::new(&b.bootstrap),
         &ProducerConfig::default(),
         KafkaMetrics::unregistered(),
     )

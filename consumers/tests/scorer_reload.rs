@@ -47,7 +47,7 @@ async fn a_new_version_is_picked_up_between_batches_and_a_corrupt_one_is_refused
 
     let registry = prometheus::Registry::new();
     let producer = EventProducer::new(
-        &b.bootstrap,
+        &vigie_kafka::Cluster::new(&b.bootstrap),
         &ProducerConfig::default(),
         KafkaMetrics::unregistered(),
     )

@@ -49,7 +49,7 @@ async fn sink(db: &TestDb) -> PostgresSink {
 fn runtime(bootstrap: &str, topic: &str, group: &str) -> Runtime {
     Runtime {
         component: "postgres",
-        brokers: bootstrap.to_owned(),
+        cluster: vigie_kafka::Cluster::new(bootstrap),
         consumer: ConsumerConfig {
             group_id: group.to_owned(),
             topics: vec![topic.to_owned()],

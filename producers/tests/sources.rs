@@ -111,7 +111,7 @@ impl<'a> Run<'a> {
             until_caught_up: true,
         };
         let producer = EventProducer::new(
-            &broker().bootstrap,
+            &vigie_kafka::Cluster::new(&broker().bootstrap),
             &ProducerConfig::default(),
             KafkaMetrics::unregistered(),
         )

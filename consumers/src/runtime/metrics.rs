@@ -76,7 +76,7 @@ impl Runtime {
         if self.consumer.lag_interval_ms == 0 {
             return None;
         }
-        let brokers = self.brokers.clone();
+        let cluster = self.cluster.clone();
         let group = self.consumer.group_id.clone();
         let topics = self.consumer.topics.clone();
         let metrics = self.kafka_metrics.clone();
@@ -89,7 +89,7 @@ impl Runtime {
                     _ = stop.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                match group_lag(&brokers, &group, &topics, Duration::from_secs(5)).await {
+                match group_lag(&cluster, &group, &topics, Duration::from_secs(5)).await {
                     Ok(lags) => vigie_kafka::lag::export(&metrics, &group, &lags),
                     Err(e) => {
                         metrics

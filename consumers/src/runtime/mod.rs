@@ -16,8 +16,8 @@ use tracing::{info, warn};
 use vigie_core::SchemaRegistry;
 use vigie_kafka::consumer::TopicPartition;
 use vigie_kafka::{
-    Batch, BatchConsumer, ConsumerConfig, DeadLetter, DlqPublisher, EventProducer, KafkaError,
-    KafkaMetrics, ProducerConfig,
+    Batch, BatchConsumer, Cluster, ConsumerConfig, DeadLetter, DlqPublisher, EventProducer,
+    KafkaError, KafkaMetrics, ProducerConfig,
 };
 
 pub use self::metrics::ConsumerMetrics;
@@ -165,8 +165,8 @@ struct Apply<'a> {
 pub struct Runtime {
     /// Component name (the sink's name): metric label and DLQ stage.
     pub component: &'static str,
-    /// Bootstrap servers.
-    pub brokers: String,
+    /// The cluster: bootstrap servers and connection (security) properties.
+    pub cluster: Cluster,
     /// Consumer settings.
     pub consumer: ConsumerConfig,
     /// Producer settings for the DLQ.
@@ -189,12 +189,12 @@ impl Runtime {
     ) -> Result<RunSummary, RunError> {
         self.align_committed(sink, &shutdown).await?;
         let consumer = BatchConsumer::new(
-            &self.brokers,
+            &self.cluster,
             self.consumer.clone(),
             self.kafka_metrics.clone(),
         )?;
         let producer =
-            EventProducer::new(&self.brokers, &self.producer, self.kafka_metrics.clone())?;
+            EventProducer::new(&self.cluster, &self.producer, self.kafka_metrics.clone())?;
         let lag_task = self.spawn_lag_exporter(shutdown.child_token());
         info!(
             component = self.component,
@@ -576,10 +576,10 @@ impl Runtime {
             // Letters are published after they are stored; the margin
             // covers clock skew between the database and the broker.
             let since = pending.iter().map(|l| l.stored_ms).min().unwrap_or(0) - 60_000;
-            let (brokers, g) = (self.brokers.clone(), group.to_owned());
+            let (cluster, g) = (self.cluster.clone(), group.to_owned());
             let found = tokio::task::spawn_blocking(move || {
                 vigie_kafka::dlq::published_by_group(
-                    &brokers,
+                    &cluster,
                     &g,
                     &topics,
                     since,
@@ -657,7 +657,7 @@ impl Runtime {
         };
         let group = &self.consumer.group_id;
         let partitions = match vigie_kafka::group_lag(
-            &self.brokers,
+            &self.cluster,
             group,
             &self.consumer.topics,
             Duration::from_secs(10),
@@ -685,7 +685,7 @@ impl Runtime {
         if ahead.is_empty() {
             return Ok(());
         }
-        match vigie_kafka::commit_group_offsets(&self.brokers, group, &ahead).await {
+        match vigie_kafka::commit_group_offsets(&self.cluster, group, &ahead).await {
             Ok(()) => {
                 info!(component = self.component, offsets = ?ahead, "Kafka's committed offsets moved back to the store's")
             }

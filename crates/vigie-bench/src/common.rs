@@ -510,14 +510,14 @@ pub(crate) async fn create_topics(
             spec
         })
         .collect();
-    vigie_kafka::ensure_topics(brokers, &specs).await?;
+    vigie_kafka::ensure_topics(&vigie_kafka::Cluster::new(brokers), &specs).await?;
     Ok(())
 }
 
 /// The sum of the high watermarks of `topic`: the records it holds.
 pub(crate) async fn high_watermarks(brokers: &str, topic: &str) -> anyhow::Result<i64> {
     let lags = vigie_kafka::group_lag(
-        brokers,
+        &vigie_kafka::Cluster::new(brokers),
         "vigie-bench-count",
         &[topic.to_owned()],
         Duration::from_secs(10),
@@ -528,8 +528,13 @@ pub(crate) async fn high_watermarks(brokers: &str, topic: &str) -> anyhow::Resul
 
 /// The sum of `group`'s committed offsets on `topic` (0 where none).
 pub(crate) async fn committed(brokers: &str, group: &str, topic: &str) -> anyhow::Result<i64> {
-    let lags =
-        vigie_kafka::group_lag(brokers, group, &[topic.to_owned()], Duration::from_secs(5)).await?;
+    let lags = vigie_kafka::group_lag(
+        &vigie_kafka::Cluster::new(brokers),
+        group,
+        &[topic.to_owned()],
+        Duration::from_secs(5),
+    )
+    .await?;
     Ok(lags.iter().filter_map(|l| l.committed).sum())
 }
 

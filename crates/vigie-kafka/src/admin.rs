@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::Cluster;
 use crate::dlq::dlq_topic;
 use crate::error::KafkaError;
 
@@ -83,11 +83,11 @@ impl TopicSpec {
 
 /// Creates every topic (and its DLQ twin where asked) that does not exist yet.
 pub async fn ensure_topics(
-    brokers: &str,
+    cluster: &Cluster,
     specs: &[TopicSpec],
 ) -> Result<Vec<(String, TopicOutcome)>, KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let admin: AdminClient<DefaultClientContext> = cluster
+        .client_config()
         .create()
         .map_err(|e| KafkaError::Config(e.to_string()))?;
     let mut names = Vec::new();
@@ -138,11 +138,11 @@ pub async fn ensure_topics(
 }
 
 /// A real round trip to the cluster (a metadata request), for `/readyz`.
-pub async fn ping(brokers: &str, timeout: Duration) -> Result<(), KafkaError> {
-    let brokers = brokers.to_owned();
+pub async fn ping(cluster: &Cluster, timeout: Duration) -> Result<(), KafkaError> {
+    let cluster = cluster.clone();
     tokio::task::spawn_blocking(move || {
-        let c: rdkafka::consumer::BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
+        let c: rdkafka::consumer::BaseConsumer = cluster
+            .client_config()
             .create()
             .map_err(|e| KafkaError::Config(e.to_string()))?;
         rdkafka::consumer::Consumer::fetch_metadata(&c, None, timeout)?;

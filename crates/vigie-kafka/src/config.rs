@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::cluster::Cluster;
 use crate::error::KafkaError;
 
 /// A librdkafka property Vigie always sets itself because a guarantee rests
@@ -145,10 +146,9 @@ impl ProducerConfig {
     /// options: without them a retry can duplicate or lose a record. A
     /// reserved property in `extra` (see [`validate`](Self::validate)) is
     /// never passed on.
-    pub fn client_config(&self, brokers: &str) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
+    pub fn client_config(&self, cluster: &Cluster) -> ClientConfig {
+        let mut c = cluster.client_config();
+        c.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("compression.codec", &self.compression)
             .set("linger.ms", self.linger_ms.to_string())
@@ -229,10 +229,9 @@ impl ConsumerConfig {
     /// committed only once a batch's effects are durable. A reserved
     /// property in `extra` (see [`validate`](Self::validate)) is never
     /// passed on.
-    pub fn client_config(&self, brokers: &str) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", brokers)
-            .set("group.id", &self.group_id)
+    pub fn client_config(&self, cluster: &Cluster) -> ClientConfig {
+        let mut c = cluster.client_config();
+        c.set("group.id", &self.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", &self.auto_offset_reset)
@@ -320,7 +319,7 @@ mod tests {
             assert!(err.contains(&format!("`{key}`")), "{err}");
 
             // ...and never reaches librdkafka from settings built in code.
-            let c = p.client_config("localhost:9092");
+            let c = p.client_config(&Cluster::new("localhost:9092"));
             assert_eq!(c.get("enable.idempotence"), Some("true"));
             assert_eq!(c.get("acks"), Some("all"));
             assert_ne!(c.get(key), Some(value), "{key} passed on");
@@ -347,7 +346,7 @@ mod tests {
             .to_string();
             assert!(err.contains(&format!("`{key}`")), "{err}");
 
-            let cc = c.client_config("localhost:9092");
+            let cc = c.client_config(&Cluster::new("localhost:9092"));
             assert_eq!(cc.get("enable.auto.commit"), Some("false"));
             assert_eq!(cc.get("enable.auto.offset.store"), Some("false"));
         }
@@ -360,7 +359,7 @@ mod tests {
         }))
         .unwrap();
         p.validate().unwrap();
-        let c = p.client_config("b:9092");
+        let c = p.client_config(&Cluster::new("b:9092"));
         assert_eq!(c.get("linger.ms"), Some("5"));
         assert_eq!(c.get("security.protocol"), Some("ssl"));
 
@@ -369,7 +368,7 @@ mod tests {
         }))
         .unwrap();
         k.validate().unwrap();
-        let c = k.client_config("b:9092");
+        let c = k.client_config(&Cluster::new("b:9092"));
         assert_eq!(c.get("queued.max.messages.kbytes"), Some("65536"));
 
         ProducerConfig::default().validate().unwrap();

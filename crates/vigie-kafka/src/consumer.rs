@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::cluster::Cluster;
 use crate::config::ConsumerConfig;
 use crate::error::KafkaError;
 use crate::metrics::KafkaMetrics;
@@ -145,7 +146,7 @@ impl std::fmt::Debug for BatchConsumer {
 impl BatchConsumer {
     /// Creates the consumer and subscribes to the configured topics.
     pub fn new(
-        brokers: &str,
+        cluster: &Cluster,
         config: ConsumerConfig,
         metrics: KafkaMetrics,
     ) -> Result<Self, KafkaError> {
@@ -155,7 +156,7 @@ impl BatchConsumer {
             assigned_gauge: metrics.assigned.with_label_values(&[&config.group_id]),
         };
         let consumer: StreamConsumer<GroupContext> = config
-            .client_config(brokers)
+            .client_config(cluster)
             .create_with_context(context.clone())
             .map_err(|e| KafkaError::Config(e.to_string()))?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();

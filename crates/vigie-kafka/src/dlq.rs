@@ -257,7 +257,7 @@ pub type Origin = (String, i32, i64);
 /// published finds already there. Reads each partition from the offset of
 /// `since_ms` to its end, then stops; blocking, bounded by `timeout`.
 pub fn published_by_group(
-    brokers: &str,
+    cluster: &crate::Cluster,
     group: &str,
     topics: &std::collections::BTreeSet<String>,
     since_ms: i64,
@@ -265,11 +265,11 @@ pub fn published_by_group(
 ) -> Result<std::collections::HashSet<Origin>, KafkaError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
-    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    use rdkafka::{Offset, TopicPartitionList};
 
     let deadline = std::time::Instant::now() + timeout;
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let c: BaseConsumer = cluster
+        .client_config()
         // Required by the client even for assigned partitions; it never
         // joins nor commits.
         .set("group.id", format!("{group}.dlq-reader"))

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::cluster::Cluster;
 
 use crate::error::KafkaError;
 use crate::metrics::KafkaMetrics;
@@ -34,15 +36,15 @@ pub struct PartitionLag {
 /// Runs on a blocking thread: these are synchronous metadata requests. The
 /// client used does not join the group, so asking does not rebalance it.
 pub async fn group_lag(
-    brokers: &str,
+    cluster: &Cluster,
     group: &str,
     topics: &[String],
     timeout: Duration,
 ) -> Result<Vec<PartitionLag>, KafkaError> {
-    let brokers = brokers.to_owned();
+    let cluster = cluster.clone();
     let group = group.to_owned();
     let topics = topics.to_vec();
-    tokio::task::spawn_blocking(move || group_lag_blocking(&brokers, &group, &topics, timeout))
+    tokio::task::spawn_blocking(move || group_lag_blocking(&cluster, &group, &topics, timeout))
         .await
         .map_err(|e| KafkaError::Admin {
             what: "lag".into(),
@@ -51,13 +53,13 @@ pub async fn group_lag(
 }
 
 fn group_lag_blocking(
-    brokers: &str,
+    cluster: &Cluster,
     group: &str,
     topics: &[String],
     timeout: Duration,
 ) -> Result<Vec<PartitionLag>, KafkaError> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let c: BaseConsumer = cluster
+        .client_config()
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()
@@ -129,14 +131,14 @@ fn committed_offsets(
 /// The members of `group` the broker knows, as `client_id@host`: empty when
 /// no consumer of the group is running.
 pub async fn group_members(
-    brokers: &str,
+    cluster: &Cluster,
     group: &str,
     timeout: Duration,
 ) -> Result<Vec<String>, KafkaError> {
-    let (brokers, group) = (brokers.to_owned(), group.to_owned());
+    let (cluster, group) = (cluster.clone(), group.to_owned());
     tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
+        let c: BaseConsumer = cluster
+            .client_config()
             .create()
             .map_err(|e| KafkaError::Config(e.to_string()))?;
         let list = c.fetch_group_list(Some(&group), timeout)?;
@@ -158,7 +160,7 @@ pub async fn group_members(
 /// from outside it, as `kafka-consumer-groups --reset-offsets` does: the
 /// broker accepts it only while the group has no running member.
 pub async fn commit_group_offsets(
-    brokers: &str,
+    cluster: &Cluster,
     group: &str,
     offsets: &BTreeMap<(String, i32), i64>,
 ) -> Result<(), KafkaError> {
@@ -166,10 +168,10 @@ pub async fn commit_group_offsets(
     for ((topic, partition), next) in offsets {
         tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
     }
-    let (brokers, group) = (brokers.to_owned(), group.to_owned());
+    let (cluster, group) = (cluster.clone(), group.to_owned());
     tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
+        let c: BaseConsumer = cluster
+            .client_config()
             .set("group.id", &group)
             .set("enable.auto.commit", "false")
             .create()

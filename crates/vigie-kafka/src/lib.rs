@@ -4,6 +4,7 @@
 //! against Apache Kafka; nothing is specific to one broker.
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod consumer;
 pub mod dlq;
@@ -14,6 +15,7 @@ pub mod producer;
 pub mod record;
 
 pub use admin::{TopicOutcome, TopicSpec, ensure_topics, ping};
+pub use cluster::Cluster;
 pub use config::{ConsumerConfig, ProducerConfig};
 pub use consumer::{Batch, BatchConsumer};
 pub use dlq::{DeadLetter, DlqPublisher, dlq_topic};

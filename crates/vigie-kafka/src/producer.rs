@@ -15,6 +15,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::util::Timeout;
 use slab::Slab;
 
+use crate::cluster::Cluster;
 use crate::config::ProducerConfig;
 use crate::error::KafkaError;
 use crate::metrics::KafkaMetrics;
@@ -73,7 +74,7 @@ impl EventProducer {
     /// Creates a producer from the `[kafka.producer]` settings; refuses an
     /// `extra` that would switch off one of its guarantees.
     pub fn new(
-        brokers: &str,
+        cluster: &Cluster,
         config: &ProducerConfig,
         metrics: KafkaMetrics,
     ) -> Result<Self, KafkaError> {
@@ -84,7 +85,7 @@ impl EventProducer {
         };
         let inner: Arc<BaseProducer<Deliveries>> = Arc::new(
             config
-                .client_config(brokers)
+                .client_config(cluster)
                 .create_with_context(context)
                 .map_err(|e| KafkaError::Config(e.to_string()))?,
         );

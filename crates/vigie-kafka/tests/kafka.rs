@@ -32,7 +32,7 @@ fn consumer_config(topic: &str, group: &str, batch: usize) -> ConsumerConfig {
 /// number of records per partition, from the delivery reports.
 async fn produce(bootstrap: &str, topic: &str, from: usize, n: usize) -> BTreeMap<i32, i64> {
     let p = EventProducer::new(
-        bootstrap,
+        &vigie_kafka::Cluster::new(bootstrap),
         &ProducerConfig::default(),
         KafkaMetrics::unregistered(),
     )
@@ -87,7 +87,7 @@ async fn records_round_trip_with_keys_and_headers() {
     produce(&b.bootstrap, &topic, 0, 300).await;
 
     let c = BatchConsumer::new(
-        &b.bootstrap,
+        &vigie_kafka::Cluster::new(&b.bootstrap),
         consumer_config(&topic, &unique_name("g"), 100),
         KafkaMetrics::unregistered(),
     )
@@ -128,7 +128,7 @@ async fn restart_resumes_at_the_committed_offset() {
 
     // First run: one batch of 100, committed, then stop.
     let c = BatchConsumer::new(
-        &b.bootstrap,
+        &vigie_kafka::Cluster::new(&b.bootstrap),
         consumer_config(&topic, &group, 100),
         KafkaMetrics::unregistered(),
     )
@@ -140,7 +140,7 @@ async fn restart_resumes_at_the_committed_offset() {
 
     // Second run: starts exactly after the last committed record.
     let c = BatchConsumer::new(
-        &b.bootstrap,
+        &vigie_kafka::Cluster::new(&b.bootstrap),
         consumer_config(&topic, &group, 1000),
         KafkaMetrics::unregistered(),
     )
@@ -187,7 +187,7 @@ async fn two_members_split_partitions_and_a_rebalance_loses_nothing() {
         let stop = stop.clone();
         let c = Arc::new(
             BatchConsumer::new(
-                &b.bootstrap,
+                &vigie_kafka::Cluster::new(&b.bootstrap),
                 consumer_config(&topic, &group, 50),
                 KafkaMetrics::unregistered(),
             )
@@ -341,7 +341,7 @@ fn split_value(r: &vigie_kafka::Record) -> usize {
 
 fn split_producer(bootstrap: &str) -> EventProducer {
     EventProducer::new(
-        bootstrap,
+        &vigie_kafka::Cluster::new(bootstrap),
         &ProducerConfig::default(),
         KafkaMetrics::unregistered(),
     )
@@ -401,7 +401,7 @@ async fn lag_per_partition_equals_produced_minus_committed() {
 
     let metrics = KafkaMetrics::unregistered();
     let c = BatchConsumer::new(
-        &b.bootstrap,
+        &vigie_kafka::Cluster::new(&b.bootstrap),
         consumer_config(&topic, &group, 25),
         metrics.clone(),
     )
@@ -414,7 +414,7 @@ async fn lag_per_partition_equals_produced_minus_committed() {
     }
 
     let lags = group_lag(
-        &b.bootstrap,
+        &vigie_kafka::Cluster::new(&b.bootstrap),
         &group,
         std::slice::from_ref(&topic),
         Duration::from_secs(10),
@@ -446,7 +446,9 @@ async fn ensure_topics_is_idempotent_and_creates_dlq_twins() {
     let b = broker();
     let name = unique_name("health.case");
     let specs = vec![TopicSpec::new(&name, 2)];
-    let first = ensure_topics(&b.bootstrap, &specs).await.expect("create");
+    let first = ensure_topics(&vigie_kafka::Cluster::new(&b.bootstrap), &specs)
+        .await
+        .expect("create");
     assert_eq!(
         first.into_iter().collect::<BTreeMap<_, _>>(),
         BTreeMap::from([
@@ -454,13 +456,19 @@ async fn ensure_topics_is_idempotent_and_creates_dlq_twins() {
             (format!("{name}.dlq"), TopicOutcome::Created)
         ])
     );
-    let again = ensure_topics(&b.bootstrap, &specs).await.expect("again");
+    let again = ensure_topics(&vigie_kafka::Cluster::new(&b.bootstrap), &specs)
+        .await
+        .expect("again");
     assert!(
         again.iter().all(|(_, o)| *o == TopicOutcome::Existed),
         "{again:?}"
     );
 
-    let bad = ensure_topics(&b.bootstrap, &[TopicSpec::new(unique_name("x"), 0)]).await;
+    let bad = ensure_topics(
+        &vigie_kafka::Cluster::new(&b.bootstrap),
+        &[TopicSpec::new(unique_name("x"), 0)],
+    )
+    .await;
     assert!(
         bad.unwrap_err()
             .to_string()
@@ -513,7 +521,7 @@ async fn envelopes_round_trip_through_a_group_with_keys_headers_and_bytes_unchan
         .map(|hs| hs.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect())
         .collect();
     let p = EventProducer::new(
-        &b.bootstrap,
+        &vigie_kafka::Cluster::new(&b.bootstrap),
         &ProducerConfig::default(),
         KafkaMetrics::unregistered(),
     )
@@ -541,7 +549,7 @@ async fn envelopes_round_trip_through_a_group_with_keys_headers_and_bytes_unchan
     );
 
     let c = BatchConsumer::new(
-        &b.bootstrap,
+        &vigie_kafka::Cluster::new(&b.bootstrap),
         consumer_config(&topic, &unique_name("g"), 50),
         KafkaMetrics::unregistered(),
     )
@@ -583,7 +591,7 @@ async fn envelopes_round_trip_through_a_group_with_keys_headers_and_bytes_unchan
 /// A producer that reports a record as failed 2 s after it was queued.
 fn gives_up_after_2s(bootstrap: &str, metrics: &KafkaMetrics) -> EventProducer {
     EventProducer::new(
-        bootstrap,
+        &vigie_kafka::Cluster::new(bootstrap),
         &ProducerConfig {
             delivery_timeout_ms: 2_000,
             ..ProducerConfig::default()
@@ -679,8 +687,12 @@ async fn pipelines_sharing_a_producer_each_get_their_own_deliveries() {
     create_topic(&b.bootstrap, &a, 1).await;
     create_topic(&b.bootstrap, &c, 1).await;
     let metrics = KafkaMetrics::unregistered();
-    let p = EventProducer::new(&b.bootstrap, &ProducerConfig::default(), metrics.clone())
-        .expect("producer");
+    let p = EventProducer::new(
+        &vigie_kafka::Cluster::new(&b.bootstrap),
+        &ProducerConfig::default(),
+        metrics.clone(),
+    )
+    .expect("producer");
     let (na, nc) = (700, 300);
 
     // Two pipelines open at once, their records interleaved in one queue.
@@ -766,7 +778,7 @@ async fn a_pipeline_reports_its_earliest_failure_after_every_record_settled() {
 fn the_producer_refuses_extra_that_would_switch_off_a_guarantee() {
     for key in ["enable.idempotence", "acks"] {
         let err = EventProducer::new(
-            "127.0.0.1:9",
+            &vigie_kafka::Cluster::new("127.0.0.1:9"),
             &ProducerConfig {
                 extra: BTreeMap::from([(key.to_owned(), "0".to_owned())]),
                 ..ProducerConfig::default()
@@ -798,7 +810,11 @@ async fn consumer_extra_cannot_turn_auto_commit_back_on() {
         ("auto.commit.interval.ms".to_owned(), "50".to_owned()),
     ]);
     assert!(matches!(config.validate(), Err(KafkaError::Config(_))));
-    let c = match BatchConsumer::new(&b.bootstrap, config, KafkaMetrics::unregistered()) {
+    let c = match BatchConsumer::new(
+        &vigie_kafka::Cluster::new(&b.bootstrap),
+        config,
+        KafkaMetrics::unregistered(),
+    ) {
         Ok(c) => c,
         // Refusing the settings outright keeps the guarantee too.
         Err(KafkaError::Config(_)) => return,
@@ -817,7 +833,7 @@ async fn consumer_extra_cannot_turn_auto_commit_back_on() {
     c.close().await;
 
     let lags = group_lag(
-        &b.bootstrap,
+        &vigie_kafka::Cluster::new(&b.bootstrap),
         &group,
         std::slice::from_ref(&topic),
         Duration::from_secs(10),

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use vigie_config::{ConfigError, Loader, Secret};
 use vigie_consumers::{SinkSpec, SinksConfig};
-use vigie_kafka::{ConsumerConfig, ProducerConfig, TopicSpec};
+use vigie_kafka::{Cluster, ConsumerConfig, ProducerConfig, TopicSpec};
 use vigie_producers::ProducersConfig;
 use vigie_telemetry::{LogConfig, TelemetryConfig};
 
@@ -107,38 +107,22 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Producer settings with the security properties applied. Kept out of
-    /// `self` so that printing the settings never prints the password.
-    pub(crate) fn producer(&self) -> ProducerConfig {
-        let mut p = self.kafka.producer.clone();
-        for (k, v) in self.security_props() {
-            p.extra.entry(k).or_insert(v);
-        }
-        p
-    }
-
-    /// Consumer settings with the security properties applied.
-    pub(crate) fn consumer(&self) -> ConsumerConfig {
-        let mut c = self.kafka.consumer.clone();
-        for (k, v) in self.security_props() {
-            c.extra.entry(k).or_insert(v);
-        }
-        c
-    }
-
-    /// Security settings as librdkafka properties.
-    fn security_props(&self) -> Vec<(String, String)> {
+    /// The cluster with the `[kafka.security]` properties: what every
+    /// Kafka client of the command is built from. Kept out of `self` so
+    /// that printing the settings never prints the password.
+    pub(crate) fn cluster(&self) -> Cluster {
         let sec = &self.kafka.security;
-        let mut props = vec![("security.protocol".to_owned(), sec.protocol.clone())];
+        let mut cluster =
+            Cluster::new(&self.kafka.brokers).with("security.protocol", &sec.protocol);
         if let Some(m) = &sec.sasl_mechanism {
-            props.push(("sasl.mechanism".into(), m.clone()));
+            cluster = cluster.with("sasl.mechanism", m);
         }
         if let Some(u) = &sec.sasl_username {
-            props.push(("sasl.username".into(), u.clone()));
+            cluster = cluster.with("sasl.username", u);
         }
         if let Some(p) = &sec.sasl_password {
-            props.push(("sasl.password".into(), p.expose().to_owned()));
+            cluster = cluster.with("sasl.password", p.expose());
         }
-        props
+        cluster
     }
 }

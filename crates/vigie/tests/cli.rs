@@ -120,6 +120,46 @@ fn config_check_prints_the_effective_config_with_secrets_redacted() {
     );
 }
 
+/// The lag client is built from the cluster's connection settings like
+/// every other Kafka client: told to authenticate with SASL, it cannot
+/// talk to the plaintext test broker, and says so without the password.
+#[tokio::test]
+async fn the_lag_client_uses_the_security_settings_and_never_shows_the_password() {
+    let b = broker();
+    let topic = unique_name("health.case.v1");
+    let lag = |protocol: &str| {
+        vigie()
+            .args(["lag", "--group", "g", "--topic", &topic])
+            .env("VIGIE__KAFKA__BROKERS", &b.bootstrap)
+            .env("VIGIE__KAFKA__SECURITY__PROTOCOL", protocol)
+            .env("VIGIE__KAFKA__SECURITY__SASL_MECHANISM", "PLAIN")
+            .env("VIGIE__KAFKA__SECURITY__SASL_USERNAME", "vigie-lag")
+            .env("VIGIE__KAFKA__SECURITY__SASL_PASSWORD", "hunter4-secret")
+            .output()
+            .unwrap()
+    };
+    create_topic(&b.bootstrap, &topic, 2).await;
+
+    let out = lag("plaintext");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("total lag of group g: 0"), "{text}");
+
+    let out = lag("sasl_plaintext");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("kafka.security.protocol = sasl_plaintext"),
+        "the error names the connection it tried: {err}"
+    );
+    let all = format!("{err}{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!all.contains("hunter4-secret"), "{all}");
+}
+
 #[test]
 fn schemas_check_passes_on_the_repository_and_fails_on_a_breaking_version() {
     let out = vigie()
@@ -168,7 +208,7 @@ const MID_STREAM_TOTAL: u64 = 20_000;
 /// Sum over partitions of the group's committed offsets (0 where none).
 async fn committed(bootstrap: &str, group: &str, topic: &str) -> Option<(u64, u64)> {
     let lags = vigie_kafka::group_lag(
-        bootstrap,
+        &vigie_kafka::Cluster::new(bootstrap),
         group,
         &[topic.to_owned()],
         Duration::from_secs(10),

@@ -231,7 +231,11 @@ async fn read_topic(
     config.batch_max_records = 20_000;
     config.batch_max_wait_ms = 100;
     config.lag_interval_ms = 0;
-    let consumer = BatchConsumer::new(&s.kafka.brokers, config, KafkaMetrics::unregistered())?;
+    let consumer = BatchConsumer::new(
+        &vigie_kafka::Cluster::new(&s.kafka.brokers),
+        config,
+        KafkaMetrics::unregistered(),
+    )?;
     let mut n = 0u64;
     loop {
         let quiet = if n >= expected {
@@ -338,7 +342,11 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
         .with_context(|| format!("no model directory {}", a.model.display()))?;
     let dylib = ort_dylib()?;
     let logs = tempfile::tempdir()?;
-    let producer = EventProducer::new(&brokers, &s.kafka.producer, KafkaMetrics::unregistered())?;
+    let producer = EventProducer::new(
+        &vigie_kafka::Cluster::new(&brokers),
+        &s.kafka.producer,
+        KafkaMetrics::unregistered(),
+    )?;
     let tag = uuid_like(0);
     let batch_max_records = s.kafka.consumer.batch_max_records;
     let batch_max_wait_ms = s.kafka.consumer.batch_max_wait_ms;

@@ -231,7 +231,11 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
     let brokers = s.kafka.brokers.clone();
     let topic = format!("bench.sink.{}", chrono::Utc::now().format("%Y%m%d%H%M%S%f"));
     create_topics(&brokers, &[&topic], partitions, true).await?;
-    let producer = EventProducer::new(&brokers, &s.kafka.producer, KafkaMetrics::unregistered())?;
+    let producer = EventProducer::new(
+        &vigie_kafka::Cluster::new(&brokers),
+        &s.kafka.producer,
+        KafkaMetrics::unregistered(),
+    )?;
     produce_backlog(&producer, &topic, BACKLOG_SEED, events, |_, _| Ok(())).await?;
     eprintln!("backlog: {events} events in {topic} ({partitions} partitions)");
 

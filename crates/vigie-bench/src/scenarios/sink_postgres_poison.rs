@@ -127,7 +127,7 @@ fn check_dead_letters(
         "{dlq} holds {letters} dead letters for {poison} poison records"
     );
     let origins = vigie_kafka::dlq::published_by_group(
-        brokers,
+        &vigie_kafka::Cluster::new(brokers),
         group,
         &BTreeSet::from([dlq.to_owned()]),
         0,
@@ -167,7 +167,11 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
     let records = events + poison;
     let s = vigie.settings()?;
     let brokers = s.kafka.brokers.clone();
-    let producer = EventProducer::new(&brokers, &s.kafka.producer, KafkaMetrics::unregistered())?;
+    let producer = EventProducer::new(
+        &vigie_kafka::Cluster::new(&brokers),
+        &s.kafka.producer,
+        KafkaMetrics::unregistered(),
+    )?;
 
     // Every backlog first, each run on topics of its own (their DLQ twins
     // start empty), so that no run drains while the broker takes others.

@@ -30,7 +30,7 @@ pub(crate) struct Args {
 pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCode> {
     let s = super::load(config)?;
     init_logging(&s.log);
-    let mut consumer = s.consumer();
+    let mut consumer = s.kafka.consumer.clone();
     a.target.apply(&mut consumer);
     anyhow::ensure!(
         !consumer.topics.is_empty(),
@@ -41,16 +41,16 @@ pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCo
     let kafka_metrics = KafkaMetrics::register(&registry)?;
     let metrics = ConsumerMetrics::register(&registry)?;
     let shutdown = shutdown_on_signals();
-    let producer_config = s.producer();
+    let producer_config = s.kafka.producer.clone();
     let producer_metrics = kafka_metrics.clone();
-    let brokers = s.kafka.brokers.clone();
+    let cluster = s.cluster();
     let mut sink = a
         .sink
         .build(
             &s.consumers.sinks,
             &|| {
                 vigie_kafka::EventProducer::new(
-                    &brokers,
+                    &cluster,
                     &producer_config,
                     producer_metrics.clone(),
                 )
@@ -60,11 +60,11 @@ pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCo
         )
         .await
         .with_context(|| format!("cannot start sink {}", a.sink.name))?;
-    let brokers = s.kafka.brokers.clone();
+    let cluster = s.cluster();
     let mut readiness = Readiness::default().with("kafka", move || {
-        let brokers = brokers.clone();
+        let cluster = cluster.clone();
         async move {
-            vigie_kafka::ping(&brokers, Duration::from_secs(3))
+            vigie_kafka::ping(&cluster, Duration::from_secs(3))
                 .await
                 .map_err(|e| e.to_string())
         }
@@ -79,9 +79,9 @@ pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCo
     let component = a.sink.name;
     let runtime = Runtime {
         component,
-        brokers: s.kafka.brokers.clone(),
+        cluster: s.cluster(),
         consumer,
-        producer: s.producer(),
+        producer: s.kafka.producer.clone(),
         schemas: Arc::new(SchemaRegistry::embedded()?),
         kafka_metrics,
         metrics,

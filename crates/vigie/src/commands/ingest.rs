@@ -69,12 +69,12 @@ pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCo
     let kafka_metrics = KafkaMetrics::register(&registry)?;
     let metrics = SourceMetrics::register(&registry)?;
     let shutdown = shutdown_on_signals();
-    let producer = EventProducer::new(&s.kafka.brokers, &s.producer(), kafka_metrics)?;
-    let brokers = s.kafka.brokers.clone();
+    let producer = EventProducer::new(&s.cluster(), &s.kafka.producer, kafka_metrics)?;
+    let cluster = s.cluster();
     let readiness = Readiness::default().with("kafka", move || {
-        let brokers = brokers.clone();
+        let cluster = cluster.clone();
         async move {
-            vigie_kafka::ping(&brokers, Duration::from_secs(3))
+            vigie_kafka::ping(&cluster, Duration::from_secs(3))
                 .await
                 .map_err(|e| e.to_string())
         }

@@ -4,6 +4,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
+
 /// Arguments of `vigie lag`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -16,8 +18,14 @@ pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCo
     let mut c = s.kafka.consumer.clone();
     a.target.apply(&mut c);
     let (group, topics) = (c.group_id, c.topics);
-    let lags =
-        vigie_kafka::group_lag(&s.kafka.brokers, &group, &topics, Duration::from_secs(10)).await?;
+    let lags = vigie_kafka::group_lag(&s.cluster(), &group, &topics, Duration::from_secs(10))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot read the lag of group {group} from {} (kafka.security.protocol = {})",
+                s.kafka.brokers, s.kafka.security.protocol
+            )
+        })?;
     println!(
         "{:<40} {:>9} {:>12} {:>12} {:>10}",
         "topic", "partition", "committed", "high", "lag"

@@ -52,7 +52,7 @@ pub(crate) async fn run(config: Option<&Path>, cmd: Cmd) -> anyhow::Result<ExitC
         Cmd::Show { target } => show(&Group::open(&s, target).await?).await?,
         Cmd::Reset(r) => {
             let g = Group::open(&s, r.target).await?;
-            let members = vigie_kafka::group_members(&s.kafka.brokers, &g.name, TIMEOUT).await?;
+            let members = vigie_kafka::group_members(&s.cluster(), &g.name, TIMEOUT).await?;
             if !members.is_empty() {
                 bail!(
                     "group {} has {} running member(s) ({}): stop its consumers before \
@@ -78,7 +78,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// A group's topics: their partitions on the broker and the store.
 struct Group {
     name: String,
-    brokers: String,
+    cluster: vigie_kafka::Cluster,
     topics: Vec<String>,
     partitions: Vec<vigie_kafka::PartitionLag>,
     sink: PostgresSink,
@@ -97,10 +97,10 @@ impl Group {
                 .context("consumers.sinks.postgres")?;
         let sink = PostgresSink::connect(&pg).await?;
         let partitions =
-            vigie_kafka::group_lag(&s.kafka.brokers, &c.group_id, &c.topics, TIMEOUT).await?;
+            vigie_kafka::group_lag(&s.cluster(), &c.group_id, &c.topics, TIMEOUT).await?;
         Ok(Self {
             name: c.group_id,
-            brokers: s.kafka.brokers.clone(),
+            cluster: s.cluster(),
             topics: c.topics,
             partitions,
             sink,
@@ -181,7 +181,7 @@ async fn reset(g: &Group, to: &To, only: &[i32], execute: bool) -> anyhow::Resul
             // Kafka's committed offsets follow, as the sink's commits do
             // after each batch (they feed `vigie lag`).
             let committed = next.iter().map(|(p, o)| ((t.clone(), *p), *o)).collect();
-            vigie_kafka::commit_group_offsets(&g.brokers, &g.name, &committed)
+            vigie_kafka::commit_group_offsets(&g.cluster, &g.name, &committed)
                 .await
                 .context("the store is reset; committing the same offsets to Kafka failed")?;
             for r in resets {

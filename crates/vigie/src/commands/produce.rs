@@ -48,8 +48,8 @@ pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCo
     let s = super::load(config)?;
     vigie_telemetry::init_logging(&s.log);
     let producer = EventProducer::new(
-        &s.kafka.brokers,
-        &s.producer(),
+        &s.cluster(),
+        &s.kafka.producer,
         KafkaMetrics::unregistered(),
     )?;
     let started = Instant::now();
