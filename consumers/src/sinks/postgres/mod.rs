@@ -26,7 +26,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool, Postgres, Transaction};
 use vigie_config::Secret;
@@ -309,106 +308,95 @@ impl PostgresSink {
         rejects: &SharedRejects<'_>,
     ) -> Result<usize, SinkError> {
         let mut conn = self.pool.acquire().await.map_err(classify)?;
-        let written = self
-            .write_on(&mut conn, staged, next_offsets, letters, group, rejects)
-            .await;
+        let written: Result<usize, SinkError> = async {
+            let mut tx = conn.begin().await.map_err(classify)?;
+            let mut refused: Vec<Rejected> = Vec::new();
+            for (target, st) in staged {
+                if direct_load(&mut tx, *target, st).await? {
+                    continue;
+                }
+                // Staged path: built only now, as most batches go direct.
+                let index = &st.index;
+                let mut csv = Vec::with_capacity(st.events.len() * 256);
+                // `ends[rn]`: where row `rn`'s line ends in `csv`.
+                let mut ends = Vec::with_capacity(st.events.len());
+                for (rn, event) in st.events.iter().enumerate() {
+                    stage_row(rn, event, &mut csv);
+                    ends.push(csv.len());
+                }
+                sqlx::raw_sql(target.stage_ddl())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                let mut bad = Vec::new();
+                stage_rows(&mut tx, *target, &csv, &ends, &mut bad).await?;
+                load_range(&mut tx, *target, 0, index.len() as i32 - 1, &mut bad).await?;
+                for (rn, reason, error) in bad {
+                    refused.push(Rejected {
+                        index: index[rn as usize],
+                        reason,
+                        error,
+                    });
+                }
+            }
+            if !next_offsets.is_empty() {
+                let (mut topics, mut partitions, mut offsets, mut epochs) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                for (tp, o) in next_offsets {
+                    topics.push(tp.0.clone());
+                    partitions.push(tp.1);
+                    offsets.push(*o);
+                    epochs.push(self.epochs.get(tp).copied().unwrap_or(0));
+                }
+                // Fencing: within an epoch a stored offset only moves forward,
+                // and a batch writes records past it, so its next offset is
+                // strictly greater. A member that lost a partition while it
+                // wrote finds the new owner's offset (even one equal to its
+                // own: those records are stored), or a reset's new epoch,
+                // updates nothing there, and rolls its batch back.
+                let stored = sqlx::query(
+                    "INSERT INTO sink_offsets (consumer_group, topic, partition, next_offset, epoch, updated_at)
+                     SELECT $1, t, p, o, e, now()
+                     FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[]) AS x(t, p, o, e)
+                     ON CONFLICT (consumer_group, topic, partition)
+                     DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()
+                     WHERE sink_offsets.next_offset < EXCLUDED.next_offset
+                       AND sink_offsets.epoch = EXCLUDED.epoch",
+                )
+                .bind(group)
+                .bind(&topics)
+                .bind(&partitions)
+                .bind(&offsets)
+                .bind(&epochs)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?
+                .rows_affected();
+                if stored < next_offsets.len() as u64 {
+                    return Err(SinkError::Fenced(format!(
+                        "group {group}: the store holds later offsets than this batch's \
+                         {next_offsets:?}, or offsets of a newer epoch (a reset), for {} of its \
+                         partitions",
+                        next_offsets.len() as u64 - stored
+                    )));
+                }
+            }
+            // Dead letters go into the outbox with the rows and offsets: one
+            // commit decides all three.
+            outbox::store(&mut tx, group, letters).await?;
+            if !refused.is_empty() {
+                let own = rejects.lock().await.letters(&refused);
+                outbox::store(&mut tx, group, &own).await?;
+            }
+            tx.commit().await.map_err(classify)?;
+            let total: usize = staged.values().map(|s| s.index.len()).sum();
+            Ok(total - refused.len())
+        }
+        .await;
         if matches!(written, Err(SinkError::Retryable(_))) {
             conn.close_on_drop();
         }
         written
-    }
-
-    async fn write_on(
-        &self,
-        conn: &mut PoolConnection<Postgres>,
-        staged: &BTreeMap<Target, Staged<'_>>,
-        next_offsets: &BTreeMap<TopicPartition, i64>,
-        letters: &[OutboxLetter],
-        group: &str,
-        rejects: &SharedRejects<'_>,
-    ) -> Result<usize, SinkError> {
-        let mut tx = conn.begin().await.map_err(classify)?;
-        let mut refused: Vec<Rejected> = Vec::new();
-        for (target, st) in staged {
-            if direct_load(&mut tx, *target, st).await? {
-                continue;
-            }
-            // Staged path: built only now, as most batches go direct.
-            let index = &st.index;
-            let mut csv = Vec::with_capacity(st.events.len() * 256);
-            // `ends[rn]`: where row `rn`'s line ends in `csv`.
-            let mut ends = Vec::with_capacity(st.events.len());
-            for (rn, event) in st.events.iter().enumerate() {
-                stage_row(rn, event, &mut csv);
-                ends.push(csv.len());
-            }
-            sqlx::raw_sql(target.stage_ddl())
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-            let mut bad = Vec::new();
-            stage_rows(&mut tx, *target, &csv, &ends, &mut bad).await?;
-            load_range(&mut tx, *target, 0, index.len() as i32 - 1, &mut bad).await?;
-            for (rn, reason, error) in bad {
-                refused.push(Rejected {
-                    index: index[rn as usize],
-                    reason,
-                    error,
-                });
-            }
-        }
-        if !next_offsets.is_empty() {
-            let (mut topics, mut partitions, mut offsets, mut epochs) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for (tp, o) in next_offsets {
-                topics.push(tp.0.clone());
-                partitions.push(tp.1);
-                offsets.push(*o);
-                epochs.push(self.epochs.get(tp).copied().unwrap_or(0));
-            }
-            // Fencing: within an epoch a stored offset only moves forward,
-            // and a batch writes records past it, so its next offset is
-            // strictly greater. A member that lost a partition while it
-            // wrote finds the new owner's offset (even one equal to its
-            // own: those records are stored), or a reset's new epoch,
-            // updates nothing there, and rolls its batch back.
-            let stored = sqlx::query(
-                "INSERT INTO sink_offsets (consumer_group, topic, partition, next_offset, epoch, updated_at)
-                 SELECT $1, t, p, o, e, now()
-                 FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[]) AS x(t, p, o, e)
-                 ON CONFLICT (consumer_group, topic, partition)
-                 DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()
-                 WHERE sink_offsets.next_offset < EXCLUDED.next_offset
-                   AND sink_offsets.epoch = EXCLUDED.epoch",
-            )
-            .bind(group)
-            .bind(&topics)
-            .bind(&partitions)
-            .bind(&offsets)
-            .bind(&epochs)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?
-            .rows_affected();
-            if stored < next_offsets.len() as u64 {
-                return Err(SinkError::Fenced(format!(
-                    "group {group}: the store holds later offsets than this batch's \
-                     {next_offsets:?}, or offsets of a newer epoch (a reset), for {} of its \
-                     partitions",
-                    next_offsets.len() as u64 - stored
-                )));
-            }
-        }
-        // Dead letters go into the outbox with the rows and offsets: one
-        // commit decides all three.
-        outbox::store(&mut tx, group, letters).await?;
-        if !refused.is_empty() {
-            let own = rejects.lock().await.letters(&refused);
-            outbox::store(&mut tx, group, &own).await?;
-        }
-        tx.commit().await.map_err(classify)?;
-        let total: usize = staged.values().map(|s| s.index.len()).sum();
-        Ok(total - refused.len())
     }
 }
 
