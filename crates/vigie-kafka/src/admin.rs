@@ -10,7 +10,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, explain};
 use crate::dlq::dlq_topic;
 use crate::error::KafkaError;
 
@@ -141,11 +141,9 @@ pub async fn ensure_topics(
 pub async fn ping(cluster: &Cluster, timeout: Duration) -> Result<(), KafkaError> {
     let cluster = cluster.clone();
     tokio::task::spawn_blocking(move || {
-        let c: rdkafka::consumer::BaseConsumer = cluster
-            .client_config()
-            .create()
-            .map_err(|e| KafkaError::Config(e.to_string()))?;
-        rdkafka::consumer::Consumer::fetch_metadata(&c, None, timeout)?;
+        let c: rdkafka::consumer::BaseConsumer = cluster.short_lived(&[])?;
+        rdkafka::consumer::Consumer::fetch_metadata(&c, None, timeout)
+            .map_err(|e| explain(&c, e.into()))?;
         Ok(())
     })
     .await

@@ -1,8 +1,12 @@
 //! How every Kafka client Vigie creates reaches the cluster.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use rdkafka::ClientConfig;
+use rdkafka::consumer::BaseConsumer;
+
+use crate::error::KafkaError;
 
 /// Connection properties whose values are secrets: never shown.
 const SECRET_PROPERTIES: &[&str] = &[
@@ -56,6 +60,48 @@ impl Cluster {
             c.set(k, v);
         }
         c
+    }
+
+    /// A client for one short request (metadata, lag, a group's members or
+    /// offsets) with `properties` added. Its errors go through [`explain`].
+    pub(crate) fn short_lived(
+        &self,
+        properties: &[(&str, &str)],
+    ) -> Result<BaseConsumer, KafkaError> {
+        let mut c = self.client_config();
+        for (k, v) in properties {
+            c.set(*k, *v);
+        }
+        c.create().map_err(|e| KafkaError::Config(e.to_string()))
+    }
+}
+
+/// `e`, the error of a request of `c`, naming the errors the client
+/// reported on its own before it (a refused authentication, a broker it
+/// cannot reach), which librdkafka hands out only when polled: a wrong
+/// password then reads as a refused authentication, not as a bare
+/// transport failure.
+pub(crate) fn explain(c: &BaseConsumer, e: KafkaError) -> KafkaError {
+    let mut reported: Vec<String> = Vec::new();
+    // The first poll waits a little: the reports are queued apart from the
+    // request's answer.
+    while let Some(Err(r)) = c.poll(Duration::from_millis(100)) {
+        let r = r
+            .rdkafka_error_code()
+            .map_or_else(|| r.to_string(), |code| code.to_string());
+        if !reported.contains(&r) {
+            reported.push(r);
+        }
+        if reported.len() == 3 {
+            break;
+        }
+    }
+    match e {
+        KafkaError::Client(request) if !reported.is_empty() => KafkaError::Unreachable {
+            request,
+            reported: reported.join("; "),
+        },
+        e => e,
     }
 }
 

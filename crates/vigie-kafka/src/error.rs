@@ -26,6 +26,15 @@ pub enum KafkaError {
         /// The broker's message.
         message: String,
     },
+    /// A request failed after the client reported a connection error of
+    /// its own (authentication refused, broker unreachable): both named.
+    #[error("{request}; before it, the client reported: {reported}")]
+    Unreachable {
+        /// The request's error.
+        request: rdkafka::error::KafkaError,
+        /// The errors the client reported before it.
+        reported: String,
+    },
     /// Any other client error.
     #[error(transparent)]
     Client(#[from] rdkafka::error::KafkaError),
@@ -39,6 +48,7 @@ impl KafkaError {
             Self::Delivery { .. } => "delivery",
             Self::Commit(_) => "commit",
             Self::Admin { .. } => "admin",
+            Self::Unreachable { .. } => "unreachable",
             Self::Client(_) => "client",
         }
     }

@@ -8,8 +8,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::cluster::Cluster;
-
+use crate::cluster::{Cluster, explain};
 use crate::error::KafkaError;
 use crate::metrics::KafkaMetrics;
 
@@ -58,12 +57,16 @@ fn group_lag_blocking(
     topics: &[String],
     timeout: Duration,
 ) -> Result<Vec<PartitionLag>, KafkaError> {
-    let c: BaseConsumer = cluster
-        .client_config()
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| KafkaError::Config(e.to_string()))?;
+    let c: BaseConsumer =
+        cluster.short_lived(&[("group.id", group), ("enable.auto.commit", "false")])?;
+    lag_of(&c, topics, timeout).map_err(|e| explain(&c, e))
+}
+
+fn lag_of(
+    c: &BaseConsumer,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<Vec<PartitionLag>, KafkaError> {
     let mut tpl = TopicPartitionList::new();
     for t in topics {
         let md = c.fetch_metadata(Some(t), timeout)?;
@@ -79,7 +82,7 @@ fn group_lag_blocking(
             }
         }
     }
-    let committed = committed_offsets(&c, &tpl, timeout)?;
+    let committed = committed_offsets(c, &tpl, timeout)?;
     let mut out = Vec::new();
     for e in committed.elements() {
         let (low, high) = c.fetch_watermarks(e.topic(), e.partition(), timeout)?;
@@ -137,11 +140,10 @@ pub async fn group_members(
 ) -> Result<Vec<String>, KafkaError> {
     let (cluster, group) = (cluster.clone(), group.to_owned());
     tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = cluster
-            .client_config()
-            .create()
-            .map_err(|e| KafkaError::Config(e.to_string()))?;
-        let list = c.fetch_group_list(Some(&group), timeout)?;
+        let c: BaseConsumer = cluster.short_lived(&[])?;
+        let list = c
+            .fetch_group_list(Some(&group), timeout)
+            .map_err(|e| explain(&c, e.into()))?;
         Ok(list
             .groups()
             .iter()
@@ -170,14 +172,10 @@ pub async fn commit_group_offsets(
     }
     let (cluster, group) = (cluster.clone(), group.to_owned());
     tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = cluster
-            .client_config()
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .map_err(|e| KafkaError::Config(e.to_string()))?;
-        c.commit(&tpl, CommitMode::Sync)?;
-        Ok(())
+        let c: BaseConsumer =
+            cluster.short_lived(&[("group.id", &group), ("enable.auto.commit", "false")])?;
+        c.commit(&tpl, CommitMode::Sync)
+            .map_err(|e| explain(&c, e.into()))
     })
     .await
     .map_err(|e| KafkaError::Admin {

@@ -58,9 +58,19 @@ fn port_open(addr: &str) -> bool {
 /// Runs `scripts/kafka CMD PORT`, which returns once the broker answers (or
 /// is gone).
 fn scripts_kafka(cmd: &str, port: u16) {
+    scripts_kafka_with(cmd, port, &[]);
+}
+
+/// `scripts/kafka CMD PORT`, with `KAFKA_SASL_USERS` made of `users`.
+fn scripts_kafka_with(cmd: &str, port: u16, users: &[(String, String)]) {
     let script = repo_root().join("scripts/kafka");
-    let out = Command::new(&script)
-        .args([cmd, &port.to_string()])
+    let mut command = Command::new(&script);
+    command.args([cmd, &port.to_string()]);
+    if !users.is_empty() {
+        let list: Vec<String> = users.iter().map(|(u, p)| format!("{u}={p}")).collect();
+        command.env("KAFKA_SASL_USERS", list.join(" "));
+    }
+    let out = command
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
     assert!(
@@ -76,6 +86,7 @@ fn scripts_kafka(cmd: &str, port: u16) {
 #[derive(Debug)]
 pub struct PrivateKafka {
     port: u16,
+    users: Vec<(String, String)>,
     /// Bootstrap servers for clients.
     pub bootstrap: String,
 }
@@ -83,12 +94,51 @@ pub struct PrivateKafka {
 impl PrivateKafka {
     /// Starts a new broker on free ports and waits until it answers.
     pub fn start() -> Self {
-        let port = free_port_pair();
-        scripts_kafka("start", port);
+        Self::start_with_sasl(&[])
+    }
+
+    /// Starts a new broker that also has a SASL/PLAIN listener
+    /// ([`sasl_bootstrap`](Self::sasl_bootstrap)) knowing `users` (name,
+    /// password), with Kafka's authorizer: there a user may do only what
+    /// an ACL allows it ([`acls`](Self::acls)); on
+    /// [`bootstrap`](Self::bootstrap), everything.
+    pub fn start_with_sasl(users: &[(&str, &str)]) -> Self {
+        let port = free_ports(3);
+        let users: Vec<(String, String)> = users
+            .iter()
+            .map(|(u, p)| ((*u).to_owned(), (*p).to_owned()))
+            .collect();
+        scripts_kafka_with("start", port, &users);
         Self {
             port,
+            users,
             bootstrap: format!("127.0.0.1:{port}"),
         }
+    }
+
+    /// The SASL/PLAIN listener of a broker started with users.
+    pub fn sasl_bootstrap(&self) -> String {
+        assert!(
+            !self.users.is_empty(),
+            "a broker started without SASL users"
+        );
+        format!("127.0.0.1:{}", self.port + 2)
+    }
+
+    /// Runs Kafka's `kafka-acls` against this broker with `args` (such as
+    /// `--add --allow-principal User:u --operation Write --topic t`).
+    pub fn acls(&self, args: &[&str]) {
+        let script = repo_root().join("scripts/kafka-cli");
+        let out = Command::new(&script)
+            .args(["kafka-acls", "--bootstrap-server", &self.bootstrap])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "kafka-acls {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Stops it gracefully (SIGTERM) and waits until the process is gone.
@@ -103,7 +153,7 @@ impl PrivateKafka {
 
     /// Starts it again on the same ports and data, and waits until it answers.
     pub fn restart(&self) {
-        scripts_kafka("start", self.port);
+        scripts_kafka_with("start", self.port, &self.users);
     }
 }
 
@@ -115,15 +165,15 @@ impl Drop for PrivateKafka {
     }
 }
 
-/// A port P such that P and P+1 are both free now (the broker's client and
-/// controller listeners), taken from a range no shared broker uses.
-fn free_port_pair() -> u16 {
+/// A port P such that P to P+n-1 are all free now (the broker's client,
+/// controller and SASL listeners), taken from a range no shared broker uses.
+fn free_ports(n: u16) -> u16 {
     for _ in 0..200 {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
         let p = l.local_addr().expect("local address").port();
-        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+        if p <= u16::MAX - n && (1..n).all(|i| TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
             return p;
         }
     }
-    panic!("no free pair of ports for a private broker");
+    panic!("no {n} free ports in a row for a private broker");
 }
