@@ -63,19 +63,24 @@ fn scripts_kafka(cmd: &str, port: u16) {
 
 /// `scripts/kafka CMD PORT`, with `KAFKA_SASL_USERS` made of `users`.
 fn scripts_kafka_with(cmd: &str, port: u16, users: &[(String, String)]) {
-    let script = repo_root().join("scripts/kafka");
-    let mut command = Command::new(&script);
+    let mut command = Command::new(repo_root().join("scripts/kafka"));
     command.args([cmd, &port.to_string()]);
     if !users.is_empty() {
         let list: Vec<String> = users.iter().map(|(u, p)| format!("{u}={p}")).collect();
         command.env("KAFKA_SASL_USERS", list.join(" "));
     }
+    run_ok(&mut command);
+}
+
+/// Runs `command` (a script of the repository) and fails the test, with
+/// its standard error, unless it succeeds.
+fn run_ok(command: &mut Command) {
     let out = command
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
     assert!(
         out.status.success(),
-        "scripts/kafka {cmd} {port} failed: {}",
+        "{command:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -128,16 +133,10 @@ impl PrivateKafka {
     /// Runs Kafka's `kafka-acls` against this broker with `args` (such as
     /// `--add --allow-principal User:u --operation Write --topic t`).
     pub fn acls(&self, args: &[&str]) {
-        let script = repo_root().join("scripts/kafka-cli");
-        let out = Command::new(&script)
-            .args(["kafka-acls", "--bootstrap-server", &self.bootstrap])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "kafka-acls {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new(repo_root().join("scripts/kafka-cli"))
+                .args(["kafka-acls", "--bootstrap-server", &self.bootstrap])
+                .args(args),
         );
     }
 

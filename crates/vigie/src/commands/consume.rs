@@ -60,9 +60,9 @@ pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCo
         )
         .await
         .with_context(|| format!("cannot start sink {}", a.sink.name))?;
-    let cluster = s.cluster();
+    let probed = cluster.clone();
     let mut readiness = Readiness::default().with("kafka", move || {
-        let cluster = cluster.clone();
+        let cluster = probed.clone();
         async move {
             vigie_kafka::ping(&cluster, Duration::from_secs(3))
                 .await
@@ -79,7 +79,7 @@ pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCo
     let component = a.sink.name;
     let runtime = Runtime {
         component,
-        cluster: s.cluster(),
+        cluster,
         consumer,
         producer: s.kafka.producer.clone(),
         schemas: Arc::new(SchemaRegistry::embedded()?),
