@@ -11,6 +11,6 @@ pub mod sinks;
 
 pub use runtime::{ConsumerMetrics, RunError, RunSummary, Runtime};
 pub use sink::{
-    Accepted, BatchContext, BuildArgs, HealthProbe, Outbox, OutboxLetter, Rejected, Rejects, Sink,
-    SinkError, SinkSpec, SinksConfig,
+    Accepted, BatchContext, BuildArgs, HealthProbe, KafkaClients, Outbox, OutboxLetter, Rejected,
+    Rejects, Sink, SinkError, SinkSpec, SinksConfig,
 };

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use vigie_core::Event;
+use vigie_kafka::GroupMetadata;
 use vigie_kafka::consumer::TopicPartition;
 use vigie_kafka::dlq::{Letter, Origin};
 
@@ -40,9 +41,14 @@ pub struct BatchContext<'a> {
     /// stores offsets writes these in the same transaction as the rows.
     pub next_offsets: &'a BTreeMap<TopicPartition, i64>,
     /// For a sink with an outbox ([`Sink::outbox`]): the letters of the
-    /// batch's records refused at the edge, to store with the rows. Empty
-    /// for other sinks (the runtime publishes those letters itself).
+    /// batch's records refused at the edge, to store with the rows; for a
+    /// sink that commits in a transaction
+    /// ([`Sink::commits_in_transaction`]): to publish in it. Empty for
+    /// other sinks (the runtime publishes those letters itself).
     pub dead_letters: &'a [OutboxLetter],
+    /// The member's group membership when the batch was collected, for a
+    /// sink that commits the batch's offsets in its own Kafka transaction.
+    pub group_metadata: Option<&'a GroupMetadata>,
 }
 
 /// A dead letter kept in a sink's outbox until it is published.
@@ -137,6 +143,18 @@ pub trait Sink: Send {
         None
     }
 
+    /// For a sink that publishes to Kafka in transactions: it commits each
+    /// batch's offsets ([`BatchContext::next_offsets`], as the member of
+    /// [`BatchContext::group_metadata`]) in the transaction of its output,
+    /// with the batch's dead letters ([`BatchContext::dead_letters`] and
+    /// its own refusals, from [`Rejects::letters`]). The runtime then
+    /// neither commits offsets nor publishes letters for it. A sink whose
+    /// commit the broker refuses because the group rebalanced returns
+    /// [`SinkError::Fenced`].
+    fn commits_in_transaction(&self) -> bool {
+        false
+    }
+
     /// A real round trip to the store, for `/readyz`; `None` when the sink
     /// has no store.
     fn health_probe(&self) -> Option<HealthProbe> {
@@ -208,14 +226,51 @@ impl serde::Serialize for SinksConfig {
     }
 }
 
+/// The Kafka settings a sink that publishes creates its producer from.
+#[derive(Debug, Clone)]
+pub struct KafkaClients {
+    /// The cluster and its connection settings.
+    pub cluster: vigie_kafka::Cluster,
+    /// `[kafka.producer]`.
+    pub producer: vigie_kafka::ProducerConfig,
+    /// Where the producer's metrics go.
+    pub metrics: vigie_kafka::KafkaMetrics,
+    /// The consumer group the sink's runtime joins.
+    pub group: String,
+}
+
+impl KafkaClients {
+    /// A producer that publishes and waits for acknowledgements.
+    pub fn producer(&self) -> Result<vigie_kafka::EventProducer, SinkError> {
+        vigie_kafka::EventProducer::new(&self.cluster, &self.producer, self.metrics.clone())
+            .map_err(|e| SinkError::Fatal(e.to_string()))
+    }
+
+    /// A producer that publishes in transactions, registered with the
+    /// broker under `txn.id` (an older process of the same id is fenced).
+    pub async fn transactional(
+        &self,
+        txn: &vigie_kafka::Transactions,
+    ) -> Result<vigie_kafka::EventProducer, SinkError> {
+        vigie_kafka::EventProducer::transactional(
+            &self.cluster,
+            &self.producer,
+            self.metrics.clone(),
+            txn,
+        )
+        .await
+        .map_err(|e| SinkError::Fatal(format!("transactional.id {}: {e}", txn.id)))
+    }
+}
+
 /// What a sink's builder gets.
 pub struct BuildArgs<'a> {
     /// Its `[consumers.sinks.<name>]` section (empty when absent).
     pub section: toml::Table,
     /// The sink's registry name, for messages.
     pub name: &'static str,
-    /// A producer, for a sink that publishes.
-    pub producer: &'a (dyn Fn() -> Result<vigie_kafka::EventProducer, SinkError> + Sync),
+    /// For a sink that publishes to Kafka.
+    pub kafka: &'a KafkaClients,
     /// Where its metrics go.
     pub registry: &'a prometheus::Registry,
 }
@@ -307,13 +362,13 @@ impl SinkSpec {
     pub async fn build(
         &'static self,
         config: &SinksConfig,
-        producer: &(dyn Fn() -> Result<vigie_kafka::EventProducer, SinkError> + Sync),
+        kafka: &KafkaClients,
         registry: &prometheus::Registry,
     ) -> Result<Box<dyn Sink>, SinkError> {
         (self.build)(BuildArgs {
             section: config.section(self.name),
             name: self.name,
-            producer,
+            kafka,
             registry,
         })
         .await

@@ -196,6 +196,7 @@ async fn scorer(root: &Path) -> Result<Harness, (SinkError, prometheus::Registry
         ort_dylib: Some(ort_dylib()),
         output_topic: topic.clone(),
         reload_check_ms: 0,
+        ..ScorerConfig::default()
     };
     match ScorerSink::new(&config, producer, &registry) {
         Ok(sink) => Ok(Harness {
@@ -281,6 +282,7 @@ async fn write(
         group: "g",
         next_offsets: &offsets,
         dead_letters: &[],
+        group_metadata: None,
     };
     sink.write(events, &ctx, rejects).await
 }

@@ -57,6 +57,9 @@ async fn a_new_version_is_picked_up_between_batches_and_a_corrupt_one_is_refused
         ort_dylib: Some(ort_dylib()),
         output_topic: topic.clone(),
         reload_check_ms: 0,
+        // Written to directly, outside a group.
+        exactly_once: false,
+        ..ScorerConfig::default()
     };
     let mut sink = ScorerSink::new(&config, producer, &registry).unwrap();
     let schemas = vigie_core::SchemaRegistry::embedded().unwrap();
@@ -80,6 +83,7 @@ async fn a_new_version_is_picked_up_between_batches_and_a_corrupt_one_is_refused
         group: "g",
         next_offsets: &offsets,
         dead_letters: &[],
+        group_metadata: None,
     };
 
     assert_eq!(

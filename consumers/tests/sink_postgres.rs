@@ -484,6 +484,7 @@ async fn a_newer_version_of_an_id_wins_and_an_older_one_does_not_overwrite() {
         group: "g",
         next_offsets: &offsets,
         dead_letters: &[],
+        group_metadata: None,
     };
     let pool = db.pool().await;
     let stored = || async {
@@ -566,6 +567,7 @@ async fn values_postgresql_refuses_are_isolated_row_by_row_and_never_fatal() {
         group: "g",
         next_offsets: &next_offsets,
         dead_letters: &[],
+        group_metadata: None,
     };
     let mut refused = Refused::default();
     let written = s
@@ -618,6 +620,7 @@ async fn a_stale_writer_is_fenced_and_stored_offsets_never_go_backwards() {
         group: "g",
         next_offsets: &ahead,
         dead_letters: &[],
+        group_metadata: None,
     };
     let mut refused = Refused::default();
     assert_eq!(
@@ -630,6 +633,7 @@ async fn a_stale_writer_is_fenced_and_stored_offsets_never_go_backwards() {
         group: "g",
         next_offsets: &stale,
         dead_letters: &[],
+        group_metadata: None,
     };
     let err = s
         .write(&batch(100, 5), &ctx, &mut refused)
@@ -659,6 +663,7 @@ async fn a_stale_writer_is_fenced_and_stored_offsets_never_go_backwards() {
         group: "g",
         next_offsets: &same,
         dead_letters: &[],
+        group_metadata: None,
     };
     let err = s.write(&[], &ctx, &mut refused).await.unwrap_err();
     assert!(
@@ -670,6 +675,7 @@ async fn a_stale_writer_is_fenced_and_stored_offsets_never_go_backwards() {
         group: "g",
         next_offsets: &later,
         dead_letters: &[],
+        group_metadata: None,
     };
     s.write(&[], &ctx, &mut refused)
         .await
@@ -703,6 +709,7 @@ async fn a_who_entity_that_is_not_a_country_is_stored_with_its_own_code() {
         group: "g",
         next_offsets: &BTreeMap::new(),
         dead_letters: &[],
+        group_metadata: None,
     };
     let mut refused = Refused::default();
     assert_eq!(s.write(&accepted, &ctx, &mut refused).await.unwrap(), 2);
@@ -769,6 +776,7 @@ async fn a_reset_starts_a_new_epoch_that_fences_the_old_ones_writers_and_replays
         group: &group,
         next_offsets: &later,
         dead_letters: &[],
+        group_metadata: None,
     };
     let refused = stale.write(&[], &ctx, &mut Refused::default()).await;
     assert!(matches!(refused, Err(SinkError::Fenced(_))), "{refused:?}");

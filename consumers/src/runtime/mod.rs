@@ -34,6 +34,10 @@ struct BatchRejects<'a> {
     stage: &'static str,
     /// Batch indices already published (a retried write may refuse them again).
     published: BTreeSet<usize>,
+    /// The letters handed to the sink by [`Rejects::letters`], by batch
+    /// index: counted once a sink that publishes them in its transaction
+    /// has committed.
+    handed: BTreeMap<usize, vigie_kafka::dlq::Letter>,
 }
 
 #[async_trait::async_trait]
@@ -58,7 +62,7 @@ impl Rejects for BatchRejects<'_> {
 
     fn letters(&mut self, rejected: &[Rejected]) -> Vec<OutboxLetter> {
         self.published.extend(rejected.iter().map(|r| r.index));
-        rejected
+        let letters: Vec<OutboxLetter> = rejected
             .iter()
             .map(|r| {
                 outbox_letter(
@@ -71,7 +75,11 @@ impl Rejects for BatchRejects<'_> {
                     },
                 )
             })
-            .collect()
+            .collect();
+        for (r, l) in rejected.iter().zip(&letters) {
+            self.handed.insert(r.index, l.letter.clone());
+        }
+        letters
     }
 }
 
@@ -102,7 +110,7 @@ pub enum RunError {
     #[error(transparent)]
     Kafka(#[from] KafkaError),
     /// The sink failed in a way retrying cannot fix; the batch was not committed.
-    #[error("sink {component}: {source}")]
+    #[error("sink {component}")]
     Sink {
         /// The component.
         component: &'static str,
@@ -349,7 +357,16 @@ impl Runtime {
                 // on, or this batch's own earlier attempt committed before
                 // an error had it retried. Nothing more was written; every
                 // assigned partition goes on from the store.
-                if let Some(applied) = applied.as_mut() {
+                let Some(applied) = applied.as_mut() else {
+                    // Committed in a Kafka transaction, which the broker
+                    // refused: the group rebalanced since the batch was
+                    // collected. The batch collected ahead dates from
+                    // before too; the partitions still held are read
+                    // again from the group's committed offsets.
+                    ahead = None;
+                    continue;
+                };
+                {
                     let mut in_flight = ahead.take().unwrap_or_default();
                     self.resync(consumer, sink, shutdown, applied, &mut in_flight)
                         .await?;
@@ -468,10 +485,12 @@ impl Runtime {
                 stage: STAGE_VALIDATE,
             })
             .collect();
-        // A sink with an outbox stores the letters with the batch. For
-        // another, they go first: once the sink commits, this batch is
-        // never read again, so they must already be safe.
-        let letters: Vec<OutboxLetter> = if outbox {
+        // A sink with an outbox stores the letters with the batch, one that
+        // commits in a transaction publishes them in it. For another, they
+        // go first: once the sink commits, this batch is never read again,
+        // so they must already be safe.
+        let in_txn = sink.commits_in_transaction();
+        let letters: Vec<OutboxLetter> = if outbox || in_txn {
             dead.iter().map(|d| outbox_letter(dlq, d)).collect()
         } else {
             dlq.publish(&dead).await?;
@@ -482,12 +501,14 @@ impl Runtime {
             group,
             next_offsets: &next_offsets,
             dead_letters: &letters,
+            group_metadata: batch.group.as_ref(),
         };
         let mut rejects = BatchRejects {
             dlq,
             batch,
             stage: self.component,
             published: BTreeSet::new(),
+            handed: BTreeMap::new(),
         };
         let written = match self
             .write_with_retry(sink, &checked.accepted, &ctx, &mut rejects, shutdown)
@@ -515,14 +536,17 @@ impl Runtime {
                 });
             }
         };
-        match consumer.commit(batch) {
-            Ok(()) => {}
-            // The store holds the offsets: Kafka's copy only feeds the
-            // lag metric, and the next commit repairs it.
-            Err(e) if applied.is_some() => {
-                warn!(error = %e, "Kafka commit failed; the sink's stored offsets stand")
-            }
-            Err(e) => return Err(e.into()),
+        if in_txn {
+            // Committed with the sink's transaction.
+            consumer.count_consumed(batch);
+            let published: Vec<_> = letters
+                .into_iter()
+                .map(|l| l.letter)
+                .chain(rejects.handed.into_values())
+                .collect();
+            dlq.count(&published);
+        } else {
+            self.commit(consumer, batch, applied)?;
         }
         self.metrics
             .written
@@ -533,6 +557,25 @@ impl Runtime {
             .with_label_values(&[self.component])
             .observe(started.elapsed().as_secs_f64());
         Ok(Some((written, rejects.published.len())))
+    }
+
+    /// Commits a written batch's offsets to the group.
+    fn commit(
+        &self,
+        consumer: &BatchConsumer,
+        batch: &vigie_kafka::Batch,
+        applied: &Option<BTreeMap<TopicPartition, i64>>,
+    ) -> Result<(), RunError> {
+        match consumer.commit(batch) {
+            Ok(()) => {}
+            // The store holds the offsets: Kafka's copy only feeds the
+            // lag metric, and the next commit repairs it.
+            Err(e) if applied.is_some() => {
+                warn!(error = %e, "Kafka commit failed; the sink's stored offsets stand")
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
     }
 
     /// Publishes the letters waiting in the sink's outbox for the

@@ -156,6 +156,7 @@ mod tests {
                 record(0, 2, &valid(2)),
                 record(1, 2, &valid(3)),
             ],
+            group: None,
         };
         let mut checked = Checked::validate(batch, &schemas, 1 << 20);
         assert_eq!(checked.accepted.len(), 4);

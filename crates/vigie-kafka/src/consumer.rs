@@ -30,6 +30,7 @@ use crate::config::ConsumerConfig;
 use crate::error::KafkaError;
 use crate::metrics::KafkaMetrics;
 use crate::record::Record;
+use crate::transaction::GroupMetadata;
 
 /// A topic and partition.
 pub type TopicPartition = (String, i32);
@@ -99,6 +100,10 @@ impl ConsumerContext for GroupContext {
 pub struct Batch {
     /// The records.
     pub records: Vec<Record>,
+    /// The member's group membership once the batch was collected, for a
+    /// transaction that commits the batch's offsets: refused by the broker
+    /// if the group has rebalanced since. `None` outside a group.
+    pub group: Option<GroupMetadata>,
 }
 
 impl Batch {
@@ -321,6 +326,7 @@ impl BatchConsumer {
         if batch.is_empty() && shutdown.is_cancelled() {
             return Ok(None);
         }
+        batch.group = self.group_metadata();
         Ok(Some(batch))
     }
 
@@ -338,7 +344,15 @@ impl BatchConsumer {
             self.take(got, &mut batch);
         }
         self.drop_revoked(&mut batch, &mut mark);
+        batch.group = self.group_metadata();
         batch
+    }
+
+    /// The member id and generation now (see [`Batch::group`]).
+    fn group_metadata(&self) -> Option<GroupMetadata> {
+        self.consumer
+            .group_metadata()
+            .map(|m| GroupMetadata(Arc::new(m)))
     }
 
     fn take(
@@ -376,6 +390,14 @@ impl BatchConsumer {
                 .inc();
             KafkaError::Commit(e)
         })?;
+        self.count_consumed(batch);
+        Ok(())
+    }
+
+    /// Counts a batch as consumed (`vigie_consumer_records_total`,
+    /// `vigie_consumer_batches_total`): done by [`commit`](Self::commit),
+    /// and by its caller for a batch committed in a transaction.
+    pub fn count_consumed(&self, batch: &Batch) {
         let mut per_topic: BTreeMap<&str, u64> = BTreeMap::new();
         for r in &batch.records {
             *per_topic.entry(&r.topic).or_default() += 1;
@@ -390,7 +412,6 @@ impl BatchConsumer {
             .batches
             .with_label_values(&[&self.config.group_id])
             .inc();
-        Ok(())
     }
 
     /// Leaves the group cleanly. Unsubscribing and polling once before the

@@ -207,31 +207,14 @@ impl<'p> DlqPublisher<'p> {
 
     /// Publishes letters built earlier and waits for every acknowledgement.
     pub async fn publish_letters(&self, letters: &[Letter]) -> Result<(), KafkaError> {
-        if letters.is_empty() {
-            return Ok(());
-        }
-        let headers: Vec<Vec<(&str, &[u8])>> = letters
-            .iter()
-            .map(|l| {
-                l.headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_slice()))
-                    .collect()
-            })
-            .collect();
-        // Built with a loop, not a lazy `map`: a closure held across the
-        // await below would make this future not `Send` for every lifetime.
-        let mut records: Vec<OutRecord<'_>> = Vec::with_capacity(letters.len());
-        for (l, h) in letters.iter().zip(&headers) {
-            records.push(OutRecord {
-                topic: &l.topic,
-                key: l.key.as_deref(),
-                payload: &l.value,
-                headers: h,
-                timestamp_ms: l.timestamp_ms,
-            });
-        }
-        self.producer.send_all(records).await?;
+        send_letters(self.producer, letters).await?;
+        self.count(letters);
+        Ok(())
+    }
+
+    /// Counts letters published (`vigie_dlq_records_total`), for letters a
+    /// sink published in its own transaction.
+    pub fn count(&self, letters: &[Letter]) {
         for l in letters {
             let origin = l.header(H_TOPIC).map(String::from_utf8_lossy);
             let reason = l.header(H_REASON).map(String::from_utf8_lossy);
@@ -243,8 +226,38 @@ impl<'p> DlqPublisher<'p> {
                 ])
                 .inc();
         }
-        Ok(())
     }
+}
+
+/// Sends `letters` with `producer` (a transactional one: within its open
+/// transaction) and waits for every acknowledgement.
+pub async fn send_letters(producer: &EventProducer, letters: &[Letter]) -> Result<(), KafkaError> {
+    if letters.is_empty() {
+        return Ok(());
+    }
+    let headers: Vec<Vec<(&str, &[u8])>> = letters
+        .iter()
+        .map(|l| {
+            l.headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_slice()))
+                .collect()
+        })
+        .collect();
+    // Built with a loop, not a lazy `map`: a closure held across the
+    // await below would make this future not `Send` for every lifetime.
+    let mut records: Vec<OutRecord<'_>> = Vec::with_capacity(letters.len());
+    for (l, h) in letters.iter().zip(&headers) {
+        records.push(OutRecord {
+            topic: &l.topic,
+            key: l.key.as_deref(),
+            payload: &l.value,
+            headers: h,
+            timestamp_ms: l.timestamp_ms,
+        });
+    }
+    producer.send_all(records).await?;
+    Ok(())
 }
 
 /// Where a dead letter came from: origin topic, partition and offset. With

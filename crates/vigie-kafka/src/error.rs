@@ -35,6 +35,15 @@ pub enum KafkaError {
         /// The errors the client reported before it.
         reported: String,
     },
+    /// A step of a Kafka transaction failed
+    /// ([`txn_failure`](Self::txn_failure) tells what may follow).
+    #[error("{step} failed: {source}")]
+    Transaction {
+        /// What was being done.
+        step: &'static str,
+        /// librdkafka's error.
+        source: rdkafka::error::KafkaError,
+    },
     /// Any other client error.
     #[error(transparent)]
     Client(#[from] rdkafka::error::KafkaError),
@@ -49,6 +58,7 @@ impl KafkaError {
             Self::Commit(_) => "commit",
             Self::Admin { .. } => "admin",
             Self::Unreachable { .. } => "unreachable",
+            Self::Transaction { .. } => "transaction",
             Self::Client(_) => "client",
         }
     }

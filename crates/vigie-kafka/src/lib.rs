@@ -13,6 +13,7 @@ pub mod lag;
 pub mod metrics;
 pub mod producer;
 pub mod record;
+pub mod transaction;
 
 pub use admin::{TopicOutcome, TopicSpec, ensure_topics, ping};
 pub use cluster::Cluster;
@@ -24,3 +25,4 @@ pub use lag::{PartitionLag, commit_group_offsets, group_lag, group_members};
 pub use metrics::KafkaMetrics;
 pub use producer::{Delivered, EventProducer, OutRecord, Pipeline};
 pub use record::Record;
+pub use transaction::{GroupMetadata, Transactions, TxnFailure};

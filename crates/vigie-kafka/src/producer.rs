@@ -52,6 +52,9 @@ impl Delivered {
     };
 }
 
+/// The librdkafka producer under an [`EventProducer`].
+pub(crate) type Client = BaseProducer<Deliveries>;
+
 /// An idempotent producer with a bounded in-flight window.
 ///
 /// Delivery reports are not futures: the producer's polling thread hands
@@ -59,7 +62,10 @@ impl Delivered {
 /// sent the record and wakes that pipeline only when what it waits for is
 /// reached.
 pub struct EventProducer {
-    inner: Arc<BaseProducer<Deliveries>>,
+    pub(crate) inner: Arc<Client>,
+    /// Created with a `transactional.id`: every send belongs to a
+    /// transaction.
+    pub(crate) transactional: bool,
     stop: Arc<AtomicBool>,
     poller: Option<JoinHandle<()>>,
 }
@@ -79,13 +85,21 @@ impl EventProducer {
         metrics: KafkaMetrics,
     ) -> Result<Self, KafkaError> {
         config.validate()?;
+        Self::from_client_config(config.client_config(cluster), metrics)
+    }
+
+    /// A producer from a complete librdkafka configuration, with its
+    /// polling thread.
+    pub(crate) fn from_client_config(
+        client: rdkafka::ClientConfig,
+        metrics: KafkaMetrics,
+    ) -> Result<Self, KafkaError> {
         let context = Deliveries {
             open: Mutex::new(Slab::new()),
             metrics,
         };
-        let inner: Arc<BaseProducer<Deliveries>> = Arc::new(
-            config
-                .client_config(cluster)
+        let inner: Arc<Client> = Arc::new(
+            client
                 .create_with_context(context)
                 .map_err(|e| KafkaError::Config(e.to_string()))?,
         );
@@ -108,9 +122,16 @@ impl EventProducer {
             .map_err(|e| KafkaError::Config(format!("cannot start the producer's thread: {e}")))?;
         Ok(Self {
             inner,
+            transactional: false,
             stop,
             poller: Some(poller),
         })
+    }
+
+    /// Created by [`transactional`](Self::transactional): sends belong to
+    /// the open transaction.
+    pub fn is_transactional(&self) -> bool {
+        self.transactional
     }
 
     /// How long one call of the polling thread waits for delivery reports.
@@ -278,7 +299,7 @@ struct Slot {
 }
 
 /// Producer context: routes each delivery report to its pipeline's slot.
-struct Deliveries {
+pub(crate) struct Deliveries {
     open: Mutex<Slab<Slot>>,
     metrics: KafkaMetrics,
 }

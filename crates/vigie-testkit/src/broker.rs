@@ -74,7 +74,7 @@ fn scripts_kafka_with(cmd: &str, port: u16, users: &[(String, String)]) {
 
 /// Runs `command` (a script of the repository) and fails the test, with
 /// its standard error, unless it succeeds.
-fn run_ok(command: &mut Command) {
+fn run_ok(command: &mut Command) -> String {
     let out = command
         .output()
         .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
@@ -83,6 +83,17 @@ fn run_ok(command: &mut Command) {
         "{command:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs one of Apache Kafka's tools (`scripts/kafka-cli TOOL`) against
+/// `bootstrap` and returns its output; panics when it fails.
+pub fn kafka_tool(bootstrap: &str, tool: &str, args: &[&str]) -> String {
+    run_ok(
+        Command::new(repo_root().join("scripts/kafka-cli"))
+            .args([tool, "--bootstrap-server", bootstrap])
+            .args(args),
+    )
 }
 
 /// A broker of one test's own, on a free pair of ports (client, controller),
@@ -133,11 +144,7 @@ impl PrivateKafka {
     /// Runs Kafka's `kafka-acls` against this broker with `args` (such as
     /// `--add --allow-principal User:u --operation Write --topic t`).
     pub fn acls(&self, args: &[&str]) {
-        run_ok(
-            Command::new(repo_root().join("scripts/kafka-cli"))
-                .args(["kafka-acls", "--bootstrap-server", &self.bootstrap])
-                .args(args),
-        );
+        kafka_tool(&self.bootstrap, "kafka-acls", args);
     }
 
     /// Stops it gracefully (SIGTERM) and waits until the process is gone.

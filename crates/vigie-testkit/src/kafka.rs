@@ -110,24 +110,7 @@ pub fn read_topic(
     expected: usize,
     deadline: Duration,
 ) -> Vec<RawRecord> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique_name("reader"))
-        .set("enable.auto.commit", "false")
-        .set("fetch.message.max.bytes", "10000000")
-        .create()
-        .expect("consumer");
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let mut tpl = TopicPartitionList::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                .expect("partition offset");
-        }
-    }
-    c.assign(&tpl).expect("assign");
+    let (c, _) = reader(bootstrap, topic, "read_committed");
     let start = std::time::Instant::now();
     let mut out = Vec::new();
     while out.len() < expected {
@@ -136,26 +119,90 @@ pub fn read_topic(
             "read {} of {expected} records from {topic} before the deadline",
             out.len()
         );
-        if let Some(m) = c.poll(Duration::from_millis(100)) {
-            let m = m.expect("fetch");
-            let headers = m
-                .headers()
-                .map(|hs| {
-                    hs.iter()
-                        .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push((
-                m.partition(),
-                m.offset(),
-                m.key().map(<[u8]>::to_vec),
-                m.payload().unwrap_or_default().to_vec(),
-                headers,
-            ));
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push(raw(&m)),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => panic!("fetch: {e}"),
         }
     }
     out
+}
+
+/// Reads every record of `topic` as a reader of `isolation`
+/// (`read_committed` or `read_uncommitted`) sees it, from the beginning to
+/// the end of each partition (for `read_committed`, its last stable
+/// offset). Panics if that takes longer than `deadline`.
+pub fn read_to_end(
+    bootstrap: &str,
+    topic: &str,
+    isolation: &str,
+    deadline: Duration,
+) -> Vec<RawRecord> {
+    let (c, partitions) = reader(bootstrap, topic, isolation);
+    let mut open: std::collections::BTreeSet<i32> = partitions.into_iter().collect();
+    let start = std::time::Instant::now();
+    let mut out = Vec::new();
+    while !open.is_empty() {
+        assert!(
+            start.elapsed() < deadline,
+            "{isolation}: partitions {open:?} of {topic} not read to their end before the deadline"
+        );
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push(raw(&m)),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                open.remove(&p);
+            }
+            Some(Err(e)) => panic!("fetch: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// A consumer outside any group, assigned every partition of `topic` from
+/// the beginning, reporting each partition's end; and the partitions.
+fn reader(bootstrap: &str, topic: &str, isolation: &str) -> (BaseConsumer, Vec<i32>) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique_name("reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", isolation)
+        .set("fetch.message.max.bytes", "10000000")
+        .create()
+        .expect("consumer");
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    let mut partitions = Vec::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .expect("partition offset");
+            partitions.push(p.id());
+        }
+    }
+    c.assign(&tpl).expect("assign");
+    (c, partitions)
+}
+
+fn raw(m: &rdkafka::message::BorrowedMessage<'_>) -> RawRecord {
+    let headers = m
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default();
+    (
+        m.partition(),
+        m.offset(),
+        m.key().map(<[u8]>::to_vec),
+        m.payload().unwrap_or_default().to_vec(),
+        headers,
+    )
 }
 
 /// Records in `topic`: the sum of its partitions' high watermarks.

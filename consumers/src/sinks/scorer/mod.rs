@@ -1,9 +1,14 @@
 //! `scorer`: scores every case with the ONNX model and publishes one
 //! `health.case_score.v1` event per case, keyed like the case.
 //!
-//! At-least-once with deterministic ids: a score's envelope id comes from
-//! the case id and the model name and version, so a replayed batch
-//! publishes the same ids again and the stores converge.
+//! Exactly once, with Kafka transactions (`exactly_once`, the default): the
+//! scores of a batch, its dead letters and its consumed offsets commit in
+//! one transaction, so a `read_committed` reader sees one score per case
+//! across crashes and restarts, and a member whose partitions moved on
+//! while it was paused cannot commit (KIP-447 fencing). With
+//! `exactly_once = false`, at-least-once with deterministic ids: a score's
+//! envelope id comes from the case id and the model name and version, so a
+//! replayed batch publishes the same ids again and the stores converge.
 //!
 //! A model version is checked when loaded ([`Model::load`]); a version
 //! refused is logged, counted in `vigie_scorer_model_refused_total{reason}`
@@ -22,7 +27,8 @@ use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Reg
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 use vigie_core::{Case, CaseScore, Envelope, Event, Payload};
-use vigie_kafka::{EventProducer, OutRecord};
+use vigie_kafka::dlq::Letter;
+use vigie_kafka::{EventProducer, OutRecord, TxnFailure};
 
 use crate::sink::{Accepted, BatchContext, Rejected, Rejects, Sink, SinkError, SinkSpec};
 
@@ -39,10 +45,14 @@ pub const SPEC: SinkSpec = SinkSpec {
     build: |args| {
         Box::pin(async move {
             let config: ScorerConfig = args.config()?;
-            Ok(
-                Box::new(ScorerSink::new(&config, (args.producer)()?, args.registry)?)
-                    as Box<dyn Sink>,
-            )
+            let producer = if config.exactly_once {
+                args.kafka
+                    .transactional(&config.transactions(&args.kafka.group))
+                    .await?
+            } else {
+                args.kafka.producer()?
+            };
+            Ok(Box::new(ScorerSink::new(&config, producer, args.registry)?) as Box<dyn Sink>)
         })
     },
 };
@@ -62,6 +72,38 @@ pub struct ScorerConfig {
     /// How often to look for a newer model version, in milliseconds
     /// (between batches; SIGHUP looks at once).
     pub reload_check_ms: u64,
+    /// Scores, dead letters and consumed offsets of a batch commit in one
+    /// Kafka transaction. `false`: at-least-once, scores published then
+    /// offsets committed.
+    pub exactly_once: bool,
+    /// The producer's `transactional.id`: stable across restarts of a
+    /// member, so that its restart aborts what it left open at once;
+    /// distinct between members. Default `vigie-scorer-<group>-<host
+    /// name>` (a StatefulSet's pod names are stable).
+    pub transactional_id: Option<String>,
+    /// How long the broker keeps a transaction open before aborting it:
+    /// how long a member that crashed and does not come back holds its
+    /// partitions' `read_committed` readers back.
+    pub transaction_timeout_ms: u64,
+}
+
+impl ScorerConfig {
+    /// The transactional settings of a member of `group`.
+    pub fn transactions(&self, group: &str) -> vigie_kafka::Transactions {
+        let id = self.transactional_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".into());
+            format!("vigie-scorer-{group}-{host}")
+        });
+        vigie_kafka::Transactions {
+            id,
+            timeout: Duration::from_millis(self.transaction_timeout_ms),
+        }
+    }
 }
 
 impl Default for ScorerConfig {
@@ -71,6 +113,9 @@ impl Default for ScorerConfig {
             ort_dylib: None,
             output_topic: "health.case_score.v1".into(),
             reload_check_ms: 5_000,
+            exactly_once: true,
+            transactional_id: None,
+            transaction_timeout_ms: 10_000,
         }
     }
 }
@@ -220,6 +265,8 @@ pub struct ScorerSink {
     producer: EventProducer,
     scores: Histogram,
     info: IntGaugeVec,
+    /// `vigie_scorer_transactions_aborted_total{cause}`.
+    aborted: IntCounterVec,
     loader: Loader,
     last_check: Instant,
     hangup: Arc<AtomicBool>,
@@ -268,6 +315,17 @@ impl ScorerSink {
         for reason in Refusal::ALL {
             refused_total.with_label_values(&[reason.as_str()]);
         }
+        let aborted = IntCounterVec::new(
+            Opts::new(
+                "vigie_scorer_transactions_aborted_total",
+                "Transactions of the scorer aborted (nothing of their batch visible to read_committed readers), by cause.",
+            ),
+            &["cause"],
+        )
+        .map_err(|e| fatal(&e))?;
+        for cause in TxnFailure::ALL {
+            aborted.with_label_values(&[cause.as_str()]);
+        }
         registry
             .register(Box::new(info.clone()))
             .map_err(|e| fatal(&e))?;
@@ -276,6 +334,9 @@ impl ScorerSink {
             .map_err(|e| fatal(&e))?;
         registry
             .register(Box::new(refused_total.clone()))
+            .map_err(|e| fatal(&e))?;
+        registry
+            .register(Box::new(aborted.clone()))
             .map_err(|e| fatal(&e))?;
         let mut loader = Loader {
             ort_dylib: config.ort_dylib.clone(),
@@ -321,6 +382,7 @@ impl ScorerSink {
             producer,
             scores,
             info,
+            aborted,
             loader,
             last_check: Instant::now(),
             hangup,
@@ -405,10 +467,14 @@ impl ScorerSink {
 
 #[async_trait::async_trait]
 impl Sink for ScorerSink {
+    fn commits_in_transaction(&self) -> bool {
+        self.producer.is_transactional()
+    }
+
     async fn write(
         &mut self,
         events: &[Accepted],
-        _ctx: &BatchContext<'_>,
+        ctx: &BatchContext<'_>,
         rejects: &mut dyn Rejects,
     ) -> Result<usize, SinkError> {
         let mut cases = Vec::with_capacity(events.len());
@@ -490,12 +556,28 @@ impl Sink for ScorerSink {
                 warn!(model = %name, version = %version, cases = unscored, of = cases.len(), "Cases without a usable score sent to the DLQ");
             }
         }
+        if self.producer.is_transactional() {
+            let mut letters: Vec<Letter> =
+                ctx.dead_letters.iter().map(|l| l.letter.clone()).collect();
+            letters.extend(rejects.letters(&refused).into_iter().map(|l| l.letter));
+            return self.commit(&out, &letters, ctx).await;
+        }
         if !refused.is_empty() {
             rejects.publish(&refused).await?;
         }
         if out.is_empty() {
             return Ok(0);
         }
+        self.publish(&out)
+            .await
+            .map_err(|e| SinkError::Retryable(e.to_string()))?;
+        Ok(out.len())
+    }
+}
+
+impl ScorerSink {
+    /// Publishes scores, keyed, and waits for every acknowledgement.
+    async fn publish(&self, out: &[(String, Vec<u8>)]) -> Result<(), vigie_kafka::KafkaError> {
         let records: Vec<OutRecord<'_>> = out
             .iter()
             .map(|(k, v)| OutRecord {
@@ -506,10 +588,56 @@ impl Sink for ScorerSink {
                 timestamp_ms: None,
             })
             .collect();
-        self.producer
-            .send_all(records)
-            .await
-            .map_err(|e| SinkError::Retryable(e.to_string()))?;
-        Ok(out.len())
+        self.producer.send_all(records).await.map(drop)
+    }
+
+    /// In one transaction: the scores, the dead letters and the batch's
+    /// offsets. A failed step aborts it: the broker refusing the offsets
+    /// because the group rebalanced is [`SinkError::Fenced`]; an unusable
+    /// producer (another process took its `transactional.id`, or the
+    /// broker timed the transaction out) is fatal; anything else is tried
+    /// again.
+    async fn commit(
+        &self,
+        out: &[(String, Vec<u8>)],
+        letters: &[Letter],
+        ctx: &BatchContext<'_>,
+    ) -> Result<usize, SinkError> {
+        let Some(group) = ctx.group_metadata else {
+            return Err(SinkError::Fatal(
+                "exactly_once needs the batch's group membership; the consumer has none".into(),
+            ));
+        };
+        let attempt = async {
+            self.producer.begin_transaction()?;
+            self.publish(out).await?;
+            vigie_kafka::dlq::send_letters(&self.producer, letters).await?;
+            self.producer
+                .commit_transaction(ctx.next_offsets, group)
+                .await
+        };
+        let Err(e) = attempt.await else {
+            return Ok(out.len());
+        };
+        let failure = e.txn_failure();
+        self.aborted.with_label_values(&[failure.as_str()]).inc();
+        if failure == TxnFailure::Fatal {
+            return Err(SinkError::Fatal(format!(
+                "transaction: {e}; the producer is fenced (another member runs with its \
+                 transactional.id, or the broker aborted the transaction after \
+                 transaction_timeout_ms): nothing of the batch is committed"
+            )));
+        }
+        if let Err(abort) = self.producer.abort_transaction().await {
+            return Err(SinkError::Fatal(format!(
+                "transaction: {e}; then aborting it failed: {abort}"
+            )));
+        }
+        match failure {
+            TxnFailure::GroupFenced => Err(SinkError::Fenced(format!(
+                "the group rebalanced since the batch was read; its transaction is aborted: {e}"
+            ))),
+            _ => Err(SinkError::Retryable(format!("transaction aborted: {e}"))),
+        }
     }
 }

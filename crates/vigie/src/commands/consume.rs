@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use prometheus::Registry;
 use tracing::error;
-use vigie_consumers::{ConsumerMetrics, Runtime, SinkSpec};
+use vigie_consumers::{ConsumerMetrics, KafkaClients, Runtime, SinkSpec};
 use vigie_core::SchemaRegistry;
 use vigie_kafka::KafkaMetrics;
 use vigie_telemetry::{Readiness, TelemetryServer, init_logging, shutdown_on_signals};
@@ -41,23 +41,16 @@ pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCo
     let kafka_metrics = KafkaMetrics::register(&registry)?;
     let metrics = ConsumerMetrics::register(&registry)?;
     let shutdown = shutdown_on_signals();
-    let producer_config = s.kafka.producer.clone();
-    let producer_metrics = kafka_metrics.clone();
     let cluster = s.cluster();
+    let kafka = KafkaClients {
+        cluster: cluster.clone(),
+        producer: s.kafka.producer.clone(),
+        metrics: kafka_metrics.clone(),
+        group: consumer.group_id.clone(),
+    };
     let mut sink = a
         .sink
-        .build(
-            &s.consumers.sinks,
-            &|| {
-                vigie_kafka::EventProducer::new(
-                    &cluster,
-                    &producer_config,
-                    producer_metrics.clone(),
-                )
-                .map_err(|e| vigie_consumers::SinkError::Fatal(e.to_string()))
-            },
-            &registry,
-        )
+        .build(&s.consumers.sinks, &kafka, &registry)
         .await
         .with_context(|| format!("cannot start sink {}", a.sink.name))?;
     let probed = cluster.clone();

@@ -1,0 +1,211 @@
+//! Kafka transactions: a producer whose records and the consumer offsets
+//! of the batch they came from are committed together, or not at all
+//! (consume-transform-produce, as Kafka Streams does it).
+//!
+//! Fencing follows KIP-447: a batch carries the group metadata (member id
+//! and generation) of the moment it was collected, and the broker refuses
+//! its offsets once the group has rebalanced since, so a member paused
+//! while its partitions moved on cannot commit. The `transactional.id`
+//! fences an older process of the same member: the newer one's start
+//! aborts whatever the older one left open.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::Producer;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::cluster::Cluster;
+use crate::config::ProducerConfig;
+use crate::consumer::TopicPartition;
+use crate::error::KafkaError;
+use crate::metrics::KafkaMetrics;
+use crate::producer::EventProducer;
+
+/// How long a transaction step (start, offsets, commit, abort) may take.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The transactional settings of a producer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transactions {
+    /// `transactional.id`: stable across restarts of one member, distinct
+    /// between members.
+    pub id: String,
+    /// `transaction.timeout.ms`: how long the broker lets a transaction stay
+    /// open before aborting it, so how long a crashed member's open
+    /// transaction holds `read_committed` readers back if it never restarts.
+    pub timeout: Duration,
+}
+
+/// A consumer's group membership when a batch was collected: member id and
+/// generation, for [`EventProducer::commit_transaction`].
+#[derive(Clone)]
+pub struct GroupMetadata(pub(crate) Arc<ConsumerGroupMetadata>);
+
+impl std::fmt::Debug for GroupMetadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GroupMetadata")
+    }
+}
+
+/// What a failed transaction step leaves the caller to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnFailure {
+    /// The group rebalanced since the batch was collected: this member no
+    /// longer owns (all of) its partitions. Abort; the batch is the new
+    /// owner's to read again.
+    GroupFenced,
+    /// The transaction can be aborted and the batch tried again.
+    Abortable,
+    /// The producer is unusable: another process took its
+    /// `transactional.id`, or the broker aborted its transaction after
+    /// its timeout. Nothing of the open transaction commits.
+    Fatal,
+    /// Worth retrying the same step.
+    Retriable,
+}
+
+impl TxnFailure {
+    /// Every failure, for metric labels.
+    pub const ALL: [Self; 4] = [
+        Self::GroupFenced,
+        Self::Abortable,
+        Self::Fatal,
+        Self::Retriable,
+    ];
+
+    /// Its metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::GroupFenced => "group_fenced",
+            Self::Abortable => "abortable",
+            Self::Fatal => "fatal",
+            Self::Retriable => "retriable",
+        }
+    }
+}
+
+impl KafkaError {
+    /// For an error of a transaction step: what the caller may do next.
+    pub fn txn_failure(&self) -> TxnFailure {
+        let err = match self {
+            Self::Transaction { source, .. } | Self::Delivery { source, .. } => source,
+            Self::Client(e) => e,
+            _ => return TxnFailure::Abortable,
+        };
+        let group_fenced = matches!(
+            err.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::IllegalGeneration
+                    | RDKafkaErrorCode::UnknownMemberId
+                    | RDKafkaErrorCode::FencedInstanceId
+                    | RDKafkaErrorCode::RebalanceInProgress
+            )
+        );
+        let rd = match err {
+            rdkafka::error::KafkaError::Transaction(rd) => Some(rd),
+            _ => None,
+        };
+        if rd.is_some_and(|r| r.is_fatal()) {
+            TxnFailure::Fatal
+        } else if group_fenced {
+            TxnFailure::GroupFenced
+        } else if rd.is_some_and(|r| r.is_retriable()) {
+            TxnFailure::Retriable
+        } else {
+            TxnFailure::Abortable
+        }
+    }
+}
+
+impl EventProducer {
+    /// A producer with `transactional.id` set, registered with the broker:
+    /// an older process of the same id is fenced and its open transaction
+    /// aborted.
+    pub async fn transactional(
+        cluster: &Cluster,
+        config: &ProducerConfig,
+        metrics: KafkaMetrics,
+        txn: &Transactions,
+    ) -> Result<Self, KafkaError> {
+        config.validate()?;
+        let mut client = config.client_config(cluster);
+        let timeout_ms = txn.timeout.as_millis() as u64;
+        client
+            .set("transactional.id", &txn.id)
+            .set("transaction.timeout.ms", timeout_ms.to_string())
+            // A record cannot outlive its transaction (librdkafka refuses
+            // a longer delivery timeout).
+            .set(
+                "delivery.timeout.ms",
+                config.delivery_timeout_ms.min(timeout_ms).to_string(),
+            );
+        let mut producer = Self::from_client_config(client, metrics)?;
+        producer.transactional = true;
+        producer
+            .blocking("initialising transactions", |p| {
+                p.init_transactions(STEP_TIMEOUT)
+            })
+            .await?;
+        Ok(producer)
+    }
+
+    /// Opens a transaction: what is sent until it commits is invisible to
+    /// `read_committed` readers.
+    pub fn begin_transaction(&self) -> Result<(), KafkaError> {
+        self.inner
+            .begin_transaction()
+            .map_err(|source| KafkaError::Transaction {
+                step: "beginning a transaction",
+                source,
+            })
+    }
+
+    /// Adds `offsets` (the next offset to read per partition) of the member
+    /// described by `group` to the open transaction, then commits it.
+    pub async fn commit_transaction(
+        &self,
+        offsets: &BTreeMap<TopicPartition, i64>,
+        group: &GroupMetadata,
+    ) -> Result<(), KafkaError> {
+        if !offsets.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for ((topic, partition), next) in offsets {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+            }
+            let group = Arc::clone(&group.0);
+            self.blocking("adding the consumed offsets to the transaction", move |p| {
+                p.send_offsets_to_transaction(&tpl, &group, STEP_TIMEOUT)
+            })
+            .await?;
+        }
+        self.blocking("committing the transaction", |p| {
+            p.commit_transaction(STEP_TIMEOUT)
+        })
+        .await
+    }
+
+    /// Aborts the open transaction: nothing sent in it becomes visible to
+    /// `read_committed` readers.
+    pub async fn abort_transaction(&self) -> Result<(), KafkaError> {
+        self.blocking("aborting the transaction", |p| {
+            p.abort_transaction(STEP_TIMEOUT)
+        })
+        .await
+    }
+
+    /// Runs a blocking librdkafka call off the async workers.
+    async fn blocking<F>(&self, step: &'static str, call: F) -> Result<(), KafkaError>
+    where
+        F: FnOnce(&crate::producer::Client) -> rdkafka::error::KafkaResult<()> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || call(&inner))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+            .map_err(|source| KafkaError::Transaction { step, source })
+    }
+}
