@@ -361,9 +361,11 @@ impl Runtime {
                     // Committed in a Kafka transaction, which the broker
                     // refused: the group rebalanced since the batch was
                     // collected. The batch collected ahead dates from
-                    // before too; the partitions still held are read
-                    // again from the group's committed offsets.
+                    // before too. A partition this member still holds is
+                    // read again from the batch's first record; the
+                    // others are their new owners'.
                     ahead = None;
+                    rewind(consumer, &checked.batch);
                     continue;
                 };
                 {
@@ -779,6 +781,26 @@ impl Runtime {
                 }
                 other => return other,
             }
+        }
+    }
+}
+
+/// Seeks every partition of `batch` that `consumer` still holds back to
+/// the batch's first record of it. A failed seek is logged: the partition
+/// is then being revoked, and its next owner reads from the committed
+/// offset.
+fn rewind(consumer: &BatchConsumer, batch: &vigie_kafka::Batch) {
+    let mut first: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+    for r in &batch.records {
+        let e = first
+            .entry((r.topic.clone(), r.partition))
+            .or_insert(r.offset);
+        *e = (*e).min(r.offset);
+    }
+    let held = consumer.assigned();
+    for (tp, offset) in first.iter().filter(|(tp, _)| held.contains(tp)) {
+        if let Err(e) = consumer.seek(tp, *offset) {
+            warn!(topic = %tp.0, partition = tp.1, offset, error = %e, "Seek back to the fenced batch failed");
         }
     }
 }

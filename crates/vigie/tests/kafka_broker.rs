@@ -177,7 +177,22 @@ async fn a_broker_restart_mid_stream_loses_and_duplicates_nothing() {
         let topic = topic.clone();
         std::thread::spawn(move || {
             for chunk in 0..CHUNKS {
-                produce_sample(&bootstrap, &topic, DURING / CHUNKS, 100 + chunk);
+                // The broker may stay away for minutes on a loaded
+                // machine (stop, then a JVM start): records wait for it
+                // longer than the default two minutes.
+                let out = vigie()
+                    .args(["produce", "--topic", &topic, "--sample", "cases"])
+                    .args(["--count", &(DURING / CHUNKS).to_string()])
+                    .args(["--seed", &(100 + chunk).to_string()])
+                    .env("VIGIE__KAFKA__BROKERS", &bootstrap)
+                    .env("VIGIE__KAFKA__PRODUCER__DELIVERY_TIMEOUT_MS", "600000")
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
         })
     };

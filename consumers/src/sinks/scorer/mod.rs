@@ -30,7 +30,9 @@ use vigie_core::{Case, CaseScore, Envelope, Event, Payload};
 use vigie_kafka::dlq::Letter;
 use vigie_kafka::{EventProducer, OutRecord, TxnFailure};
 
-use crate::sink::{Accepted, BatchContext, Rejected, Rejects, Sink, SinkError, SinkSpec};
+use crate::sink::{
+    Accepted, BatchContext, KafkaClients, Rejected, Rejects, Sink, SinkError, SinkSpec,
+};
 
 pub mod model;
 
@@ -45,14 +47,17 @@ pub const SPEC: SinkSpec = SinkSpec {
     build: |args| {
         Box::pin(async move {
             let config: ScorerConfig = args.config()?;
-            let producer = if config.exactly_once {
-                args.kafka
-                    .transactional(&config.transactions(&args.kafka.group))
-                    .await?
-            } else {
-                args.kafka.producer()?
-            };
-            Ok(Box::new(ScorerSink::new(&config, producer, args.registry)?) as Box<dyn Sink>)
+            if !config.exactly_once {
+                let producer = args.kafka.producer()?;
+                return Ok(
+                    Box::new(ScorerSink::new(&config, producer, args.registry)?) as Box<dyn Sink>
+                );
+            }
+            let txn = config.transactions(&args.kafka.group);
+            let producer = args.kafka.transactional(&txn).await?;
+            let mut sink = ScorerSink::new(&config, producer, args.registry)?;
+            sink.renew = Some((args.kafka.clone(), txn));
+            Ok(Box::new(sink) as Box<dyn Sink>)
         })
     },
 };
@@ -267,6 +272,8 @@ pub struct ScorerSink {
     info: IntGaugeVec,
     /// `vigie_scorer_transactions_aborted_total{cause}`.
     aborted: IntCounterVec,
+    /// How to register the transactional producer again once it is fenced.
+    renew: Option<(KafkaClients, vigie_kafka::Transactions)>,
     loader: Loader,
     last_check: Instant,
     hangup: Arc<AtomicBool>,
@@ -383,6 +390,7 @@ impl ScorerSink {
             scores,
             info,
             aborted,
+            renew: None,
             loader,
             last_check: Instant::now(),
             hangup,
@@ -598,7 +606,7 @@ impl ScorerSink {
     /// broker timed the transaction out) is fatal; anything else is tried
     /// again.
     async fn commit(
-        &self,
+        &mut self,
         out: &[(String, Vec<u8>)],
         letters: &[Letter],
         ctx: &BatchContext<'_>,
@@ -622,14 +630,14 @@ impl ScorerSink {
         let failure = e.txn_failure();
         self.aborted.with_label_values(&[failure.as_str()]).inc();
         if failure == TxnFailure::Fatal {
-            return Err(SinkError::Fatal(format!(
-                "transaction: {e}; the producer is fenced (another member runs with its \
-                 transactional.id, or the broker aborted the transaction after \
-                 transaction_timeout_ms): nothing of the batch is committed"
-            )));
+            return Err(self.renew(&e).await);
         }
         if let Err(abort) = self.producer.abort_transaction().await {
-            return Err(SinkError::Fatal(format!(
+            if abort.txn_failure() == TxnFailure::Fatal {
+                return Err(self.renew(&abort).await);
+            }
+            // The broker unreachable, say: the next attempt aborts first.
+            return Err(SinkError::Retryable(format!(
                 "transaction: {e}; then aborting it failed: {abort}"
             )));
         }
@@ -638,6 +646,31 @@ impl ScorerSink {
                 "the group rebalanced since the batch was read; its transaction is aborted: {e}"
             ))),
             _ => Err(SinkError::Retryable(format!("transaction aborted: {e}"))),
+        }
+    }
+
+    /// After the producer was fenced (`e`): the broker timed its
+    /// transaction out (this member was paused or cut off longer than
+    /// `transaction_timeout_ms`), or another process registered its
+    /// `transactional.id`. Nothing of the batch is committed. A new
+    /// registration gets a new epoch, and the batch is tried again with
+    /// the group membership it was read under, so a member whose
+    /// partitions moved on is then refused as group-fenced.
+    async fn renew(&mut self, e: &vigie_kafka::KafkaError) -> SinkError {
+        let Some((clients, txn)) = &self.renew else {
+            return SinkError::Fatal(format!("transaction: {e}"));
+        };
+        error!(transactional_id = %txn.id, error = %e, "Producer fenced; registering it again (if this repeats, two members share this transactional.id)");
+        match clients.transactional(txn).await {
+            Ok(producer) => {
+                self.producer = producer;
+                SinkError::Retryable(format!("producer fenced, registered again: {e}"))
+            }
+            // The broker unreachable, say: the next attempt finds the old
+            // producer fenced again and tries once more.
+            Err(again) => SinkError::Retryable(format!(
+                "producer fenced ({e}); registering it again failed: {again}"
+            )),
         }
     }
 }
