@@ -241,6 +241,9 @@ impl ConsumerConfig {
                 self.max_poll_interval_ms.to_string(),
             )
             .set("enable.partition.eof", "false")
+            // librdkafka's default, said out loud: records of a transaction
+            // (the scorer's) are read once it commits, never if it aborts.
+            .set("isolation.level", "read_committed")
             // Bounds the prefetched records held in memory (librdkafka's
             // default is 64 MiB; the runtime holds one more batch while a
             // backlog drains). With the bound hit, librdkafka waits

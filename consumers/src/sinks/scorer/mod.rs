@@ -601,10 +601,9 @@ impl ScorerSink {
 
     /// In one transaction: the scores, the dead letters and the batch's
     /// offsets. A failed step aborts it: the broker refusing the offsets
-    /// because the group rebalanced is [`SinkError::Fenced`]; an unusable
-    /// producer (another process took its `transactional.id`, or the
-    /// broker timed the transaction out) is fatal; anything else is tried
-    /// again.
+    /// because the group rebalanced is [`SinkError::Fenced`]; a fenced
+    /// producer is registered again ([`renew`](Self::renew)); the batch is
+    /// tried again after any other failure.
     async fn commit(
         &mut self,
         out: &[(String, Vec<u8>)],
