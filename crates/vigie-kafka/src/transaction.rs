@@ -165,7 +165,9 @@ impl EventProducer {
     }
 
     /// Adds `offsets` (the next offset to read per partition) of the member
-    /// described by `group` to the open transaction, then commits it.
+    /// described by `group` to the open transaction, then commits it. A
+    /// step that fails with a retriable error (a timeout) is called again,
+    /// as librdkafka prescribes: it resumes where it stopped.
     pub async fn commit_transaction(
         &self,
         offsets: &BTreeMap<TopicPartition, i64>,
@@ -177,15 +179,34 @@ impl EventProducer {
                 tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
             }
             let group = Arc::clone(&group.0);
-            self.blocking("adding the consumed offsets to the transaction", move |p| {
+            self.retrying("adding the consumed offsets to the transaction", move |p| {
                 p.send_offsets_to_transaction(&tpl, &group, STEP_TIMEOUT)
             })
             .await?;
         }
-        self.blocking("committing the transaction", |p| {
+        self.retrying("committing the transaction", |p| {
             p.commit_transaction(STEP_TIMEOUT)
         })
         .await
+    }
+
+    /// Runs a transaction step, again while it fails with a retriable
+    /// error, up to three times in all.
+    async fn retrying<F>(&self, step: &'static str, call: F) -> Result<(), KafkaError>
+    where
+        F: Fn(&crate::producer::Client) -> rdkafka::error::KafkaResult<()> + Send + Sync + 'static,
+    {
+        let call = Arc::new(call);
+        let mut attempts = 1;
+        loop {
+            let once = Arc::clone(&call);
+            match self.blocking(step, move |p| once(p)).await {
+                Err(e) if attempts < 3 && e.txn_failure() == TxnFailure::Retriable => {
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Aborts the open transaction: nothing sent in it becomes visible to
