@@ -5,7 +5,8 @@
 mod common;
 
 use common::{
-    Reaped, SpawnReaped, count_writes, free_port, postgres_sink, produce_sample, vigie, writes,
+    Reaped, SpawnReaped, count_writes, free_port, postgres_sink, produce_sample,
+    produce_sample_with, vigie, writes,
 };
 
 use std::collections::BTreeMap;
@@ -180,18 +181,12 @@ async fn a_broker_restart_mid_stream_loses_and_duplicates_nothing() {
                 // The broker may stay away for minutes on a loaded
                 // machine (stop, then a JVM start): records wait for it
                 // longer than the default two minutes.
-                let out = vigie()
-                    .args(["produce", "--topic", &topic, "--sample", "cases"])
-                    .args(["--count", &(DURING / CHUNKS).to_string()])
-                    .args(["--seed", &(100 + chunk).to_string()])
-                    .env("VIGIE__KAFKA__BROKERS", &bootstrap)
-                    .env("VIGIE__KAFKA__PRODUCER__DELIVERY_TIMEOUT_MS", "600000")
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
+                produce_sample_with(
+                    &bootstrap,
+                    &topic,
+                    DURING / CHUNKS,
+                    100 + chunk,
+                    &[("VIGIE__KAFKA__PRODUCER__DELIVERY_TIMEOUT_MS", "600000")],
                 );
             }
         })

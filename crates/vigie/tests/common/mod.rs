@@ -21,10 +21,26 @@ pub(crate) fn vigie() -> Command {
     reason = "each test binary compiles this module; not all use it"
 )]
 pub(crate) fn produce_sample(bootstrap: &str, topic: &str, count: u64, seed: u64) {
+    produce_sample_with(bootstrap, topic, count, seed, &[]);
+}
+
+/// [`produce_sample`] with more `VIGIE__` settings in the environment.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all use it"
+)]
+pub(crate) fn produce_sample_with(
+    bootstrap: &str,
+    topic: &str,
+    count: u64,
+    seed: u64,
+    env: &[(&str, &str)],
+) {
     let out = vigie()
         .args(["produce", "--topic", topic, "--sample", "cases"])
         .args(["--count", &count.to_string(), "--seed", &seed.to_string()])
         .env("VIGIE__KAFKA__BROKERS", bootstrap)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(
