@@ -790,15 +790,12 @@ impl Runtime {
 /// is then being revoked, and its next owner reads from the committed
 /// offset.
 fn rewind(consumer: &BatchConsumer, batch: &vigie_kafka::Batch) {
-    let mut first: BTreeMap<TopicPartition, i64> = BTreeMap::new();
-    for r in &batch.records {
-        let e = first
-            .entry((r.topic.clone(), r.partition))
-            .or_insert(r.offset);
-        *e = (*e).min(r.offset);
-    }
     let held = consumer.assigned();
-    for (tp, offset) in first.iter().filter(|(tp, _)| held.contains(tp)) {
+    for (tp, offset) in batch
+        .first_offsets()
+        .iter()
+        .filter(|(tp, _)| held.contains(tp))
+    {
         if let Err(e) = consumer.seek(tp, *offset) {
             warn!(topic = %tp.0, partition = tp.1, offset, error = %e, "Seek back to the fenced batch failed");
         }

@@ -35,6 +35,17 @@ use crate::transaction::GroupMetadata;
 /// A topic and partition.
 pub type TopicPartition = (String, i32);
 
+/// `offsets` (an offset per partition) as librdkafka's partition list.
+pub(crate) fn offset_list(
+    offsets: &BTreeMap<TopicPartition, i64>,
+) -> Result<TopicPartitionList, KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in offsets {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+    }
+    Ok(tpl)
+}
+
 /// Assignment changes seen by the rebalance callbacks.
 #[derive(Debug, Default)]
 struct RebalanceState {
@@ -126,6 +137,16 @@ impl Batch {
                 .entry((r.topic.clone(), r.partition))
                 .or_insert(r.offset + 1);
             *e = (*e).max(r.offset + 1);
+        }
+        m
+    }
+
+    /// The offset of the batch's first record of every partition in it.
+    pub fn first_offsets(&self) -> BTreeMap<TopicPartition, i64> {
+        let mut m = BTreeMap::new();
+        for r in &self.records {
+            let e = m.entry((r.topic.clone(), r.partition)).or_insert(r.offset);
+            *e = (*e).min(r.offset);
         }
         m
     }
@@ -379,10 +400,7 @@ impl BatchConsumer {
         if offsets.is_empty() {
             return Ok(());
         }
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), next) in &offsets {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
-        }
+        let tpl = offset_list(&offsets)?;
         self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| {
             self.metrics
                 .errors

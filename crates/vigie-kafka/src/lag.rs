@@ -166,10 +166,7 @@ pub async fn commit_group_offsets(
     group: &str,
     offsets: &BTreeMap<(String, i32), i64>,
 ) -> Result<(), KafkaError> {
-    let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), next) in offsets {
-        tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
-    }
+    let tpl = crate::consumer::offset_list(offsets)?;
     let (cluster, group) = (cluster.clone(), group.to_owned());
     tokio::task::spawn_blocking(move || {
         let c: BaseConsumer =

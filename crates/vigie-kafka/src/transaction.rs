@@ -16,7 +16,6 @@ use std::time::Duration;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::Producer;
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::cluster::Cluster;
 use crate::config::ProducerConfig;
@@ -174,10 +173,7 @@ impl EventProducer {
         group: &GroupMetadata,
     ) -> Result<(), KafkaError> {
         if !offsets.is_empty() {
-            let mut tpl = TopicPartitionList::new();
-            for ((topic, partition), next) in offsets {
-                tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
-            }
+            let tpl = crate::consumer::offset_list(offsets)?;
             let group = Arc::clone(&group.0);
             self.retrying("adding the consumed offsets to the transaction", move |p| {
                 p.send_offsets_to_transaction(&tpl, &group, STEP_TIMEOUT)

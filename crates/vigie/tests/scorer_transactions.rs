@@ -124,6 +124,20 @@ fn scorer(
     c
 }
 
+/// A case topic holding `count` sample cases of generator `seed`, a score
+/// topic (4 partitions each, with their DLQs) and a group name.
+async fn stream(bootstrap: &str, count: u64, seed: u64) -> (String, String, String) {
+    let (cases, scores) = (
+        unique_name("health.case.v1"),
+        unique_name("health.case_score.v1"),
+    );
+    for t in [&cases, &scores] {
+        create_topic_and_dlq(bootstrap, t, 4).await;
+    }
+    produce_sample(bootstrap, &cases, count, seed);
+    (cases, scores, unique_name("scorer"))
+}
+
 /// Records of `topic` the group has committed, over all partitions.
 async fn committed(bootstrap: &str, group: &str, topic: &str) -> i64 {
     vigie_kafka::group_lag(
@@ -193,16 +207,8 @@ async fn a_scorer_killed_mid_transaction_publishes_one_score_per_case() {
     const CASES: u64 = 50_000;
     const KILLS: usize = 5;
     let b = broker();
-    let (cases, scores, group, txn) = (
-        unique_name("health.case.v1"),
-        unique_name("health.case_score.v1"),
-        unique_name("scorer"),
-        unique_name("scorer-txn"),
-    );
-    for t in [&cases, &scores] {
-        create_topic_and_dlq(&b.bootstrap, t, 4).await;
-    }
-    produce_sample(&b.bootstrap, &cases, CASES, 11);
+    let (cases, scores, group) = stream(&b.bootstrap, CASES, 11).await;
+    let txn = unique_name("scorer-txn");
 
     let open = OpenTransactions::new(&b.bootstrap, &scores);
     let start = || scorer(&b.bootstrap, &cases, &scores, &group, &txn, free_port()).spawn_reaped();
@@ -250,15 +256,7 @@ async fn a_paused_member_whose_partitions_moved_on_cannot_commit() {
     const CASES: u64 = 20_000;
     const MORE: u64 = 2_000;
     let b = broker();
-    let (cases, scores, group) = (
-        unique_name("health.case.v1"),
-        unique_name("health.case_score.v1"),
-        unique_name("scorer"),
-    );
-    for t in [&cases, &scores] {
-        create_topic_and_dlq(&b.bootstrap, t, 4).await;
-    }
-    produce_sample(&b.bootstrap, &cases, CASES, 12);
+    let (cases, scores, group) = stream(&b.bootstrap, CASES, 12).await;
 
     // A scores alone; it is paused inside a transaction.
     let open = OpenTransactions::new(&b.bootstrap, &scores);
@@ -316,15 +314,7 @@ async fn a_paused_member_whose_partitions_moved_on_cannot_commit() {
 async fn a_broker_restart_mid_transaction_leaves_one_score_per_case() {
     const CASES: u64 = 20_000;
     let kafka = PrivateKafka::start();
-    let (cases, scores, group) = (
-        unique_name("health.case.v1"),
-        unique_name("health.case_score.v1"),
-        unique_name("scorer"),
-    );
-    for t in [&cases, &scores] {
-        create_topic_and_dlq(&kafka.bootstrap, t, 4).await;
-    }
-    produce_sample(&kafka.bootstrap, &cases, CASES, 14);
+    let (cases, scores, group) = stream(&kafka.bootstrap, CASES, 14).await;
     let open = OpenTransactions::new(&kafka.bootstrap, &scores);
     let member = scorer(
         &kafka.bootstrap,
