@@ -6,8 +6,10 @@
 //! staging table, move the staged rows into the model with `INSERT ... ON
 //! CONFLICT` (idempotent by envelope id, the newer `ingested_at` wins), and
 //! write the group's next offset per partition into `sink_offsets`. When
-//! none of a group's ids is stored yet, the rows are copied straight into
-//! the target table instead (the common case of fresh data). On assignment the
+//! none of a group's ids is stored yet, cases are copied straight into
+//! their table instead, in binary (the common case of fresh data); a row
+//! refused rolls that `COPY` back and the staged path takes over. On
+//! assignment the
 //! runtime starts each partition from `sink_offsets`, so a crash at any
 //! point leaves every event stored once. A row PostgreSQL refuses (a
 //! constraint, or a value out of a column's range or encoding: SQLSTATE
@@ -16,6 +18,7 @@
 //! A case naming a state or county the model lacks is refused before the
 //! write, without a round of splitting (module `references`).
 
+mod binary;
 mod csv;
 pub mod migrate;
 mod outbox;
@@ -100,8 +103,9 @@ struct Staged<'e> {
     index: Vec<usize>,
     /// Envelope ids, for the direct path's probe.
     ids: Vec<uuid::Uuid>,
-    /// Rows for a direct `COPY` into the target, when the target has one
-    /// and the batch holds each id once.
+    /// Rows for a direct binary `COPY` into the target ([`binary::HEADER`],
+    /// then tuples), when the target has one and the batch holds each id
+    /// once.
     direct: Option<Vec<u8>>,
     /// Counties the direct rows refer to: `(fips, state, name)`.
     counties: BTreeMap<String, (String, String)>,
@@ -400,10 +404,11 @@ impl PostgresSink {
     }
 }
 
-/// The fast path: when none of the batch's ids is stored yet, `COPY` the
-/// rows straight into the target table (no staging copy, no upsert). Any
-/// constraint violation rolls it back and the staged path takes over, with
-/// its row-by-row isolation. Returns whether the rows were loaded.
+/// The fast path: when none of the batch's ids is stored yet, a binary
+/// `COPY` of the rows straight into the target table (no staging copy, no
+/// upsert). Any row PostgreSQL refuses rolls it back and the staged path
+/// takes over, with its row-by-row isolation. Returns whether the rows
+/// were loaded.
 async fn direct_load(
     tx: &mut Transaction<'_, Postgres>,
     target: Target,
@@ -452,6 +457,7 @@ async fn direct_load(
         }
         let mut copy = tx.copy_in_raw(copy_sql).await?;
         copy.send(rows.as_slice()).await?;
+        copy.send(binary::TRAILER).await?;
         copy.finish().await
     };
     match attempt.await {
@@ -625,7 +631,7 @@ impl Sink for PostgresSink {
             let st = staged[lane(ev.partition)]
                 .entry(target)
                 .or_insert_with(|| Staged {
-                    direct: target.direct().map(|_| Vec::new()),
+                    direct: target.direct().map(|_| binary::HEADER.to_vec()),
                     ..Staged::default()
                 });
             st.events.push(&ev.event);
@@ -638,8 +644,10 @@ impl Sink for PostgresSink {
                 st.direct = None;
             }
             if let (Some(direct), vigie_core::Event::Case(env)) = (st.direct.as_mut(), &ev.event) {
-                tables::direct_row(env, direct);
-                if let (Some(fips), Some(name)) = (&env.data.county_fips_code, &env.data.res_county)
+                if !tables::direct_row(env, direct) {
+                    st.direct = None;
+                } else if let (Some(fips), Some(name)) =
+                    (&env.data.county_fips_code, &env.data.res_county)
                 {
                     st.counties
                         .entry(fips.as_str().to_owned())

@@ -8,6 +8,7 @@
 use chrono::SecondsFormat;
 use vigie_core::{Case, Envelope, Event};
 
+use super::binary::Tuple;
 use super::csv::Line;
 
 /// One target of the sink: a family of event types and its tables.
@@ -85,8 +86,8 @@ impl Target {
     }
 
     /// For targets that can skip staging: the probe telling whether any of
-    /// the batch's ids (`$1`) is stored already, and the `COPY` straight
-    /// into the target table, in the column order of [`direct_row`].
+    /// the batch's ids (`$1`) is stored already, and the binary `COPY`
+    /// straight into the target table, in the column order of [`direct_row`].
     pub(crate) fn direct(self) -> Option<(&'static str, &'static str)> {
         match self {
             Target::Case => Some((
@@ -95,7 +96,7 @@ impl Target {
                     sex, race, ethnicity, case_positive_specimen_interval, case_onset_interval,
                     process, exposure_yn, current_status, symptom_status, hosp_yn, icu_yn,
                     death_yn, underlying_conditions_yn, source, occurred_at, ingested_at)
-                 FROM STDIN (FORMAT csv)",
+                 FROM STDIN (FORMAT binary)",
             )),
             Target::CountryDay | Target::OutbreakNews | Target::CaseScore => None,
         }
@@ -200,9 +201,46 @@ fn ts(t: &chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// Appends the row of a case for the direct `COPY` into `health_case`.
-pub(crate) fn direct_row(env: &Envelope<Case>, out: &mut Vec<u8>) {
-    case_columns(&mut Line::new(out), env).end();
+/// Appends the tuple of a case for the direct binary `COPY` into
+/// `health_case` (the columns of [`case_columns`], in the same order).
+/// Returns `false`, writing nothing, for a date or time outside years 1 to
+/// 9999: the server's binary input takes some (year 0 is 1 BC to it) that
+/// its text input refuses, and the staged path's text decides.
+pub(crate) fn direct_row(env: &Envelope<Case>, out: &mut Vec<u8>) -> bool {
+    use chrono::Datelike;
+    let c = &env.data;
+    let month = c.case_month.first_day();
+    let in_range = |year: i32| (1..=9999).contains(&year);
+    if !(in_range(month.year())
+        && in_range(env.occurred_at.year())
+        && in_range(env.ingested_at.year()))
+    {
+        return false;
+    }
+    Tuple::new(out, 22)
+        .uuid(env.id)
+        .text(c.row_id.as_str())
+        .date(month)
+        .text(c.res_state.as_str())
+        .opt_text(c.county_fips_code.as_ref().map(|f| f.as_str()))
+        .text(c.age_group.as_str())
+        .text(c.sex.as_str())
+        .text(c.race.as_str())
+        .text(c.ethnicity.as_str())
+        .opt_int4(c.case_positive_specimen_interval)
+        .opt_int4(c.case_onset_interval)
+        .text(c.process.as_str())
+        .text(c.exposure_yn.as_str())
+        .text(c.current_status.as_str())
+        .text(c.symptom_status.as_str())
+        .text(c.hosp_yn.as_str())
+        .text(c.icu_yn.as_str())
+        .text(c.death_yn.as_str())
+        .text(c.underlying_conditions_yn.as_str())
+        .text(&env.source)
+        .timestamptz(&env.occurred_at)
+        .timestamptz(&env.ingested_at);
+    true
 }
 
 /// The columns of `health_case`, in table order.
