@@ -201,26 +201,83 @@ fn ts(t: &chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
+/// The field writers a case's columns need, in either `COPY` format.
+trait CaseFields {
+    fn uuid(&mut self, id: uuid::Uuid) -> &mut Self;
+    fn text(&mut self, s: &str) -> &mut Self;
+    fn opt_text(&mut self, s: Option<&str>) -> &mut Self;
+    fn opt_int4(&mut self, v: Option<i32>) -> &mut Self;
+    fn date(&mut self, d: chrono::NaiveDate) -> &mut Self;
+    fn timestamptz(&mut self, t: &chrono::DateTime<chrono::Utc>) -> &mut Self;
+}
+
+impl CaseFields for Line<'_> {
+    fn uuid(&mut self, id: uuid::Uuid) -> &mut Self {
+        self.plain(id)
+    }
+    fn text(&mut self, s: &str) -> &mut Self {
+        Line::text(self, s)
+    }
+    fn opt_text(&mut self, s: Option<&str>) -> &mut Self {
+        Line::opt_text(self, s)
+    }
+    fn opt_int4(&mut self, v: Option<i32>) -> &mut Self {
+        self.opt_plain(v)
+    }
+    fn date(&mut self, d: chrono::NaiveDate) -> &mut Self {
+        self.plain(d)
+    }
+    fn timestamptz(&mut self, t: &chrono::DateTime<chrono::Utc>) -> &mut Self {
+        Line::text(self, &ts(t))
+    }
+}
+
+impl CaseFields for Tuple<'_> {
+    fn uuid(&mut self, id: uuid::Uuid) -> &mut Self {
+        Tuple::uuid(self, id)
+    }
+    fn text(&mut self, s: &str) -> &mut Self {
+        Tuple::text(self, s)
+    }
+    fn opt_text(&mut self, s: Option<&str>) -> &mut Self {
+        Tuple::opt_text(self, s)
+    }
+    fn opt_int4(&mut self, v: Option<i32>) -> &mut Self {
+        Tuple::opt_int4(self, v)
+    }
+    fn date(&mut self, d: chrono::NaiveDate) -> &mut Self {
+        Tuple::date(self, d)
+    }
+    fn timestamptz(&mut self, t: &chrono::DateTime<chrono::Utc>) -> &mut Self {
+        Tuple::timestamptz(self, t)
+    }
+}
+
 /// Appends the tuple of a case for the direct binary `COPY` into
-/// `health_case` (the columns of [`case_columns`], in the same order).
-/// Returns `false`, writing nothing, for a date or time outside years 1 to
-/// 9999: the server's binary input takes some (year 0 is 1 BC to it) that
-/// its text input refuses, and the staged path's text decides.
+/// `health_case`. Returns `false`, writing nothing, for a date or time
+/// outside years 1 to 9999: the server's binary input takes some (year 0
+/// is 1 BC to it) that its text input refuses, and the staged path's text
+/// decides.
 pub(crate) fn direct_row(env: &Envelope<Case>, out: &mut Vec<u8>) -> bool {
     use chrono::Datelike;
-    let c = &env.data;
-    let month = c.case_month.first_day();
     let in_range = |year: i32| (1..=9999).contains(&year);
-    if !(in_range(month.year())
+    if !(in_range(env.data.case_month.first_day().year())
         && in_range(env.occurred_at.year())
         && in_range(env.ingested_at.year()))
     {
         return false;
     }
-    Tuple::new(out, 22)
-        .uuid(env.id)
+    case_columns(&mut Tuple::new(out, 22), env);
+    true
+}
+
+/// The 22 columns of `health_case`, in table order (that of the direct
+/// `COPY` and of the staging table after `rn`).
+fn case_columns<'w, W: CaseFields>(w: &'w mut W, env: &Envelope<Case>) -> &'w mut W {
+    let c = &env.data;
+    w.uuid(env.id)
         .text(c.row_id.as_str())
-        .date(month)
+        .date(c.case_month.first_day())
         .text(c.res_state.as_str())
         .opt_text(c.county_fips_code.as_ref().map(|f| f.as_str()))
         .text(c.age_group.as_str())
@@ -239,35 +296,7 @@ pub(crate) fn direct_row(env: &Envelope<Case>, out: &mut Vec<u8>) -> bool {
         .text(c.underlying_conditions_yn.as_str())
         .text(&env.source)
         .timestamptz(&env.occurred_at)
-        .timestamptz(&env.ingested_at);
-    true
-}
-
-/// The columns of `health_case`, in table order.
-fn case_columns<'l, 'b>(line: &'l mut Line<'b>, env: &Envelope<Case>) -> &'l mut Line<'b> {
-    let c = &env.data;
-    line.plain(env.id)
-        .text(c.row_id.as_str())
-        .plain(c.case_month.first_day())
-        .text(c.res_state.as_str())
-        .opt_text(c.county_fips_code.as_ref().map(|f| f.as_str()))
-        .text(c.age_group.as_str())
-        .text(c.sex.as_str())
-        .text(c.race.as_str())
-        .text(c.ethnicity.as_str())
-        .opt_plain(c.case_positive_specimen_interval)
-        .opt_plain(c.case_onset_interval)
-        .text(c.process.as_str())
-        .text(c.exposure_yn.as_str())
-        .text(c.current_status.as_str())
-        .text(c.symptom_status.as_str())
-        .text(c.hosp_yn.as_str())
-        .text(c.icu_yn.as_str())
-        .text(c.death_yn.as_str())
-        .text(c.underlying_conditions_yn.as_str())
-        .text(&env.source)
-        .text(&ts(&env.occurred_at))
-        .text(&ts(&env.ingested_at))
+        .timestamptz(&env.ingested_at)
 }
 
 /// Appends one staged CSV row for `event` to `out`. `None` (nothing
@@ -278,9 +307,8 @@ pub(crate) fn stage_row(rn: usize, event: &Event, out: &mut Vec<u8>) -> Option<T
         Event::Case(env) => {
             let mut line = Line::new(out);
             line.plain(rn);
-            case_columns(&mut line, env)
-                .opt_text(env.data.res_county.as_deref())
-                .end();
+            case_columns(&mut line, env);
+            line.opt_text(env.data.res_county.as_deref()).end();
         }
         Event::CountryDay(env) => {
             let d = &env.data;
