@@ -27,7 +27,9 @@ pub struct Checkpoint {
     /// versions), the next offset (offset pagination), or the next listing
     /// page (scraper).
     pub position: u64,
-    /// Content hash of every page seen, by URL (scraper change detection).
+    /// Content hashes, for change detection: by URL, each article seen
+    /// (scraper); by row (`date/country`), each row of the correction
+    /// window, and each line dead-lettered, by its own hash (daily file).
     pub seen: BTreeMap<String, String>,
 }
 

@@ -332,6 +332,7 @@ async fn who_covid_produces_each_new_day_once_as_the_file_grows() {
             countries: 10,
             initial_days: days,
             day_seconds: 0.0,
+            ..Default::default()
         },
         faults: vec![
             rule(Endpoint::Who, FaultKind::ServerError { status: 502 }, 1, 1),

@@ -466,6 +466,7 @@ async fn sources_grow_with_time_up_to_their_total() {
             countries: 3,
             initial_days: 1,
             day_seconds: 0.01,
+            ..Default::default()
         },
         ..SimConfig::default()
     };
@@ -504,6 +505,7 @@ async fn who_csv_has_one_line_per_country_and_day() {
             countries: 8,
             initial_days: 12,
             day_seconds: 0.0,
+            ..Default::default()
         },
         ..SimConfig::default()
     };

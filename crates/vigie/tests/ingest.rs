@@ -1,7 +1,8 @@
-//! `vigie ingest` as a process, polling the simulator's SODA endpoint:
-//! killed with SIGKILL at random points and restarted from its checkpoint.
-//! No row may be missing from the topic, and any row produced twice must
-//! carry the same event id and the same data.
+//! `vigie ingest` as a process, polling the simulator's SODA endpoint and
+//! WHO file: killed with SIGKILL at random points and restarted from its
+//! checkpoint. No row (nor version of a row) may be missing from the topic,
+//! and any row produced twice must carry the same event id and the same
+//! data.
 
 mod common;
 
@@ -13,10 +14,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::Utc;
+use vigie_core::encode_event;
 use vigie_simulator::server::{
-    CASES_PATH, CasesSim, Endpoint, FaultKind, FaultRule, SimConfig, Simulator,
+    CASES_PATH, CasesSim, Endpoint, FaultKind, FaultRule, SimConfig, Simulator, WHO_CSV_PATH,
+    WHO_FIRST_DATE, WhoSim, served_rows,
 };
-use vigie_simulator::{CaseGenConfig, CaseGenerator};
+use vigie_simulator::{CaseGenConfig, CaseGenerator, CountryDayGenerator};
 use vigie_testkit::{broker, create_topic_and_dlq, read_topic, topic_len, unique_name, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -24,6 +27,23 @@ const ROWS: u64 = 40_000;
 const SEED: u64 = 23;
 
 fn config(dir: &std::path::Path, sim: &str, topic: &str) -> std::path::PathBuf {
+    source_config(
+        dir,
+        "cdc-cases",
+        &format!("{sim}{CASES_PATH}"),
+        topic,
+        "page_size = 1000",
+    )
+}
+
+/// The configuration of one source, `name`, polling `url` every 50 ms.
+fn source_config(
+    dir: &std::path::Path,
+    name: &str,
+    url: &str,
+    topic: &str,
+    options: &str,
+) -> std::path::PathBuf {
     let path = dir.join("vigie.toml");
     std::fs::write(
         &path,
@@ -33,11 +53,11 @@ fn config(dir: &std::path::Path, sim: &str, topic: &str) -> std::path::PathBuf {
 checkpoint_dir = "{cp}"
 quarantine_dir = "{q}"
 
-[producers.sources.cdc-cases]
-url = "{sim}{CASES_PATH}"
+[producers.sources.{name}]
+url = "{url}"
 topic = "{topic}"
 poll_interval_ms = 50
-options = {{ page_size = 1000 }}
+options = {{ {options} }}
 "#,
             cp = dir.join("checkpoints").display(),
             q = dir.join("quarantine").display(),
@@ -48,10 +68,14 @@ options = {{ page_size = 1000 }}
 }
 
 fn start(config: &std::path::Path, port: u16, until_caught_up: bool) -> Reaped {
+    start_source(config, "cdc-cases", port, until_caught_up)
+}
+
+fn start_source(config: &std::path::Path, name: &str, port: u16, until_caught_up: bool) -> Reaped {
     let mut c = vigie();
     c.arg("--config")
         .arg(config)
-        .args(["ingest", "--source", "cdc-cases"])
+        .args(["ingest", "--source", name])
         .env("VIGIE__KAFKA__BROKERS", &broker().bootstrap)
         .env("VIGIE__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn")
@@ -196,4 +220,135 @@ async fn ingest_with_kills(
     );
     assert_eq!(got, expected);
     mid_load
+}
+
+/// WHO revises the days it published (blank cells filled in, figures
+/// corrected) and a row may carry a mistyped future year. The file is
+/// served at four sizes, its last 3 days preliminary each time and with a
+/// row dated a century ahead; at each size `vigie ingest` is killed with
+/// SIGKILL at a random point, then runs until caught up. Every version of
+/// every row served reaches the topic, the last version of each row on the
+/// topic is the final file's, and the only dead letters are the future
+/// rows, each once (twice when a kill came before its checkpoint).
+#[tokio::test]
+async fn who_corrections_and_future_rows_across_kills() {
+    const COUNTRIES: usize = 30;
+    let b = broker();
+    let topic = unique_name("health.country_day.v1");
+    create_topic_and_dlq(&b.bootstrap, &topic, 4).await;
+    let dir = tempfile::tempdir().unwrap();
+    let who = |days| WhoSim {
+        countries: COUNTRIES,
+        initial_days: days,
+        day_seconds: 0.0,
+        preliminary_days: 3,
+        future_row: true,
+    };
+    let generator = CountryDayGenerator::new(SEED, WHO_FIRST_DATE, COUNTRIES).unwrap();
+    // Every version served, by event id; and the future rows.
+    let mut versions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut futures = BTreeSet::new();
+    let mut last = BTreeMap::new();
+    for days in [20, 23, 24, 29] {
+        let sim = Simulator::start(
+            SimConfig {
+                seed: SEED,
+                who: who(days),
+                ..SimConfig::default()
+            },
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
+        .await
+        .unwrap();
+        let rows = served_rows(&generator, days, &who(days));
+        let (future, rows) = rows.split_last().unwrap();
+        futures.insert(future.date_reported.to_string());
+        last.clear();
+        // Versions first served at this size: what the run must produce.
+        let mut fresh = 0;
+        for row in rows {
+            let v: serde_json::Value =
+                serde_json::from_slice(&encode_event("who-covid", row, Utc::now()).unwrap())
+                    .unwrap();
+            let id = v["id"].as_str().unwrap().to_owned();
+            if versions
+                .entry(id.clone())
+                .or_default()
+                .insert(v["data"].to_string())
+            {
+                fresh += 1;
+            }
+            last.insert(id, v["data"].to_string());
+        }
+        let url = format!("{}{WHO_CSV_PATH}", sim.base_url());
+        let config = source_config(dir.path(), "who-covid", &url, &topic, "");
+        // Killed once some of this size's rows are acknowledged.
+        let port = free_port();
+        let mut child = start_source(&config, "who-covid", port, false);
+        let point = rand::random_range(1..=fresh);
+        wait_for(&format!("{point} rows produced"), DEADLINE, || async {
+            let n = metric(port, "vigie_source_events_total").await?;
+            (n as u64 >= point).then_some(())
+        })
+        .await;
+        child.kill().unwrap(); // SIGKILL, mid-poll or between polls
+        child.wait().unwrap();
+        let mut run = start_source(&config, "who-covid", free_port(), true);
+        let status = tokio::task::spawn_blocking(move || run.wait().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            status.success(),
+            "the run at {days} days catches up and exits 0"
+        );
+        sim.shutdown().await;
+    }
+
+    let total = topic_len(&b.bootstrap, &topic);
+    let mut on_topic: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut newest: BTreeMap<String, (i32, i64, String)> = BTreeMap::new();
+    for (partition, offset, _, value, _) in
+        read_topic(&b.bootstrap, &topic, total as usize, DEADLINE)
+    {
+        let v: serde_json::Value = serde_json::from_slice(&value).unwrap();
+        let id = v["id"].as_str().unwrap().to_owned();
+        let data = v["data"].to_string();
+        assert!(
+            versions.get(&id).is_some_and(|d| d.contains(&data)),
+            "{id}: a version never served: {data}"
+        );
+        on_topic.entry(id.clone()).or_default().insert(data.clone());
+        let slot = newest
+            .entry(id)
+            .or_insert((partition, offset, data.clone()));
+        // A row's versions share its key, hence its partition.
+        assert_eq!(slot.0, partition);
+        if offset >= slot.1 {
+            *slot = (partition, offset, data);
+        }
+    }
+    assert_eq!(on_topic, versions, "every version of every row served");
+    let newest: BTreeMap<String, String> =
+        newest.into_iter().map(|(id, (_, _, d))| (id, d)).collect();
+    assert_eq!(
+        newest, last,
+        "the last version of each row is the final file's"
+    );
+
+    let dlq = format!("{topic}.dlq");
+    let dead = topic_len(&b.bootstrap, &dlq);
+    let dead_dates: BTreeSet<String> = read_topic(&b.bootstrap, &dlq, dead as usize, DEADLINE)
+        .into_iter()
+        .map(|(_, _, _, value, _)| String::from_utf8(value[..10].to_vec()).unwrap())
+        .collect();
+    assert_eq!(
+        dead_dates, futures,
+        "each future row dead-lettered, nothing else"
+    );
+    // Once per poll would be dozens: at most once more after a kill.
+    assert!(
+        dead as usize <= 2 * futures.len(),
+        "{dead} dead letters for {} future rows",
+        futures.len()
+    );
 }

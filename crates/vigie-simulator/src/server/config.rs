@@ -102,6 +102,14 @@ pub struct WhoSim {
     /// One more day every `day_seconds` seconds after the start; 0 keeps
     /// the file as it started.
     pub day_seconds: f64,
+    /// The last days of the file, served as first published: `New_cases`
+    /// blank and `New_deaths` one more than the final figure. Each day the
+    /// file grows, the oldest of them is served final, as WHO revises days
+    /// already published. 0 serves every day final.
+    pub preliminary_days: u32,
+    /// One more row, for the first country, dated a century after the
+    /// file's last day (a mistyped year).
+    pub future_row: bool,
 }
 
 impl Default for WhoSim {
@@ -110,6 +118,8 @@ impl Default for WhoSim {
             countries: 20,
             initial_days: 30,
             day_seconds: 0.0,
+            preliminary_days: 0,
+            future_row: false,
         }
     }
 }
@@ -257,6 +267,8 @@ mod tests {
             countries = 8
             initial_days = 3
             day_seconds = 2
+            preliminary_days = 2
+            future_row = true
             [news]
             articles = 12
             page_size = 5
@@ -284,6 +296,8 @@ mod tests {
             Some(Drift::AgeShiftOlder { from_index: 500 })
         );
         assert_eq!(config.who.day_seconds, 2.0);
+        assert_eq!(config.who.preliminary_days, 2);
+        assert!(config.who.future_row);
         assert_eq!(config.news.crawl_delay_seconds, Some(0.5));
         assert_eq!(
             config.faults[0],

@@ -50,7 +50,7 @@ pub use faults::{Endpoint, FaultKind, FaultRule};
 pub use manifest::{CasesManifest, Manifest, NewsManifest, RequestRecord, WhoManifest};
 pub use metrics::SimMetrics;
 pub use news::{NEWS_ITEM_PREFIX, NEWS_PATH};
-pub use who_csv::{WHO_CSV_HEADER, WHO_CSV_PATH, WHO_FIRST_DATE};
+pub use who_csv::{FUTURE_ROW_DAYS, WHO_CSV_HEADER, WHO_CSV_PATH, WHO_FIRST_DATE, served_rows};
 
 use cases::{Layout, PageQuery, SodaError};
 use faults::{Faults, lock};
@@ -608,7 +608,9 @@ async fn who_file(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMa
         &headers,
         |_| async move {
             let days = state.days_available();
-            let render = tokio::task::spawn_blocking(move || who_csv::render(&state.who, days));
+            let render = tokio::task::spawn_blocking(move || {
+                who_csv::render(&state.who, days, &state.config.who)
+            });
             match render.await {
                 Ok(body) => Reply::ok(CSV, body),
                 Err(_) => Reply::text(StatusCode::INTERNAL_SERVER_ERROR),
