@@ -4,7 +4,7 @@
 //! point re-polls at most what was in flight, and a repeated row carries the
 //! same event id.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -31,6 +31,11 @@ pub struct Checkpoint {
     /// (scraper); by row (`date/country`), each row of the correction
     /// window, and each line dead-lettered, by its own hash (daily file).
     pub seen: BTreeMap<String, String>,
+    /// The scraper's articles listed so far in the current cycle: at the
+    /// end of a complete cycle, `seen` keeps only these. Left out of the
+    /// file when empty.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub listed: BTreeSet<String>,
 }
 
 /// Why a checkpoint could not be read or written.
@@ -124,17 +129,22 @@ mod tests {
             watermark_id: Some("row-it's".into()),
             position: 3,
             seen: BTreeMap::from([("http://x/a".into(), "ab".into())]),
+            listed: BTreeSet::from(["http://x/a".into()]),
         };
         store.save("s", &cp).unwrap();
         assert_eq!(store.load("s").unwrap(), cp);
         // Without an id, the file is what older versions wrote and read.
         let old = Checkpoint {
             watermark_id: None,
+            listed: BTreeSet::new(),
             ..cp.clone()
         };
         store.save("s", &old).unwrap();
         let text = std::fs::read_to_string(store.path("s")).unwrap();
-        assert!(!text.contains("watermark_id"), "{text}");
+        assert!(
+            !text.contains("watermark_id") && !text.contains("listed"),
+            "{text}"
+        );
         assert_eq!(store.load("s").unwrap(), old);
         // A file written before keyset pagination still loads.
         std::fs::write(

@@ -583,3 +583,71 @@ async fn a_page_over_the_brokers_limit_still_gets_a_dead_letter_that_fits() {
     assert_eq!(h[H_STAGE], b"source:who-don");
     assert_eq!(h[H_URL], b"http://upstream/don/big");
 }
+
+/// An article with an invalid value is dead-lettered once per version of
+/// its page, not once per cycle; the state forgets the articles a complete
+/// cycle no longer lists.
+#[tokio::test]
+async fn who_don_dead_letters_a_bad_article_once_per_version_and_keeps_only_listed_state() {
+    let sim = simulator(SimConfig {
+        seed: 12,
+        news: vigie_simulator::server::NewsSim {
+            articles: 12,
+            page_size: 5,
+            undated_articles: vec![2],
+            ..Default::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let topic = topic("health.outbreak_news.v1").await;
+    let dlq = format!("{topic}.dlq");
+    let state = tempfile::tempdir().unwrap();
+    let run = |options: &'static str| Run {
+        name: "who-don",
+        url: format!("{}{NEWS_PATH}", sim.base_url()),
+        topic: &topic,
+        options,
+        state: state.path(),
+        metrics: SourceMetrics::unregistered(),
+    };
+    let all = run("requests_per_second = 200");
+    let b = &broker().bootstrap;
+    assert_eq!(all.go().await.events, 11);
+    assert_eq!(topic_len(b, &dlq), 1);
+    let dead = read_topic(b, &dlq, 1, DEADLINE);
+    let page = String::from_utf8(dead[0].3.clone()).unwrap();
+    assert!(page.contains("don-published"), "the page itself: {page}");
+    // A second cycle: the same page is not dead-lettered again.
+    assert_eq!(all.go().await.events, 0);
+    assert_eq!(topic_len(b, &dlq), 1);
+    // A new version of it is, once.
+    sim.edit_article(2).unwrap();
+    assert_eq!(all.go().await.events, 0);
+    assert_eq!(all.go().await.events, 0);
+    assert_eq!(topic_len(b, &dlq), 2);
+
+    let checkpoint = |state: &std::path::Path| {
+        CheckpointStore::open(state.join("checkpoints"))
+            .unwrap()
+            .load("who-don")
+            .unwrap()
+    };
+    let cp = checkpoint(state.path());
+    assert_eq!(cp.seen.len(), 12, "{:?}", cp.seen.keys());
+    assert!(cp.listed.is_empty(), "a complete cycle clears its list");
+    // Cycles of one page list 5 articles: the state keeps those alone.
+    let first_page = run("requests_per_second = 200\nmax_pages = 1");
+    assert_eq!(first_page.go().await.events, 0);
+    let cp = checkpoint(state.path());
+    let listed = NewsGenerator::new(12, &format!("{}{NEWS_PATH}", sim.base_url())).unwrap();
+    let expected: BTreeSet<String> = (0..5).map(|i| listed.url(i).to_string()).collect();
+    assert_eq!(cp.seen.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    // Back to the whole listing: the forgotten articles come again, same ids.
+    assert_eq!(all.go().await.events, 7);
+    assert_eq!(
+        topic_len(b, &dlq),
+        2,
+        "the bad page, listed first, was kept"
+    );
+}

@@ -17,3 +17,14 @@ pub(crate) fn outgoing<D: Payload>(source: &str, data: D, ingested_at: DateTime<
             .expect("a typed envelope always serializes"),
     }
 }
+
+/// A short content hash (128 bits of SHA-256, hex): enough to tell two
+/// versions of one row or page apart.
+pub(crate) fn digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let hash = Sha256::digest(bytes);
+    hash[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Prefix of the hash of what was dead-lettered, in a checkpoint's `seen`.
+pub(crate) const REFUSED: &str = "refused:";

@@ -32,10 +32,9 @@ use std::ops::Range;
 
 use chrono::{Days, NaiveDate, Utc};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use vigie_core::health::CountryDay;
 
-use super::outgoing;
+use super::{REFUSED, digest, outgoing};
 use crate::checkpoint::Checkpoint;
 use crate::source::{Poll, PollContext, Reject, Source, SourceConfig, SourceError, SourceSpec};
 
@@ -99,9 +98,6 @@ fn build(config: &SourceConfig) -> Result<Box<dyn Source>, SourceError> {
     }))
 }
 
-/// Prefix of a dead-lettered line's key in the checkpoint's `seen`.
-const REFUSED: &str = "refused:";
-
 /// The checkpoint key of a row: its natural key.
 fn row_key(day: &CountryDay) -> String {
     format!(
@@ -109,13 +105,6 @@ fn row_key(day: &CountryDay) -> String {
         day.date_reported.format("%Y-%m-%d"),
         day.country_code
     )
-}
-
-/// A short content hash (128 bits of SHA-256, hex): enough to tell two
-/// versions of one row apart.
-fn digest(bytes: &[u8]) -> String {
-    let hash = Sha256::digest(bytes);
-    hash[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn row_digest(day: &CountryDay) -> String {

@@ -3,7 +3,11 @@
 //! selectors from configuration. It obeys robots.txt (rules and
 //! `Crawl-delay`), keeps to a per-host request rate, and detects changes by
 //! content hash: an unchanged article produces nothing, an edited one a new
-//! version (same event id, newer `ingested_at`). A page whose layout no
+//! version (same event id, newer `ingested_at`). An article with an invalid
+//! value is dead-lettered once per version of its page. The state holds
+//! the articles of the last complete cycle through the listing (and of the
+//! current one): an article no longer listed is forgotten, and produced
+//! again, same event id, should it come back. A page whose layout no
 //! longer matches the selectors is counted (`parse` errors), logged with its
 //! URL and kept in the quarantine directory; nothing is produced from it.
 //!
@@ -26,7 +30,7 @@ use serde::Deserialize;
 use tracing::{debug, warn};
 use vigie_core::health::{ContentHash, OutbreakNews};
 
-use super::outgoing;
+use super::{REFUSED, digest, outgoing};
 use crate::checkpoint::Checkpoint;
 use crate::source::{Poll, PollContext, Reject, Source, SourceConfig, SourceError, SourceSpec};
 
@@ -358,6 +362,7 @@ impl Source for WhoDon {
                 Err(SourceError::Fetch(e)) if e.status() == Some(404) => continue,
                 Err(e) => return Err(e),
             };
+            poll.next.listed.insert(url.to_string());
             match parse_article(&html, url, &self.selectors) {
                 Ok(news) => {
                     if at.seen.get(url.as_str()).map(String::as_str)
@@ -375,12 +380,20 @@ impl Source for WhoDon {
                     warn!(url = %url, error, "Article page does not match the selectors: the layout may have changed; page kept");
                     self.quarantine(cx.quarantine, url, &html);
                 }
-                Err(ArticleError::Value(error)) => poll.rejects.push(Reject {
-                    raw: html.into_bytes(),
-                    reason: "invalid_value",
-                    error,
-                    url: url.to_string(),
-                }),
+                Err(ArticleError::Value(error)) => {
+                    // Once per version of the page, not once per cycle.
+                    let version = format!("{REFUSED}{}", digest(html.as_bytes()));
+                    if at.seen.get(url.as_str()) == Some(&version) {
+                        continue;
+                    }
+                    poll.next.seen.insert(url.to_string(), version);
+                    poll.rejects.push(Reject {
+                        raw: html.into_bytes(),
+                        reason: "invalid_value",
+                        error,
+                        url: url.to_string(),
+                    });
+                }
             }
         }
         let more_pages = listing.next.is_some() && self.options.max_pages.is_none_or(|m| page < m);
@@ -389,6 +402,14 @@ impl Source for WhoDon {
             poll.more = true;
         } else {
             poll.next.position = 1;
+            // A complete cycle (its last page read as a listing): forget
+            // the articles it did not list, so the state is bounded by the
+            // listing. A last page with no article link (a layout change)
+            // forgets nothing.
+            if !listing.articles.is_empty() {
+                let listed = std::mem::take(&mut poll.next.listed);
+                poll.next.seen.retain(|url, _| listed.contains(url));
+            }
         }
         Ok(poll)
     }

@@ -137,6 +137,9 @@ pub struct NewsSim {
     pub robots_disallow: Vec<String>,
     /// `Crawl-delay:` of `/robots.txt`, in seconds, when set.
     pub crawl_delay_seconds: Option<f64>,
+    /// Articles (by index) whose publication date is written in words in
+    /// the `datetime` attribute (`3 March 2025`), an invalid value.
+    pub undated_articles: Vec<u64>,
 }
 
 impl Default for NewsSim {
@@ -146,6 +149,7 @@ impl Default for NewsSim {
             page_size: 10,
             robots_disallow: Vec::new(),
             crawl_delay_seconds: None,
+            undated_articles: Vec::new(),
         }
     }
 }
@@ -274,6 +278,7 @@ mod tests {
             page_size = 5
             robots_disallow = ["/private"]
             crawl_delay_seconds = 0.5
+            undated_articles = [3]
             [[faults]]
             endpoint = "cases"
             kind = "too_many_requests"
@@ -299,6 +304,7 @@ mod tests {
         assert_eq!(config.who.preliminary_days, 2);
         assert!(config.who.future_row);
         assert_eq!(config.news.crawl_delay_seconds, Some(0.5));
+        assert_eq!(config.news.undated_articles, [3]);
         assert_eq!(
             config.faults[0],
             FaultRule {

@@ -2,7 +2,7 @@
 //! showing each article's current revision, `robots.txt`, and a second
 //! ("changed") layout that the original CSS selectors do not match.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +33,8 @@ pub(crate) struct NewsSite {
     revisions: Mutex<BTreeMap<u64, u32>>,
     layout_changed: AtomicBool,
     robots: String,
+    /// Articles whose publication date is not machine-readable.
+    undated: BTreeSet<u64>,
 }
 
 impl NewsSite {
@@ -61,6 +63,7 @@ impl NewsSite {
             revisions: Mutex::new(BTreeMap::new()),
             layout_changed: AtomicBool::new(false),
             robots: robots_txt(config),
+            undated: config.undated_articles.iter().copied().collect(),
         }
     }
 
@@ -172,7 +175,12 @@ impl NewsSite {
         let title = escape(&article.title);
         let disease = escape(&article.disease);
         let summary = escape(&article.summary);
-        let (iso, long) = dates(article.published_on);
+        let (mut iso, long) = dates(article.published_on);
+        if self.undated.contains(&index) {
+            // The long form where the ISO date belongs: a value the page's
+            // reader must refuse.
+            iso.clone_from(&long);
+        }
         let mut html = String::new();
         page_start(&mut html, &article.title);
         if self.layout_changed() {
