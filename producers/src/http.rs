@@ -263,10 +263,7 @@ impl HttpFetcher {
         let status = resp.status();
         if !status.is_success() {
             let wait = retry_after(resp.headers());
-            let excerpt = match resp.text().await {
-                Ok(t) => t.chars().take(300).collect(),
-                Err(_) => String::new(),
-            };
+            let excerpt = excerpt(resp).await;
             return match status {
                 StatusCode::TOO_MANY_REQUESTS => Attempt::Retry {
                     kind: "status_429",
@@ -324,6 +321,26 @@ impl HttpFetcher {
             body: body.freeze(),
         })
     }
+}
+
+/// Bytes of an error response's body read for its excerpt: an error page
+/// of any size (or one that never ends) costs no more than this.
+const ERROR_BODY_BYTES: usize = 4096;
+
+/// The start of an error response's body, as text (300 characters at
+/// most); the rest of the body is never read.
+async fn excerpt(mut resp: reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < ERROR_BODY_BYTES {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = ERROR_BODY_BYTES - bytes.len();
+                bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&bytes).chars().take(300).collect()
 }
 
 fn retry(kind: &'static str, e: &reqwest::Error, wait: Option<Duration>) -> Attempt {
@@ -398,6 +415,52 @@ mod tests {
         );
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
+    }
+
+    /// An error page announcing a gigabyte, of which 64 KiB come and then
+    /// nothing: the excerpt is read from its start, the rest never waited
+    /// for (reading the whole body would wait for ever).
+    #[tokio::test]
+    async fn an_error_body_is_read_only_for_its_excerpt() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await.unwrap();
+            socket
+                .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 1000000000\r\n\r\n")
+                .await
+                .unwrap();
+            socket.write_all(&[b'x'; 64 << 10]).await.unwrap();
+            // Held open, the rest never sent.
+            std::future::pending::<()>().await;
+        });
+        let fetcher = HttpFetcher::new(
+            &HttpConfig::default(),
+            "test",
+            SourceMetrics::unregistered(),
+        )
+        .unwrap();
+        let url = format!("http://{addr}/rows");
+        let err = tokio::time::timeout(
+            Duration::from_secs(60),
+            fetcher.get(&url, &[], &CancellationToken::new()),
+        )
+        .await
+        .expect("the error comes without the rest of the body")
+        .unwrap_err();
+        match err {
+            FetchError::Status {
+                status, excerpt, ..
+            } => {
+                assert_eq!(status, 404);
+                assert_eq!(excerpt, "x".repeat(300));
+            }
+            other => panic!("{other}"),
+        }
+        server.abort();
     }
 
     #[tokio::test]
