@@ -533,6 +533,76 @@ async fn a_newer_version_of_an_id_wins_and_an_older_one_does_not_overwrite() {
     assert!(refused.0.is_empty());
 }
 
+/// The upstream's version (`upstream_updated_at`) decides before the time
+/// of ingestion: a version fetched later but older upstream (a re-drive, a
+/// lagging producer) never overwrites a newer one, in the table or within
+/// a batch; a record without a version sorts before every versioned one.
+#[tokio::test]
+async fn the_upstreams_version_decides_before_the_time_of_ingestion() {
+    let db = TestDb::create().await;
+    let mut s = sink(&db).await;
+    let registry = SchemaRegistry::embedded().unwrap();
+    let g = CaseGenerator::new(CaseGenConfig::default()).unwrap();
+    let at = |h: u32| chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 1, 1, h, 0, 0).unwrap();
+    let version = |hosp: &str, upstream: Option<u32>, ingested: u32| {
+        let mut env = vigie_simulator::case_envelope(&g, 1, at(ingested));
+        env.data.hosp_yn = hosp.parse().unwrap();
+        env.upstream_updated_at = upstream.map(at);
+        let bytes = env.to_json_bytes().unwrap();
+        vigie_consumers::Accepted {
+            index: 0,
+            partition: 0,
+            event: registry.parse(&bytes).unwrap(),
+        }
+    };
+    let offsets = BTreeMap::new();
+    let ctx = vigie_consumers::BatchContext {
+        group: "g",
+        next_offsets: &offsets,
+        dead_letters: &[],
+        group_metadata: None,
+    };
+    let pool = db.pool().await;
+    let stored = || async {
+        sqlx::query_as::<_, (String, Option<chrono::DateTime<Utc>>)>(
+            "SELECT hosp_yn, upstream_updated_at FROM health_case",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let mut refused = Refused::default();
+    let mut write = async |batch: &[vigie_consumers::Accepted]| {
+        s.write(batch, &ctx, &mut refused).await.unwrap();
+    };
+    // First load: the direct path stores the version too.
+    write(&[version("No", Some(1), 10)]).await;
+    assert_eq!(stored().await, vec![("No".to_owned(), Some(at(1)))]);
+    write(&[version("Yes", Some(3), 9)]).await;
+    assert_eq!(
+        stored().await,
+        vec![("Yes".to_owned(), Some(at(3)))],
+        "newer upstream, fetched earlier: wins"
+    );
+    write(&[version("Unknown", Some(2), 20)]).await;
+    write(&[version("Unknown", None, 23)]).await;
+    assert_eq!(
+        stored().await,
+        vec![("Yes".to_owned(), Some(at(3)))],
+        "older upstream or none, fetched later: does not overwrite"
+    );
+    write(&[version("Missing", Some(5), 1), version("No", Some(4), 22)]).await;
+    assert_eq!(
+        stored().await,
+        vec![("Missing".to_owned(), Some(at(5)))],
+        "the newest upstream version of a batch wins"
+    );
+    // The same version fetched again later: the later fetch is kept.
+    write(&[version("No", Some(5), 2)]).await;
+    assert_eq!(stored().await, vec![("No".to_owned(), Some(at(5)))]);
+    assert!(refused.0.is_empty());
+}
+
 #[tokio::test]
 async fn values_postgresql_refuses_are_isolated_row_by_row_and_never_fatal() {
     // Edge validation refuses these; the sink is the last line, for what

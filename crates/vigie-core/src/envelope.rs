@@ -113,6 +113,16 @@ pub struct Envelope<D = serde_json::Value> {
     /// When Vigie fetched the record.
     #[serde(with = "wire::timestamp")]
     pub ingested_at: DateTime<Utc>,
+    /// When the upstream last changed the record, by its own account
+    /// (SODA's `:updated_at`): the record's version. Absent when the
+    /// upstream keeps none. Sinks keep, per id, the version with the latest
+    /// `upstream_updated_at`, then the latest `ingested_at`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "wire::optional_timestamp"
+    )]
+    pub upstream_updated_at: Option<DateTime<Utc>>,
     /// The payload.
     pub data: D,
 }
@@ -130,8 +140,16 @@ impl<D: Payload> Envelope<D> {
             source: source.to_owned(),
             occurred_at: data.occurred_at(),
             ingested_at,
+            upstream_updated_at: None,
             data,
         }
+    }
+
+    /// The same envelope, carrying the upstream's version of the record.
+    #[must_use]
+    pub fn with_upstream_updated_at(mut self, at: DateTime<Utc>) -> Self {
+        self.upstream_updated_at = Some(at);
+        self
     }
 
     /// The Kafka message key for this event.
@@ -153,6 +171,7 @@ impl<D: Payload> Envelope<D> {
             source: &self.source,
             occurred_at: self.occurred_at,
             ingested_at: self.ingested_at,
+            upstream_updated_at: self.upstream_updated_at,
             data: &self.data,
         }
         .encode()
@@ -170,6 +189,21 @@ pub fn encode_event<D: Payload>(
     data: &D,
     ingested_at: DateTime<Utc>,
 ) -> Result<Vec<u8>, serde_json::Error> {
+    encode_versioned_event(source, data, ingested_at, None)
+}
+
+/// [`encode_event`] with the upstream's version of the record
+/// ([`Envelope::upstream_updated_at`]), when it has one.
+///
+/// # Errors
+///
+/// Those of the payload's writer.
+pub fn encode_versioned_event<D: Payload>(
+    source: &str,
+    data: &D,
+    ingested_at: DateTime<Utc>,
+    upstream_updated_at: Option<DateTime<Utc>>,
+) -> Result<Vec<u8>, serde_json::Error> {
     EnvelopeRef {
         id: data.event_id(source),
         schema: D::SCHEMA,
@@ -177,6 +211,7 @@ pub fn encode_event<D: Payload>(
         source,
         occurred_at: data.occurred_at(),
         ingested_at,
+        upstream_updated_at,
         data,
     }
     .encode()
@@ -190,6 +225,7 @@ struct EnvelopeRef<'a, D> {
     source: &'a str,
     occurred_at: DateTime<Utc>,
     ingested_at: DateTime<Utc>,
+    upstream_updated_at: Option<DateTime<Utc>>,
     data: &'a D,
 }
 
@@ -210,6 +246,10 @@ impl<D: Payload> EnvelopeRef<'_, D> {
         wire::write_timestamp(&mut out, &self.occurred_at);
         wire::write_key(&mut out, "ingested_at", false);
         wire::write_timestamp(&mut out, &self.ingested_at);
+        if let Some(at) = &self.upstream_updated_at {
+            wire::write_key(&mut out, "upstream_updated_at", false);
+            wire::write_timestamp(&mut out, at);
+        }
         wire::write_key(&mut out, "data", false);
         self.data.write_json(&mut out)?;
         out.push(b'}');
@@ -257,6 +297,7 @@ impl Envelope<serde_json::Value> {
             source: self.source,
             occurred_at: self.occurred_at,
             ingested_at: self.ingested_at,
+            upstream_updated_at: self.upstream_updated_at,
             data,
         })
     }

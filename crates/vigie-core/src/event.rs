@@ -67,6 +67,7 @@ fn rewrap<D, E>(head: Envelope<D>, data: E) -> Envelope<E> {
         source: head.source,
         occurred_at: head.occurred_at,
         ingested_at: head.ingested_at,
+        upstream_updated_at: head.upstream_updated_at,
         data,
     }
 }
@@ -155,7 +156,8 @@ fn unstorable(bytes: &[u8], event: &Event) -> Option<Violation> {
     use chrono::Datelike;
     let envelope =
         each!(event, e => [("/occurred_at", e.occurred_at), ("/ingested_at", e.ingested_at)]);
-    for (pointer, t) in envelope {
+    let version = each!(event, e => e.upstream_updated_at).map(|t| ("/upstream_updated_at", t));
+    for (pointer, t) in envelope.into_iter().chain(version) {
         if let Some(v) = date(pointer, t.year(), &t.to_rfc3339()) {
             return Some(v);
         }

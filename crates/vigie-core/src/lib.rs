@@ -14,7 +14,10 @@ pub mod registry;
 mod wire;
 
 pub use compat::{CompatError, FamilyReport, Incompatibility, IncompatibilityKind};
-pub use envelope::{EVENT_NAMESPACE, Envelope, Payload, PayloadError, encode_event, event_id};
+pub use envelope::{
+    EVENT_NAMESPACE, Envelope, Payload, PayloadError, encode_event, encode_versioned_event,
+    event_id,
+};
 pub use event::Event;
 pub use health::{Case, CaseScore, CountryDay, InvalidValue, OutbreakNews};
 pub use registry::{

@@ -327,6 +327,28 @@ pub(crate) mod timestamp {
     }
 }
 
+/// Serde for an optional envelope timestamp, left out when absent (never
+/// written `null`, which the schema refuses).
+pub(crate) mod optional_timestamp {
+    use super::{DateTime, Deserializer, Serializer, Utc};
+
+    pub(crate) fn serialize<S: Serializer>(
+        t: &Option<DateTime<Utc>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => super::timestamp::serialize(t, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+        super::timestamp::deserialize(d).map(Some)
+    }
+}
+
 /// Serde for a calendar date written `YYYY-MM-DD`.
 pub(crate) mod date {
     use super::{Deserialize, Deserializer, NaiveDate, Serializer, de};

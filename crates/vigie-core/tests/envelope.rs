@@ -89,6 +89,7 @@ fn sample() -> Envelope {
         occurred_at: Utc.with_ymd_and_hms(2023, 6, 11, 0, 0, 0).unwrap(),
         ingested_at: Utc.with_ymd_and_hms(2024, 5, 1, 6, 30, 15).unwrap()
             + chrono::TimeDelta::nanoseconds(123_456_789),
+        upstream_updated_at: None,
         data: json!({"country_code": "FR"}),
     }
 }
@@ -130,6 +131,8 @@ fn envelope_rejects_what_the_schema_rejects() {
         ("occurred_at", json!("2023-06-11 00:00:00Z")),
         ("occurred_at", json!("2023-06-11T00:00:00")),
         ("occurred_at", json!("2023-06-11")),
+        ("upstream_updated_at", json!(null)),
+        ("upstream_updated_at", json!("2024-01-01T00:00:00.001")),
         ("extra", json!(1)),
     ];
     for (field, value) in bad {

@@ -5,15 +5,26 @@ pub mod who_covid;
 pub mod who_don;
 
 use chrono::{DateTime, Utc};
-use vigie_core::{Payload, encode_event};
+use vigie_core::{Payload, encode_versioned_event};
 
 use crate::source::Outgoing;
 
 /// `data` in its envelope, keyed by its partition key.
 pub(crate) fn outgoing<D: Payload>(source: &str, data: D, ingested_at: DateTime<Utc>) -> Outgoing {
+    versioned_outgoing(source, data, ingested_at, None)
+}
+
+/// [`outgoing`], the envelope carrying the upstream's version of the
+/// record when it has one.
+pub(crate) fn versioned_outgoing<D: Payload>(
+    source: &str,
+    data: D,
+    ingested_at: DateTime<Utc>,
+    upstream_updated_at: Option<DateTime<Utc>>,
+) -> Outgoing {
     Outgoing {
         key: data.partition_key(),
-        payload: encode_event(source, &data, ingested_at)
+        payload: encode_versioned_event(source, &data, ingested_at, upstream_updated_at)
             .expect("a typed envelope always serializes"),
     }
 }

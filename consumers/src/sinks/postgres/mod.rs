@@ -4,7 +4,8 @@
 //! A batch is split by partition into `parallelism` groups, each written in
 //! its own transaction on its own connection: COPY each event type into its
 //! staging table, move the staged rows into the model with `INSERT ... ON
-//! CONFLICT` (idempotent by envelope id, the newer `ingested_at` wins), and
+//! CONFLICT` (idempotent by envelope id; the newer version wins: for
+//! cases the later `upstream_updated_at`, then `ingested_at`), and
 //! write the group's next offset per partition into `sink_offsets`. When
 //! none of a group's ids is stored yet, cases are copied straight into
 //! their table instead, in binary (the common case of fresh data); a row

@@ -47,7 +47,8 @@ impl Target {
                     case_onset_interval integer, process text, exposure_yn text,
                     current_status text, symptom_status text, hosp_yn text, icu_yn text,
                     death_yn text, underlying_conditions_yn text, source text,
-                    occurred_at timestamptz, ingested_at timestamptz, res_county text
+                    occurred_at timestamptz, ingested_at timestamptz,
+                    upstream_updated_at timestamptz, res_county text
                 ) ON COMMIT DELETE ROWS"
             }
             Target::CountryDay => {
@@ -95,7 +96,8 @@ impl Target {
                 "COPY health_case (event_id, row_id, case_month, res_state, county_fips, age_group,
                     sex, race, ethnicity, case_positive_specimen_interval, case_onset_interval,
                     process, exposure_yn, current_status, symptom_status, hosp_yn, icu_yn,
-                    death_yn, underlying_conditions_yn, source, occurred_at, ingested_at)
+                    death_yn, underlying_conditions_yn, source, occurred_at, ingested_at,
+                    upstream_updated_at)
                  FROM STDIN (FORMAT binary)",
             )),
             Target::CountryDay | Target::OutbreakNews | Target::CaseScore => None,
@@ -103,8 +105,11 @@ impl Target {
     }
 
     /// Statements moving staged rows `$1..=$2` into the model. Within a
-    /// batch the newest `ingested_at` of an id wins; against the table, a
-    /// stored row is replaced only by a newer one.
+    /// batch the newest version of an id wins; against the table, a stored
+    /// row is replaced only by a newer one. For cases, newer means a later
+    /// `upstream_updated_at` (none sorts first), then a later
+    /// `ingested_at`; for the rest, whose upstreams keep no version, a later
+    /// `ingested_at`.
     pub(crate) fn upsert_sql(self) -> &'static [&'static str] {
         match self {
             Target::Case => &[
@@ -118,14 +123,14 @@ impl Target {
                     age_group, sex, race, ethnicity, case_positive_specimen_interval,
                     case_onset_interval, process, exposure_yn, current_status, symptom_status,
                     hosp_yn, icu_yn, death_yn, underlying_conditions_yn, source, occurred_at,
-                    ingested_at)
+                    ingested_at, upstream_updated_at)
                  SELECT DISTINCT ON (event_id) event_id, row_id, case_month, res_state,
                     county_fips, age_group, sex, race, ethnicity, case_positive_specimen_interval,
                     case_onset_interval, process, exposure_yn, current_status, symptom_status,
                     hosp_yn, icu_yn, death_yn, underlying_conditions_yn, source, occurred_at,
-                    ingested_at
+                    ingested_at, upstream_updated_at
                  FROM stage_case WHERE rn BETWEEN $1 AND $2
-                 ORDER BY event_id, ingested_at DESC
+                 ORDER BY event_id, upstream_updated_at DESC NULLS LAST, ingested_at DESC
                  ON CONFLICT (event_id) DO UPDATE SET
                     row_id = EXCLUDED.row_id, case_month = EXCLUDED.case_month,
                     res_state = EXCLUDED.res_state, county_fips = EXCLUDED.county_fips,
@@ -139,8 +144,12 @@ impl Target {
                     icu_yn = EXCLUDED.icu_yn, death_yn = EXCLUDED.death_yn,
                     underlying_conditions_yn = EXCLUDED.underlying_conditions_yn,
                     source = EXCLUDED.source, occurred_at = EXCLUDED.occurred_at,
-                    ingested_at = EXCLUDED.ingested_at
-                 WHERE health_case.ingested_at < EXCLUDED.ingested_at",
+                    ingested_at = EXCLUDED.ingested_at,
+                    upstream_updated_at = EXCLUDED.upstream_updated_at
+                 WHERE (COALESCE(health_case.upstream_updated_at, '-infinity'),
+                        health_case.ingested_at)
+                     < (COALESCE(EXCLUDED.upstream_updated_at, '-infinity'),
+                        EXCLUDED.ingested_at)",
             ],
             Target::CountryDay => &[
                 "INSERT INTO dim_country (country_code, name, who_region)
@@ -209,6 +218,7 @@ trait CaseFields {
     fn opt_int4(&mut self, v: Option<i32>) -> &mut Self;
     fn date(&mut self, d: chrono::NaiveDate) -> &mut Self;
     fn timestamptz(&mut self, t: &chrono::DateTime<chrono::Utc>) -> &mut Self;
+    fn opt_timestamptz(&mut self, t: Option<&chrono::DateTime<chrono::Utc>>) -> &mut Self;
 }
 
 impl CaseFields for Line<'_> {
@@ -229,6 +239,9 @@ impl CaseFields for Line<'_> {
     }
     fn timestamptz(&mut self, t: &chrono::DateTime<chrono::Utc>) -> &mut Self {
         Line::text(self, &ts(t))
+    }
+    fn opt_timestamptz(&mut self, t: Option<&chrono::DateTime<chrono::Utc>>) -> &mut Self {
+        Line::opt_text(self, t.map(ts).as_deref())
     }
 }
 
@@ -251,6 +264,12 @@ impl CaseFields for Tuple<'_> {
     fn timestamptz(&mut self, t: &chrono::DateTime<chrono::Utc>) -> &mut Self {
         Tuple::timestamptz(self, t)
     }
+    fn opt_timestamptz(&mut self, t: Option<&chrono::DateTime<chrono::Utc>>) -> &mut Self {
+        match t {
+            Some(t) => Tuple::timestamptz(self, t),
+            None => self.null(),
+        }
+    }
 }
 
 /// Appends the tuple of a case for the direct binary `COPY` into
@@ -263,15 +282,16 @@ pub(crate) fn direct_row(env: &Envelope<Case>, out: &mut Vec<u8>) -> bool {
     let in_range = |year: i32| (1..=9999).contains(&year);
     if !(in_range(env.data.case_month.first_day().year())
         && in_range(env.occurred_at.year())
-        && in_range(env.ingested_at.year()))
+        && in_range(env.ingested_at.year())
+        && env.upstream_updated_at.is_none_or(|t| in_range(t.year())))
     {
         return false;
     }
-    case_columns(&mut Tuple::new(out, 22), env);
+    case_columns(&mut Tuple::new(out, 23), env);
     true
 }
 
-/// The 22 columns of `health_case`, in table order (that of the direct
+/// The 23 columns of `health_case`, in table order (that of the direct
 /// `COPY` and of the staging table after `rn`).
 fn case_columns<'w, W: CaseFields>(w: &'w mut W, env: &Envelope<Case>) -> &'w mut W {
     let c = &env.data;
@@ -297,6 +317,7 @@ fn case_columns<'w, W: CaseFields>(w: &'w mut W, env: &Envelope<Case>) -> &'w mu
         .text(&env.source)
         .timestamptz(&env.occurred_at)
         .timestamptz(&env.ingested_at)
+        .opt_timestamptz(env.upstream_updated_at.as_ref())
 }
 
 /// Appends one staged CSV row for `event` to `out`. `None` (nothing

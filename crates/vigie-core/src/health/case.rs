@@ -209,6 +209,35 @@ mod tests {
             .collect()
     }
 
+    /// The upstream's version is left out when absent, written like the
+    /// other timestamps when present, by both writers alike, and read back
+    /// by both paths of the registry.
+    #[test]
+    fn the_upstream_version_is_optional_and_written_alike_by_both_writers() {
+        use chrono::TimeZone;
+        let case = varied_cases().remove(1);
+        let at =
+            Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::milliseconds(7);
+        let plain = crate::encode_event("cdc-cases", &case, at).unwrap();
+        assert!(!String::from_utf8_lossy(&plain).contains("upstream_updated_at"));
+        let envelope = Envelope::new("cdc-cases", case.clone(), at).with_upstream_updated_at(at);
+        let bytes = envelope.to_json_bytes().unwrap();
+        assert_eq!(envelope.encode().unwrap(), bytes);
+        assert_eq!(
+            crate::encode_versioned_event("cdc-cases", &case, at, Some(at)).unwrap(),
+            bytes
+        );
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(value["upstream_updated_at"], "2024-01-01T00:00:00.007000Z");
+        let registry = crate::SchemaRegistry::embedded().unwrap();
+        let checked = registry.validate(&bytes).expect("the schema takes it");
+        assert_eq!(checked.upstream_updated_at, Some(at));
+        match registry.parse(&bytes).unwrap() {
+            crate::Event::Case(e) => assert_eq!(e, envelope),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn a_case_is_written_as_serde_writes_it() {
         use chrono::TimeZone;

@@ -30,13 +30,13 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Deserialize;
 use vigie_core::health::SmolStr;
 
-pub use self::page::{Page, Row, parse_page};
+pub use self::page::{Page, Row, parse_page, parse_page_one_pass};
 use self::page::{page_text, parse_page_typed, parse_rows};
-use super::outgoing;
+use super::versioned_outgoing;
 use crate::checkpoint::Checkpoint;
 use crate::http::{FetchError, Fetched};
 use crate::source::{Poll, PollContext, Reject, Source, SourceConfig, SourceError, SourceSpec};
@@ -400,7 +400,7 @@ fn map_page(
             poll.next.position = 0;
         }
         match row.case {
-            Ok(case) => cases.push(case),
+            Ok(case) => cases.push((case, row.updated_at.as_deref().and_then(soda_timestamp))),
             Err((reason, error)) => poll.rejects.push(Reject {
                 raw: row.raw.to_vec(),
                 reason,
@@ -430,8 +430,18 @@ fn map_page(
     // need not stay while they are serialized.
     drop(body);
     let now = Utc::now();
-    poll.events = par_map(cases, workers, |case| outgoing(NAME, case, now));
+    poll.events = par_map(cases, workers, |(case, version)| {
+        versioned_outgoing(NAME, case, now, version)
+    });
     Ok((poll, repeated))
+}
+
+/// A SODA floating timestamp (`2024-01-01T00:00:00.001`, no zone), read
+/// as UTC: the version the envelope carries. `None` when it is not one.
+fn soda_timestamp(text: &str) -> Option<DateTime<Utc>> {
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|t| t.and_utc())
 }
 
 /// Threads a page is mapped on: one per CPU for a large page (a full page
@@ -642,6 +652,31 @@ mod tests {
                 v["data"]["row_id"].as_str().unwrap().to_owned()
             })
             .collect()
+    }
+
+    /// Each event carries its row's `:updated_at` as the upstream's
+    /// version, read as UTC; a row without one carries none.
+    #[test]
+    fn events_carry_the_rows_updated_at_as_their_version() {
+        let body = page(3, |i| format!("2024-03-01T10:00:00.{i:03}")).replacen(
+            r#"":updated_at":"2024-03-01T10:00:00.002","#,
+            "",
+            1,
+        );
+        let (poll, _) = mapped(&body, &Checkpoint::default(), 10, Pagination::Offset);
+        let versions: Vec<serde_json::Value> = poll
+            .events
+            .iter()
+            .map(|e| serde_json::from_slice::<serde_json::Value>(&e.payload).unwrap()["upstream_updated_at"].clone())
+            .collect();
+        assert_eq!(
+            versions,
+            [
+                serde_json::json!("2024-03-01T10:00:00.000000Z"),
+                serde_json::json!("2024-03-01T10:00:00.001000Z"),
+                serde_json::Value::Null
+            ]
+        );
     }
 
     #[test]
