@@ -14,10 +14,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::Utc;
-use vigie_core::encode_event;
+use vigie_core::{Envelope, encode_event};
 use vigie_simulator::server::{
-    CASES_PATH, CasesSim, Endpoint, FaultKind, FaultRule, SimConfig, Simulator, WHO_CSV_PATH,
-    WHO_FIRST_DATE, WhoSim, served_rows,
+    CASES_PATH, CasesSim, Endpoint, FaultKind, FaultRule, SimConfig, Simulator, Updates,
+    WHO_CSV_PATH, WHO_FIRST_DATE, WhoSim, served_case, served_rows,
 };
 use vigie_simulator::{CaseGenConfig, CaseGenerator, CountryDayGenerator};
 use vigie_testkit::{broker, create_topic_and_dlq, read_topic, topic_len, unique_name, wait_for};
@@ -134,9 +134,10 @@ async fn rows_tied_on_updated_at_across_pages_are_all_taken_across_kills() {
 /// Serves `cases` of generator `seed` (with `faults`), runs `vigie ingest`,
 /// killed with SIGKILL once each of `points` rows is produced and
 /// restarted, then once more until caught up; then every row must be on the
-/// topic (counted by distinct row, i.e. event id), and any row produced
-/// twice must carry the same data. Returns how many kills came before the
-/// last row was produced.
+/// topic (counted by distinct row, i.e. event id), every record must carry
+/// a version the row had, and the last record of each row must carry its
+/// latest version (with no updates: every repeat the same data). Returns
+/// how many kills came before the last row was produced.
 async fn ingest_with_kills(
     seed: u64,
     cases: CasesSim,
@@ -144,6 +145,7 @@ async fn ingest_with_kills(
     points: &[u64],
 ) -> usize {
     let rows = cases.rows;
+    let updates = cases.updates;
     let sim = Simulator::start(
         SimConfig {
             seed,
@@ -179,6 +181,11 @@ async fn ingest_with_kills(
             mid_load += 1;
         }
     }
+    // A growing data set: the last run once it has stopped growing.
+    wait_for("every row available", DEADLINE, || async {
+        (sim.manifest().cases.rows_available == rows).then_some(())
+    })
+    .await;
     let mut last = start(&config, free_port(), true);
     let status = tokio::task::spawn_blocking(move || last.wait().unwrap())
         .await
@@ -186,40 +193,92 @@ async fn ingest_with_kills(
     assert!(status.success(), "the last run catches up and exits 0");
 
     let total = topic_len(&b.bootstrap, &topic);
-    assert!(total >= rows as i64, "{total} records");
     let g = CaseGenerator::new(CaseGenConfig {
         seed,
         ..CaseGenConfig::default()
     })
     .unwrap();
-    let expected: BTreeSet<String> = (0..rows)
-        .map(|i| {
-            vigie_simulator::case_envelope(&g, i, Utc::now())
-                .id
-                .to_string()
-        })
-        .collect();
-    let mut by_id: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-    for (_, _, _, value, _) in read_topic(&b.bootstrap, &topic, total as usize, DEADLINE) {
+    // Every version the data set holds, by event id, and the last one.
+    let mut versions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut latest: BTreeMap<String, String> = BTreeMap::new();
+    for i in 0..rows {
+        let case = served_case(&g, updates, i);
+        let env = Envelope::new("cdc-cases", case, Utc::now());
+        let data = serde_json::to_value(&env.data).unwrap().to_string();
+        let id = env.id.to_string();
+        versions.entry(id.clone()).or_default().insert(data.clone());
+        latest.insert(id, data);
+    }
+    assert!(total >= latest.len() as i64, "{total} records");
+    // The last record of each id, in its partition's order; the ids seen
+    // in more than one version.
+    let mut last: BTreeMap<String, (i32, i64, String)> = BTreeMap::new();
+    let mut seen_versions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (partition, offset, _, value, _) in
+        read_topic(&b.bootstrap, &topic, total as usize, DEADLINE)
+    {
         let v: serde_json::Value = serde_json::from_slice(&value).unwrap();
         let id = v["id"].as_str().unwrap().to_owned();
-        assert!(expected.contains(&id), "unexpected id {id}");
-        if let Some(earlier) = by_id.get(&id) {
-            assert_eq!(
-                earlier["data"], v["data"],
-                "a repeat of {id} with other data"
-            );
+        let data = v["data"].to_string();
+        assert!(
+            versions.get(&id).is_some_and(|d| d.contains(&data)),
+            "{id}: data no version of the row had: {data}"
+        );
+        seen_versions
+            .entry(id.clone())
+            .or_default()
+            .insert(data.clone());
+        let slot = last.entry(id).or_insert((partition, offset, data.clone()));
+        assert_eq!(slot.0, partition, "a row's versions share a partition");
+        if offset >= slot.1 {
+            *slot = (partition, offset, data);
         }
-        by_id.insert(id, v);
     }
-    let got: BTreeSet<String> = by_id.into_keys().collect();
+    let last: BTreeMap<String, String> = last.into_iter().map(|(id, (_, _, d))| (id, d)).collect();
     assert_eq!(
-        got.len(),
-        expected.len(),
+        last.len(),
+        latest.len(),
         "no gap: distinct rows on the topic ({total} records)"
     );
-    assert_eq!(got, expected);
+    assert!(
+        last == latest,
+        "the last version of each row on the topic is the data set's latest"
+    );
+    let updated_after_read = seen_versions.values().filter(|v| v.len() > 1).count();
+    if updates.is_some() {
+        assert!(
+            updated_after_read > 0,
+            "no row was updated after it was read: the scenario did not happen"
+        );
+    } else {
+        assert_eq!(updated_after_read, 0, "a repeat with other data");
+    }
     mid_load
+}
+
+/// Rows updated upstream while the data set grows (one row in 7 a new
+/// version of the row 900 rows before it), across kills: every row reaches
+/// the topic, and its last record there is its latest version, the one the
+/// sinks keep. A row updated before `cdc-cases` reached it is only ever
+/// served, hence produced, in its new version.
+#[tokio::test]
+async fn rows_updated_between_polls_end_in_their_latest_version_across_kills() {
+    const UPDATED_ROWS: u64 = 20_000;
+    let cases = CasesSim {
+        rows: UPDATED_ROWS,
+        initial_rows: Some(2_000),
+        rows_per_second: 4_000,
+        updates: Some(Updates {
+            every: 7,
+            distance: 900,
+        }),
+        ..CasesSim::default()
+    };
+    let mut points: Vec<u64> = (0..3)
+        .map(|i| i * UPDATED_ROWS / 4 + rand::random_range(500..UPDATED_ROWS / 4))
+        .collect();
+    points.sort_unstable();
+    ingest_with_kills(SEED + 2, cases, Vec::new(), &points).await;
 }
 
 /// WHO revises the days it published (blank cells filled in, figures

@@ -7,7 +7,9 @@ use std::io::Write;
 use std::ops::Range;
 
 use chrono::{Days, NaiveDate, NaiveDateTime};
-use vigie_core::health::Case;
+use vigie_core::health::{Case, CurrentStatus, YesNo};
+
+use super::config::Updates;
 
 use crate::CaseGenerator;
 use crate::sample::splitmix64;
@@ -150,6 +152,77 @@ pub(crate) struct Layout<'a> {
     pub(crate) per_timestamp: u64,
     /// Rows of the data set (the last timestamp may have fewer than k).
     pub(crate) rows: u64,
+    /// Rows that are new versions of earlier ones (one row per timestamp).
+    pub(crate) updates: Option<Updates>,
+}
+
+impl Updates {
+    /// Whether row `index` is a new version of row `index - distance`.
+    pub fn is_update(&self, index: u64) -> bool {
+        index >= self.distance && index.is_multiple_of(self.every)
+    }
+
+    /// Update rows below `end` (from `distance` on).
+    fn updates_below(&self, end: u64) -> u64 {
+        let ceil = |n: u64| n.div_ceil(self.every);
+        if end <= self.distance {
+            0
+        } else {
+            ceil(end) - ceil(self.distance)
+        }
+    }
+
+    /// Rows below `index` that a row already available (below `available`)
+    /// superseded: those not served any more.
+    fn superseded_below(&self, index: u64, available: u64) -> u64 {
+        self.updates_below(available.min(index.saturating_add(self.distance)))
+    }
+
+    /// Rows served when `available` rows exist.
+    fn served(&self, available: u64) -> u64 {
+        available - self.updates_below(available)
+    }
+
+    /// The row at served position `p`: the smallest index with `p` served
+    /// rows before it, itself served.
+    fn index_at(&self, p: u64, available: u64) -> u64 {
+        let served_through = |i: u64| i + 1 - self.superseded_below(i + 1, available);
+        let (mut lo, mut hi) = (p, p + self.updates_below(available));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if served_through(mid) > p {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        lo
+    }
+}
+
+/// Row `index` as served: for an update row of `updates`, the row it
+/// updates, with other values (`hosp_yn`, `icu_yn`, `current_status` each
+/// moved to the next value of its vocabulary).
+pub fn served_case(generator: &CaseGenerator, updates: Option<Updates>, index: u64) -> Case {
+    match updates {
+        Some(u) if u.is_update(index) => {
+            let mut row = generator.row(index - u.distance);
+            let next = |all: &[YesNo], v: YesNo| {
+                let at = all.iter().position(|x| *x == v).unwrap_or(0);
+                all[(at + 1) % all.len()]
+            };
+            row.hosp_yn = next(YesNo::ALL, row.hosp_yn);
+            row.icu_yn = next(YesNo::ALL, row.icu_yn);
+            let statuses = CurrentStatus::ALL;
+            let at = statuses
+                .iter()
+                .position(|x| *x == row.current_status)
+                .unwrap_or(0);
+            row.current_status = statuses[(at + 1) % statuses.len()];
+            row
+        }
+        _ => generator.row(index),
+    }
 }
 
 impl Layout<'_> {
@@ -171,7 +244,11 @@ impl Layout<'_> {
 
     /// How many rows of `timestamp` have an `:id` at most `id` (text order).
     fn ids_at_most(&self, timestamp: u64, id: &str) -> u64 {
-        let at_most = |index: &u64| self.generator.row_id(*index).as_str() <= id;
+        let row_id = |index: u64| match self.updates {
+            Some(u) if u.is_update(index) => self.generator.row_id(index - u.distance),
+            _ => self.generator.row_id(index),
+        };
+        let at_most = |index: &u64| row_id(*index).as_str() <= id;
         let count = if self.per_timestamp == 1 {
             self.members(timestamp).filter(at_most).count()
         } else {
@@ -301,6 +378,12 @@ impl PageQuery {
             .since
             .as_ref()
             .map_or(0, |since| since.first_position(layout));
+        if let Some(u) = layout.updates {
+            // One row per timestamp: positions count the rows still served.
+            let first = first.min(available) - u.superseded_below(first, available);
+            let positions = self.positions(first, u.served(available), repeat);
+            return positions.map(|p| u.index_at(p, available)).collect();
+        }
         let positions = self.positions(first, available, repeat);
         // What a top-N sort's order of ties depends on: the query.
         let salt = splitmix64(self.offset ^ splitmix64(self.limit ^ splitmix64(first)));
@@ -496,6 +579,7 @@ pub(crate) fn render_page(
     generator: &CaseGenerator,
     rows: &[u64],
     per_timestamp: u64,
+    updates: Option<Updates>,
     system: bool,
 ) -> Vec<u8> {
     let per_timestamp = per_timestamp.max(1);
@@ -506,7 +590,7 @@ pub(crate) fn render_page(
         if n > 0 {
             out.extend_from_slice(b"\n,");
         }
-        let row = generator.row(index);
+        let row = served_case(generator, updates, index);
         write_row(&mut out, &mut clock, index / per_timestamp, &row, system);
     }
     out.extend_from_slice(b"]\n");
@@ -709,6 +793,7 @@ mod tests {
             generator,
             per_timestamp,
             rows,
+            updates: None,
         }
     }
 
@@ -908,6 +993,56 @@ mod tests {
         assert_eq!(Since::AfterKey(before, "z".into()).first_position(&ties), 0);
         // The last timestamp has 100 - 14 × 7 = 2 rows.
         assert_eq!(ties.rows(98..105, Order::Served, 0, 0).len(), 2);
+    }
+
+    /// Updates every 5 rows, 3 rows back: rows 5, 10, 15... are new
+    /// versions of rows 2, 7, 12..., which are served only until their
+    /// update is available; keyset pages and offsets count the rows served.
+    #[test]
+    fn an_updated_row_is_served_at_its_new_place_only() {
+        let g = generator();
+        let mut l = layout(&g, 1, 30);
+        l.updates = Some(Updates {
+            every: 5,
+            distance: 3,
+        });
+        let all = |available: u64| {
+            PageQuery::parse(&pairs(&[("$limit", "100")]))
+                .unwrap()
+                .rows(&l, available, 0)
+        };
+        let without = |available: u64, gone: &[u64]| -> Vec<u64> {
+            (0..available).filter(|i| !gone.contains(i)).collect()
+        };
+        assert_eq!(all(30), without(30, &[2, 7, 12, 17, 22]));
+        assert_eq!(all(8), without(8, &[2]), "row 7's update is not there yet");
+        assert_eq!(all(10), without(10, &[2]));
+        assert_eq!(all(11), without(11, &[2, 7]));
+        // After the key of row 6: row 7 is gone, row 8 comes next.
+        let id = |i: u64| served_case(&g, l.updates, i).row_id.as_str().to_owned();
+        let after = |i: u64, limit: &str| {
+            let query = pairs(&[
+                ("$where", &keyset(&row_timestamp(i), &id(i))),
+                ("$limit", limit),
+            ]);
+            PageQuery::parse(&query).unwrap().rows(&l, 30, 0)
+        };
+        assert_eq!(after(6, "4"), [8, 9, 10, 11]);
+        // After an update row's key (its id is the updated row's).
+        assert_eq!(after(10, "3"), [11, 13, 14]);
+        // After a row superseded since it was read: the rows after it.
+        assert_eq!(after(7, "2"), [8, 9]);
+        let q = PageQuery::parse(&pairs(&[("$limit", "3"), ("$offset", "5")])).unwrap();
+        assert_eq!(q.rows(&l, 30, 0), [6, 8, 9]);
+        // An update carries the updated row's id and other values.
+        let (old, new) = (
+            served_case(&g, l.updates, 7),
+            served_case(&g, l.updates, 10),
+        );
+        assert_eq!(old.row_id, new.row_id);
+        assert_ne!(old.hosp_yn, new.hosp_yn);
+        assert_ne!(old.current_status, new.current_status);
+        assert_eq!(old.case_month, new.case_month);
     }
 
     #[test]

@@ -67,6 +67,24 @@ pub struct CasesSim {
     /// When set, a request carrying another `X-App-Token` is refused with
     /// 403; requests without the header are served, as Socrata does.
     pub app_token: Option<String>,
+    /// Rows updated upstream: some rows are new versions of earlier ones.
+    pub updates: Option<Updates>,
+}
+
+/// `[cases.updates]`: from row `distance` on, every `every`-th row is not a
+/// new case but a new version of the row `distance` rows before it (same
+/// `:id`, a later `:updated_at`, other values), which from then on is
+/// served only there, as SODA serves a row at its latest `:updated_at`.
+/// With one row per timestamp (required), a row's versions come in the
+/// order of their rows, and a row is updated at most once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Updates {
+    /// One row in `every` (at least 2) is an update.
+    pub every: u64,
+    /// How many rows back the row it updates is (at least 1, not a
+    /// multiple of `every`, so that no update is itself updated).
+    pub distance: u64,
 }
 
 impl Default for CasesSim {
@@ -78,6 +96,7 @@ impl Default for CasesSim {
             rows_per_timestamp: 1,
             drift: None,
             app_token: None,
+            updates: None,
         }
     }
 }
@@ -205,6 +224,24 @@ impl SimConfig {
                 ),
             ));
         }
+        if let Some(u) = self.cases.updates {
+            if u.every < 2 || u.distance == 0 || u.distance.is_multiple_of(u.every) {
+                return Err(InvalidSetting::new(
+                    "cases.updates",
+                    format!(
+                        "every at least 2, distance at least 1 and not a multiple of every \
+                         (got every = {}, distance = {})",
+                        u.every, u.distance
+                    ),
+                ));
+            }
+            if self.cases.rows_per_timestamp != 1 {
+                return Err(InvalidSetting::new(
+                    "cases.updates",
+                    "needs cases.rows_per_timestamp = 1",
+                ));
+            }
+        }
         let countries = self.who.countries;
         if countries == 0 || countries > CountryDayGenerator::AVAILABLE_COUNTRIES {
             return Err(InvalidSetting::new(
@@ -317,6 +354,28 @@ mod tests {
             }
         );
         assert_eq!(config.faults[1].kind, FaultKind::LayoutChange);
+    }
+
+    #[test]
+    fn updates_parse_and_are_checked() {
+        let config =
+            SimConfig::from_toml("[cases]\nupdates = { every = 10, distance = 3 }").unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.cases.updates,
+            Some(Updates {
+                every: 10,
+                distance: 3
+            })
+        );
+        for bad in [
+            "[cases]\nupdates = { every = 1, distance = 3 }",
+            "[cases]\nupdates = { every = 5, distance = 10 }",
+            "[cases]\nrows_per_timestamp = 2\nupdates = { every = 5, distance = 3 }",
+        ] {
+            let err = SimConfig::from_toml(bad).unwrap().validate().unwrap_err();
+            assert_eq!(err.key, "cases.updates", "{bad}");
+        }
     }
 
     #[test]

@@ -42,9 +42,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{CaseGenConfig, CaseGenerator, ConfigError, CountryDayGenerator, NewsGenerator};
 
-pub use cases::{CASES_PATH, DEFAULT_LIMIT, MAX_LIMIT, ROW_EPOCH, row_timestamp};
+pub use cases::{CASES_PATH, DEFAULT_LIMIT, MAX_LIMIT, ROW_EPOCH, row_timestamp, served_case};
 pub use config::{
-    CasesSim, InvalidSetting, MAX_CASE_ROWS, MAX_ROWS_PER_TIMESTAMP, NewsSim, SimConfig, WhoSim,
+    CasesSim, InvalidSetting, MAX_CASE_ROWS, MAX_ROWS_PER_TIMESTAMP, NewsSim, SimConfig, Updates,
+    WhoSim,
 };
 pub use faults::{Endpoint, FaultKind, FaultRule};
 pub use manifest::{CasesManifest, Manifest, NewsManifest, RequestRecord, WhoManifest};
@@ -344,6 +345,7 @@ impl Shared {
             generator: &self.cases,
             per_timestamp: self.config.cases.rows_per_timestamp.max(1),
             rows: self.config.cases.rows,
+            updates: self.config.cases.updates,
         }
     }
 
@@ -588,7 +590,13 @@ async fn cases_page(
                 let layout = state.layout();
                 let rows = query.rows(&layout, available, repeat);
                 let system = query.system_fields;
-                cases::render_page(&state.cases, &rows, layout.per_timestamp, system)
+                cases::render_page(
+                    &state.cases,
+                    &rows,
+                    layout.per_timestamp,
+                    layout.updates,
+                    system,
+                )
             });
             match render.await {
                 Ok(body) => Reply::ok(JSON, body),
