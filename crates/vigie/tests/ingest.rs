@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Reaped, SpawnReaped, free_port, metric, vigie};
+use common::{Reaped, SpawnReaped, free_port, metric, postgres_sink, vigie};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -20,7 +20,9 @@ use vigie_simulator::server::{
     WHO_CSV_PATH, WHO_FIRST_DATE, WhoSim, served_case, served_rows,
 };
 use vigie_simulator::{CaseGenConfig, CaseGenerator, CountryDayGenerator};
-use vigie_testkit::{broker, create_topic_and_dlq, read_topic, topic_len, unique_name, wait_for};
+use vigie_testkit::{
+    TestDb, broker, create_topic_and_dlq, read_topic, topic_len, unique_name, wait_for,
+};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const ROWS: u64 = 40_000;
@@ -127,7 +129,7 @@ async fn rows_tied_on_updated_at_across_pages_are_all_taken_across_kills() {
         every: 1,
         times: None,
     };
-    let mid_load = ingest_with_kills(SEED + 1, cases, vec![slow], &points).await;
+    let (mid_load, _) = ingest_with_kills(SEED + 1, cases, vec![slow], &points).await;
     assert_eq!(mid_load, points.len(), "every kill before the last row");
 }
 
@@ -137,13 +139,13 @@ async fn rows_tied_on_updated_at_across_pages_are_all_taken_across_kills() {
 /// topic (counted by distinct row, i.e. event id), every record must carry
 /// a version the row had, and the last record of each row must carry its
 /// latest version (with no updates: every repeat the same data). Returns
-/// how many kills came before the last row was produced.
+/// how many kills came before the last row was produced, and the topic.
 async fn ingest_with_kills(
     seed: u64,
     cases: CasesSim,
     faults: Vec<FaultRule>,
     points: &[u64],
-) -> usize {
+) -> (usize, String) {
     let rows = cases.rows;
     let updates = cases.updates;
     let sim = Simulator::start(
@@ -253,14 +255,15 @@ async fn ingest_with_kills(
     } else {
         assert_eq!(updated_after_read, 0, "a repeat with other data");
     }
-    mid_load
+    (mid_load, topic)
 }
 
 /// Rows updated upstream while the data set grows (one row in 7 a new
 /// version of the row 900 rows before it), across kills: every row reaches
 /// the topic, and its last record there is its latest version, the one the
-/// sinks keep. A row updated before `cdc-cases` reached it is only ever
-/// served, hence produced, in its new version.
+/// sinks keep; the PostgreSQL sink, draining the topic, then holds each row
+/// once, in its latest version. A row updated before `cdc-cases` reached it
+/// is only ever served, hence produced, in its new version.
 #[tokio::test]
 async fn rows_updated_between_polls_end_in_their_latest_version_across_kills() {
     const UPDATED_ROWS: u64 = 20_000;
@@ -278,7 +281,62 @@ async fn rows_updated_between_polls_end_in_their_latest_version_across_kills() {
         .map(|i| i * UPDATED_ROWS / 4 + rand::random_range(500..UPDATED_ROWS / 4))
         .collect();
     points.sort_unstable();
-    ingest_with_kills(SEED + 2, cases, Vec::new(), &points).await;
+    let updates = cases.updates;
+    let (_, topic) = ingest_with_kills(SEED + 2, cases, Vec::new(), &points).await;
+
+    // The PostgreSQL sink drains the topic: the table holds each row once,
+    // in its latest version.
+    let b = broker();
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    let total = topic_len(&b.bootstrap, &topic);
+    let group = unique_name("g");
+    let mut sink = postgres_sink(&b.bootstrap, &topic, &group, &db.url, free_port())
+        .stderr(Stdio::null())
+        .spawn_reaped();
+    wait_for("the sink to store the whole topic", DEADLINE, || async {
+        let stored: Option<i64> = sqlx::query_scalar(
+            "SELECT sum(next_offset)::bigint FROM sink_offsets WHERE consumer_group = $1",
+        )
+        .bind(&group)
+        .fetch_one(&pool)
+        .await
+        .ok()
+        .flatten();
+        (stored == Some(total)).then_some(())
+    })
+    .await;
+    sink.kill().unwrap();
+    sink.wait().unwrap();
+    let g = CaseGenerator::new(CaseGenConfig {
+        seed: SEED + 2,
+        ..CaseGenConfig::default()
+    })
+    .unwrap();
+    let mut expected = BTreeMap::new();
+    for i in 0..UPDATED_ROWS {
+        let c = served_case(&g, updates, i);
+        expected.insert(
+            c.row_id.to_string(),
+            (
+                c.hosp_yn.to_string(),
+                c.icu_yn.to_string(),
+                c.current_status.to_string(),
+            ),
+        );
+    }
+    let stored: BTreeMap<String, (String, String, String)> =
+        sqlx::query_as::<_, (String, String, String, String)>(
+            "SELECT row_id, hosp_yn, icu_yn, current_status FROM health_case",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, h, i, s)| (id, (h, i, s)))
+        .collect();
+    assert_eq!(stored.len(), expected.len(), "each row once");
+    assert!(stored == expected, "each row in its latest version");
 }
 
 /// WHO revises the days it published (blank cells filled in, figures
