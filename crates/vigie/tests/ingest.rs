@@ -286,28 +286,7 @@ async fn rows_updated_between_polls_end_in_their_latest_version_across_kills() {
 
     // The PostgreSQL sink drains the topic: the table holds each row once,
     // in its latest version.
-    let b = broker();
-    let db = TestDb::create().await;
-    let pool = db.pool().await;
-    let total = topic_len(&b.bootstrap, &topic);
-    let group = unique_name("g");
-    let mut sink = postgres_sink(&b.bootstrap, &topic, &group, &db.url, free_port())
-        .stderr(Stdio::null())
-        .spawn_reaped();
-    wait_for("the sink to store the whole topic", DEADLINE, || async {
-        let stored: Option<i64> = sqlx::query_scalar(
-            "SELECT sum(next_offset)::bigint FROM sink_offsets WHERE consumer_group = $1",
-        )
-        .bind(&group)
-        .fetch_one(&pool)
-        .await
-        .ok()
-        .flatten();
-        (stored == Some(total)).then_some(())
-    })
-    .await;
-    sink.kill().unwrap();
-    sink.wait().unwrap();
+    let (_db, pool) = drain_into_postgres(&topic).await;
     let g = CaseGenerator::new(CaseGenConfig {
         seed: SEED + 2,
         ..CaseGenConfig::default()
@@ -339,6 +318,34 @@ async fn rows_updated_between_polls_end_in_their_latest_version_across_kills() {
     assert!(stored == expected, "each row in its latest version");
 }
 
+/// Runs the PostgreSQL sink on `topic` until it has stored the whole
+/// topic, then kills it; returns the database (dropped with it) and a pool.
+async fn drain_into_postgres(topic: &str) -> (TestDb, sqlx::PgPool) {
+    let b = broker();
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    let total = topic_len(&b.bootstrap, topic);
+    let group = unique_name("g");
+    let mut sink = postgres_sink(&b.bootstrap, topic, &group, &db.url, free_port())
+        .stderr(Stdio::null())
+        .spawn_reaped();
+    wait_for("the sink to store the whole topic", DEADLINE, || async {
+        let stored: Option<i64> = sqlx::query_scalar(
+            "SELECT sum(next_offset)::bigint FROM sink_offsets WHERE consumer_group = $1",
+        )
+        .bind(&group)
+        .fetch_one(&pool)
+        .await
+        .ok()
+        .flatten();
+        (stored == Some(total)).then_some(())
+    })
+    .await;
+    sink.kill().unwrap();
+    sink.wait().unwrap();
+    (db, pool)
+}
+
 /// WHO revises the days it published (blank cells filled in, figures
 /// corrected) and a row may carry a mistyped future year. The file is
 /// served at four sizes, its last 3 days preliminary each time and with a
@@ -346,7 +353,8 @@ async fn rows_updated_between_polls_end_in_their_latest_version_across_kills() {
 /// SIGKILL at a random point, then runs until caught up. Every version of
 /// every row served reaches the topic, the last version of each row on the
 /// topic is the final file's, and the only dead letters are the future
-/// rows, each once (twice when a kill came before its checkpoint).
+/// rows, each once (twice when a kill came before its checkpoint); drained
+/// into PostgreSQL, the table is the final file.
 #[tokio::test]
 async fn who_corrections_and_future_rows_across_kills() {
     const COUNTRIES: usize = 30;
@@ -366,6 +374,7 @@ async fn who_corrections_and_future_rows_across_kills() {
     let mut versions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut futures = BTreeSet::new();
     let mut last = BTreeMap::new();
+    let mut final_rows = Vec::new();
     for days in [20, 23, 24, 29] {
         let sim = Simulator::start(
             SimConfig {
@@ -380,6 +389,7 @@ async fn who_corrections_and_future_rows_across_kills() {
         let rows = served_rows(&generator, days, &who(days));
         let (future, rows) = rows.split_last().unwrap();
         futures.insert(future.date_reported.to_string());
+        final_rows = rows.to_vec();
         last.clear();
         // Versions first served at this size: what the run must produce.
         let mut fresh = 0;
@@ -451,6 +461,46 @@ async fn who_corrections_and_future_rows_across_kills() {
         newest, last,
         "the last version of each row is the final file's"
     );
+
+    // Drained into PostgreSQL: the table is the final file, row for row.
+    let (_db, pool) = drain_into_postgres(&topic).await;
+    type Figures = (Option<i64>, i64, Option<i64>, i64);
+    let stored: BTreeMap<(String, chrono::NaiveDate), Figures> = sqlx::query_as::<
+        _,
+        (
+            String,
+            chrono::NaiveDate,
+            Option<i64>,
+            i64,
+            Option<i64>,
+            i64,
+        ),
+    >(
+        "SELECT country_code::text, date_reported, new_cases, cumulative_cases, new_deaths,
+                    cumulative_deaths FROM country_day",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(c, d, n, cn, nd, cd)| ((c.trim().to_owned(), d), (n, cn, nd, cd)))
+    .collect();
+    let expected: BTreeMap<(String, chrono::NaiveDate), Figures> = final_rows
+        .iter()
+        .map(|r| {
+            (
+                (r.country_code.to_string(), r.date_reported),
+                (
+                    r.new_cases,
+                    r.cumulative_cases as i64,
+                    r.new_deaths,
+                    r.cumulative_deaths as i64,
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(stored.len(), expected.len());
+    assert!(stored == expected, "the table is the final file");
 
     let dlq = format!("{topic}.dlq");
     let dead = topic_len(&b.bootstrap, &dlq);
