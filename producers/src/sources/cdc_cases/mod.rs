@@ -30,7 +30,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use serde::Deserialize;
 use vigie_core::health::SmolStr;
 
@@ -438,10 +438,36 @@ fn map_page(
 
 /// A SODA floating timestamp (`2024-01-01T00:00:00.001`, no zone), read
 /// as UTC: the version the envelope carries. `None` when it is not one.
+/// The shape SODA writes (milliseconds) is read digit by digit, once per
+/// row; any other goes through chrono's parser.
 fn soda_timestamp(text: &str) -> Option<DateTime<Utc>> {
-    NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
-        .ok()
-        .map(|t| t.and_utc())
+    millisecond_timestamp(text.as_bytes()).or_else(|| {
+        NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+            .ok()
+            .map(|t| t.and_utc())
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.fff`, digits only; `None` for anything else.
+fn millisecond_timestamp(b: &[u8]) -> Option<DateTime<Utc>> {
+    let shaped = b.len() == 23
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'.';
+    if !shaped {
+        return None;
+    }
+    let n = |from: usize, to: usize| {
+        b[from..to].iter().try_fold(0u32, |acc, c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    let date = NaiveDate::from_ymd_opt(i32::try_from(n(0, 4)?).ok()?, n(5, 7)?, n(8, 10)?)?;
+    let time = NaiveTime::from_hms_milli_opt(n(11, 13)?, n(14, 16)?, n(17, 19)?, n(20, 23)?)?;
+    Some(date.and_time(time).and_utc())
 }
 
 /// Threads a page is mapped on: one per CPU for a large page (a full page
@@ -652,6 +678,32 @@ mod tests {
                 v["data"]["row_id"].as_str().unwrap().to_owned()
             })
             .collect()
+    }
+
+    #[test]
+    fn soda_timestamps_read_alike_by_both_parsers() {
+        let chrono_reads = |t: &str| {
+            NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f")
+                .ok()
+                .map(|t| t.and_utc())
+        };
+        for t in [
+            "2024-01-01T00:00:00.001",
+            "1999-12-31T23:59:59.999",
+            "2024-02-29T12:34:56.789",
+            "2023-02-29T12:34:56.789",
+            "2024-13-01T00:00:00.000",
+            "2024-01-01T24:00:00.000",
+            "2024-01-01T00:00:00.1",
+            "2024-01-01T00:00:00.123456",
+            "2024-01-01T00:00:00",
+            "2024-01-01 00:00:00.000",
+            "2024-01-01T00:00:00.00x",
+            "+024-01-01T00:00:00.000",
+        ] {
+            assert_eq!(soda_timestamp(t), chrono_reads(t), "{t}");
+        }
+        assert!(soda_timestamp("2024-01-01T00:00:00.001").is_some());
     }
 
     /// Each event carries its row's `:updated_at` as the upstream's
