@@ -462,30 +462,44 @@ impl vigie_consumers::Rejects for Refused {
     }
 }
 
+/// 2026-01-01 at `h` o'clock.
+fn hour(h: u32) -> chrono::DateTime<Utc> {
+    chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 1, 1, h, 0, 0).unwrap()
+}
+
+/// A version of case 1 of the default generator: `hosp_yn` set, fetched
+/// at hour `ingested`, of upstream version hour `upstream` when given.
+fn case_version(hosp: &str, upstream: Option<u32>, ingested: u32) -> vigie_consumers::Accepted {
+    let g = CaseGenerator::new(CaseGenConfig::default()).unwrap();
+    let mut env = vigie_simulator::case_envelope(&g, 1, hour(ingested));
+    env.data.hosp_yn = hosp.parse().unwrap();
+    env.upstream_updated_at = upstream.map(hour);
+    let bytes = env.to_json_bytes().unwrap();
+    vigie_consumers::Accepted {
+        index: 0,
+        partition: 0,
+        event: SchemaRegistry::embedded().unwrap().parse(&bytes).unwrap(),
+    }
+}
+
+/// A batch context without offsets (the sink is called directly).
+fn no_offsets() -> vigie_consumers::BatchContext<'static> {
+    static OFFSETS: BTreeMap<vigie_kafka::consumer::TopicPartition, i64> = BTreeMap::new();
+    vigie_consumers::BatchContext {
+        group: "g",
+        next_offsets: &OFFSETS,
+        dead_letters: &[],
+        group_metadata: None,
+    }
+}
+
 #[tokio::test]
 async fn a_newer_version_of_an_id_wins_and_an_older_one_does_not_overwrite() {
     let db = TestDb::create().await;
     let mut s = sink(&db).await;
-    let registry = SchemaRegistry::embedded().unwrap();
-    let g = CaseGenerator::new(CaseGenConfig::default()).unwrap();
-    let at = |h: u32| chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 1, 1, h, 0, 0).unwrap();
-    let version = |hosp: &str, h: u32| {
-        let mut env = vigie_simulator::case_envelope(&g, 1, at(h));
-        env.data.hosp_yn = hosp.parse().unwrap();
-        let bytes = env.to_json_bytes().unwrap();
-        vigie_consumers::Accepted {
-            index: 0,
-            partition: 0,
-            event: registry.parse(&bytes).unwrap(),
-        }
-    };
-    let offsets = BTreeMap::new();
-    let ctx = vigie_consumers::BatchContext {
-        group: "g",
-        next_offsets: &offsets,
-        dead_letters: &[],
-        group_metadata: None,
-    };
+    let at = hour;
+    let version = |hosp: &str, h: u32| case_version(hosp, None, h);
+    let ctx = no_offsets();
     let pool = db.pool().await;
     let stored = || async {
         sqlx::query_as::<_, (String, chrono::DateTime<Utc>)>(
@@ -541,27 +555,9 @@ async fn a_newer_version_of_an_id_wins_and_an_older_one_does_not_overwrite() {
 async fn the_upstreams_version_decides_before_the_time_of_ingestion() {
     let db = TestDb::create().await;
     let mut s = sink(&db).await;
-    let registry = SchemaRegistry::embedded().unwrap();
-    let g = CaseGenerator::new(CaseGenConfig::default()).unwrap();
-    let at = |h: u32| chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 1, 1, h, 0, 0).unwrap();
-    let version = |hosp: &str, upstream: Option<u32>, ingested: u32| {
-        let mut env = vigie_simulator::case_envelope(&g, 1, at(ingested));
-        env.data.hosp_yn = hosp.parse().unwrap();
-        env.upstream_updated_at = upstream.map(at);
-        let bytes = env.to_json_bytes().unwrap();
-        vigie_consumers::Accepted {
-            index: 0,
-            partition: 0,
-            event: registry.parse(&bytes).unwrap(),
-        }
-    };
-    let offsets = BTreeMap::new();
-    let ctx = vigie_consumers::BatchContext {
-        group: "g",
-        next_offsets: &offsets,
-        dead_letters: &[],
-        group_metadata: None,
-    };
+    let at = hour;
+    let version = case_version;
+    let ctx = no_offsets();
     let pool = db.pool().await;
     let stored = || async {
         sqlx::query_as::<_, (String, Option<chrono::DateTime<Utc>>)>(
@@ -600,6 +596,39 @@ async fn the_upstreams_version_decides_before_the_time_of_ingestion() {
     // The same version fetched again later: the later fetch is kept.
     write(&[version("No", Some(5), 2)]).await;
     assert_eq!(stored().await, vec![("No".to_owned(), Some(at(5)))]);
+
+    // A score carries the version of the case scored: the re-scoring of an
+    // older version, published later, leaves the newer one's score.
+    let score = |value: f64, upstream: u32, published: u32| {
+        let mut env = vigie_core::Envelope::new(
+            "scorer",
+            vigie_core::CaseScore {
+                case_event_id: uuid::Uuid::from_u128(7),
+                model_name: "m".into(),
+                model_version: "1".into(),
+                score: value,
+                scored_at: at(published),
+            },
+            at(published),
+        );
+        env.upstream_updated_at = Some(at(upstream));
+        vigie_consumers::Accepted {
+            index: 0,
+            partition: 0,
+            event: SchemaRegistry::embedded()
+                .unwrap()
+                .parse(&env.to_json_bytes().unwrap())
+                .unwrap(),
+        }
+    };
+    write(&[score(0.25, 6, 10)]).await;
+    write(&[score(0.75, 5, 11)]).await;
+    write(&[score(0.5, 4, 12), score(0.125, 3, 13)]).await;
+    let scores: Vec<f64> = sqlx::query_scalar("SELECT score FROM case_score")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(scores, [0.25]);
     assert!(refused.0.is_empty());
 }
 

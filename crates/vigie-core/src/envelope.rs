@@ -115,7 +115,8 @@ pub struct Envelope<D = serde_json::Value> {
     pub ingested_at: DateTime<Utc>,
     /// When the upstream last changed the record, by its own account
     /// (SODA's `:updated_at`): the record's version. Absent when the
-    /// upstream keeps none. Sinks keep, per id, the version with the latest
+    /// upstream keeps none. For a score, the version of the case scored.
+    /// Sinks keep, per id, the version with the latest
     /// `upstream_updated_at`, then the latest `ingested_at`.
     #[serde(
         default,

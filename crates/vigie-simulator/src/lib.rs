@@ -40,13 +40,23 @@ pub const WHO_COVID_SOURCE: &str = "who-covid";
 /// Envelope source of the WHO Disease Outbreak News articles.
 pub const WHO_DON_SOURCE: &str = "who-don";
 
-/// Case row `index` of `generator` in its envelope, source [`CDC_CASES_SOURCE`].
+/// Case row `index` of `generator` in its envelope, source
+/// [`CDC_CASES_SOURCE`], as `cdc-cases` publishes it: its version is the
+/// `:updated_at` the simulator serves it with ([`case_updated_at`]).
 pub fn case_envelope(
     generator: &CaseGenerator,
     index: u64,
     ingested_at: DateTime<Utc>,
 ) -> Envelope<Case> {
     Envelope::new(CDC_CASES_SOURCE, generator.row(index), ingested_at)
+        .with_upstream_updated_at(case_updated_at(index))
+}
+
+/// The `:updated_at` of case row `index` with one row per timestamp:
+/// [`server::ROW_EPOCH`] plus `index` milliseconds.
+pub fn case_updated_at(index: u64) -> DateTime<Utc> {
+    server::ROW_EPOCH.and_utc()
+        + chrono::TimeDelta::milliseconds(i64::try_from(index).unwrap_or(i64::MAX))
 }
 
 /// The sample case generator of `vigie produce --sample cases` and of the

@@ -212,31 +212,7 @@ async fn ingest_with_kills(
         latest.insert(id, data);
     }
     assert!(total >= latest.len() as i64, "{total} records");
-    // The last record of each id, in its partition's order; the ids seen
-    // in more than one version.
-    let mut last: BTreeMap<String, (i32, i64, String)> = BTreeMap::new();
-    let mut seen_versions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (partition, offset, _, value, _) in
-        read_topic(&b.bootstrap, &topic, total as usize, DEADLINE)
-    {
-        let v: serde_json::Value = serde_json::from_slice(&value).unwrap();
-        let id = v["id"].as_str().unwrap().to_owned();
-        let data = v["data"].to_string();
-        assert!(
-            versions.get(&id).is_some_and(|d| d.contains(&data)),
-            "{id}: data no version of the row had: {data}"
-        );
-        seen_versions
-            .entry(id.clone())
-            .or_default()
-            .insert(data.clone());
-        let slot = last.entry(id).or_insert((partition, offset, data.clone()));
-        assert_eq!(slot.0, partition, "a row's versions share a partition");
-        if offset >= slot.1 {
-            *slot = (partition, offset, data);
-        }
-    }
-    let last: BTreeMap<String, String> = last.into_iter().map(|(id, (_, _, d))| (id, d)).collect();
+    let (seen_versions, last) = versions_on_topic(&topic, &versions);
     assert_eq!(
         last.len(),
         latest.len(),
@@ -316,6 +292,37 @@ async fn rows_updated_between_polls_end_in_their_latest_version_across_kills() {
         .collect();
     assert_eq!(stored.len(), expected.len(), "each row once");
     assert!(stored == expected, "each row in its latest version");
+}
+
+/// The `data` of every record of `topic`, by event id: every version seen,
+/// and the last one in its partition's order. Each record must carry one of
+/// `versions`, the versions its row had upstream.
+type Versions = BTreeMap<String, BTreeSet<String>>;
+fn versions_on_topic(topic: &str, versions: &Versions) -> (Versions, BTreeMap<String, String>) {
+    let b = broker();
+    let total = topic_len(&b.bootstrap, topic);
+    let mut seen = Versions::new();
+    let mut last: BTreeMap<String, (i32, i64, String)> = BTreeMap::new();
+    for (partition, offset, _, value, _) in
+        read_topic(&b.bootstrap, topic, total as usize, DEADLINE)
+    {
+        let v: serde_json::Value = serde_json::from_slice(&value).unwrap();
+        let id = v["id"].as_str().unwrap().to_owned();
+        let data = v["data"].to_string();
+        assert!(
+            versions.get(&id).is_some_and(|d| d.contains(&data)),
+            "{id}: data no version of the row had: {data}"
+        );
+        seen.entry(id.clone()).or_default().insert(data.clone());
+        let slot = last.entry(id).or_insert((partition, offset, data.clone()));
+        // A row's versions share its key, hence its partition.
+        assert_eq!(slot.0, partition, "a row's versions share a partition");
+        if offset >= slot.1 {
+            *slot = (partition, offset, data);
+        }
+    }
+    let last = last.into_iter().map(|(id, (_, _, d))| (id, d)).collect();
+    (seen, last)
 }
 
 /// Runs the PostgreSQL sink on `topic` until it has stored the whole
@@ -431,32 +438,8 @@ async fn who_corrections_and_future_rows_across_kills() {
         sim.shutdown().await;
     }
 
-    let total = topic_len(&b.bootstrap, &topic);
-    let mut on_topic: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut newest: BTreeMap<String, (i32, i64, String)> = BTreeMap::new();
-    for (partition, offset, _, value, _) in
-        read_topic(&b.bootstrap, &topic, total as usize, DEADLINE)
-    {
-        let v: serde_json::Value = serde_json::from_slice(&value).unwrap();
-        let id = v["id"].as_str().unwrap().to_owned();
-        let data = v["data"].to_string();
-        assert!(
-            versions.get(&id).is_some_and(|d| d.contains(&data)),
-            "{id}: a version never served: {data}"
-        );
-        on_topic.entry(id.clone()).or_default().insert(data.clone());
-        let slot = newest
-            .entry(id)
-            .or_insert((partition, offset, data.clone()));
-        // A row's versions share its key, hence its partition.
-        assert_eq!(slot.0, partition);
-        if offset >= slot.1 {
-            *slot = (partition, offset, data);
-        }
-    }
+    let (on_topic, newest) = versions_on_topic(&topic, &versions);
     assert_eq!(on_topic, versions, "every version of every row served");
-    let newest: BTreeMap<String, String> =
-        newest.into_iter().map(|(id, (_, _, d))| (id, d)).collect();
     assert_eq!(
         newest, last,
         "the last version of each row is the final file's"

@@ -72,10 +72,11 @@ async fn every_case_gets_one_score_with_its_id_model_version_and_key() {
         ..CaseGenConfig::default()
     })
     .unwrap();
-    let expected: BTreeMap<String, String> = (0..CASES)
+    let expected: BTreeMap<String, (String, _)> = (0..CASES)
         .map(|i| {
             let e = vigie_simulator::case_envelope(&g, i, chrono::Utc::now());
-            (e.id.to_string(), e.data.res_state.as_str().to_owned())
+            let state = e.data.res_state.as_str().to_owned();
+            (e.id.to_string(), (state, e.upstream_updated_at))
         })
         .collect();
     let registry = vigie_core::SchemaRegistry::embedded().unwrap();
@@ -89,8 +90,13 @@ async fn every_case_gets_one_score_with_its_id_model_version_and_key() {
         assert!(seen.insert(case.clone()), "case {case} scored twice");
         assert_eq!(
             key.as_deref(),
-            Some(expected[&case].as_bytes()),
+            Some(expected[&case].0.as_bytes()),
             "keyed like its case"
+        );
+        assert!(expected[&case].1.is_some());
+        assert_eq!(
+            env.upstream_updated_at, expected[&case].1,
+            "the version of the case scored"
         );
         assert_eq!(
             (

@@ -70,7 +70,7 @@ impl Target {
                 "CREATE TEMP TABLE IF NOT EXISTS stage_case_score (
                     rn integer NOT NULL, event_id uuid, case_event_id uuid, model_name text,
                     model_version text, score double precision, scored_at timestamptz,
-                    ingested_at timestamptz
+                    ingested_at timestamptz, upstream_updated_at timestamptz
                 ) ON COMMIT DELETE ROWS"
             }
         }
@@ -106,10 +106,10 @@ impl Target {
 
     /// Statements moving staged rows `$1..=$2` into the model. Within a
     /// batch the newest version of an id wins; against the table, a stored
-    /// row is replaced only by a newer one. For cases, newer means a later
-    /// `upstream_updated_at` (none sorts first), then a later
-    /// `ingested_at`; for the rest, whose upstreams keep no version, a later
-    /// `ingested_at`.
+    /// row is replaced only by a newer one. For cases and their scores,
+    /// newer means a later `upstream_updated_at` (none sorts first), then a
+    /// later `ingested_at`; for the rest, whose upstreams keep no version, a
+    /// later `ingested_at`.
     pub(crate) fn upsert_sql(self) -> &'static [&'static str] {
         match self {
             Target::Case => &[
@@ -192,15 +192,19 @@ impl Target {
             ],
             Target::CaseScore => &[
                 "INSERT INTO case_score (event_id, case_event_id, model_name, model_version, score,
-                    scored_at, ingested_at)
+                    scored_at, ingested_at, upstream_updated_at)
                  SELECT DISTINCT ON (event_id) event_id, case_event_id, model_name, model_version,
-                    score, scored_at, ingested_at
+                    score, scored_at, ingested_at, upstream_updated_at
                  FROM stage_case_score WHERE rn BETWEEN $1 AND $2
-                 ORDER BY event_id, ingested_at DESC
+                 ORDER BY event_id, upstream_updated_at DESC NULLS LAST, ingested_at DESC
                  ON CONFLICT (event_id) DO UPDATE SET
                     score = EXCLUDED.score, scored_at = EXCLUDED.scored_at,
-                    ingested_at = EXCLUDED.ingested_at
-                 WHERE case_score.ingested_at < EXCLUDED.ingested_at",
+                    ingested_at = EXCLUDED.ingested_at,
+                    upstream_updated_at = EXCLUDED.upstream_updated_at
+                 WHERE (COALESCE(case_score.upstream_updated_at, '-infinity'),
+                        case_score.ingested_at)
+                     < (COALESCE(EXCLUDED.upstream_updated_at, '-infinity'),
+                        EXCLUDED.ingested_at)",
             ],
         }
     }
@@ -375,6 +379,7 @@ pub(crate) fn stage_row(rn: usize, event: &Event, out: &mut Vec<u8>) -> Option<T
                 .plain(d.score)
                 .text(&ts(&d.scored_at))
                 .text(&ts(&env.ingested_at))
+                .opt_text(env.upstream_updated_at.as_ref().map(ts).as_deref())
                 .end();
         }
         Event::Other(_) => return None,

@@ -544,7 +544,7 @@ impl Sink for ScorerSink {
                     continue;
                 }
                 self.scores.observe(score);
-                let env = Envelope::new(
+                let mut env = Envelope::new(
                     "scorer",
                     CaseScore {
                         case_event_id: case.id,
@@ -555,6 +555,9 @@ impl Sink for ScorerSink {
                     },
                     now,
                 );
+                // The version of the case scored: a score of an older
+                // version, published late, never replaces a newer one's.
+                env.upstream_updated_at = case.upstream_updated_at;
                 let bytes = env
                     .to_json_bytes()
                     .map_err(|e| SinkError::Fatal(e.to_string()))?;
