@@ -149,6 +149,12 @@ async fn stored_offsets(pool: &sqlx::PgPool, group: &str) -> Option<i64> {
     .flatten()
 }
 
+/// The broker crashes (SIGKILL) and restarts under a running sink and a
+/// producer. A graceful stop (controlled shutdown) is not used here: it
+/// answers produce requests with a leader of -1, which librdkafka 2.12
+/// mishandles (confluentinc/librdkafka#5430, open): the producer may stay
+/// stuck on those partitions until its delivery timeout, which made this
+/// test fail about one run in ten. docs/operations.md says what to do.
 #[tokio::test]
 async fn a_broker_restart_mid_stream_loses_and_duplicates_nothing() {
     const BEFORE: u64 = 10_000;
@@ -191,7 +197,7 @@ async fn a_broker_restart_mid_stream_loses_and_duplicates_nothing() {
             }
         })
     };
-    kafka.stop();
+    kafka.kill();
     kafka.restart();
     producing
         .join()
