@@ -20,6 +20,8 @@
 //! - an envelope `validate` accepts re-encodes to one it accepts again, and
 //!   for a schema with a Rust type, [`Envelope::into_payload`] takes it.
 
+pub mod sources;
+
 use std::collections::HashSet;
 use std::fmt::{self, Debug};
 use std::sync::OnceLock;
@@ -39,7 +41,7 @@ pub fn registry() -> &'static SchemaRegistry {
 }
 
 /// The bytes, readable in a failure message.
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
