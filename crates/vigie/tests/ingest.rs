@@ -129,7 +129,7 @@ async fn rows_tied_on_updated_at_across_pages_are_all_taken_across_kills() {
         every: 1,
         times: None,
     };
-    let (mid_load, _) = ingest_with_kills(SEED + 1, cases, vec![slow], &points).await;
+    let mid_load = ingest_with_kills(SEED + 1, cases, vec![slow], &points).await;
     assert_eq!(mid_load, points.len(), "every kill before the last row");
 }
 
@@ -138,14 +138,15 @@ async fn rows_tied_on_updated_at_across_pages_are_all_taken_across_kills() {
 /// restarted, then once more until caught up; then every row must be on the
 /// topic (counted by distinct row, i.e. event id), every record must carry
 /// a version the row had, and the last record of each row must carry its
-/// latest version (with no updates: every repeat the same data). Returns
-/// how many kills came before the last row was produced, and the topic.
+/// latest version (with no updates: every repeat the same data). Drained
+/// into PostgreSQL, the table must hold each row once, in its latest
+/// version. Returns how many kills came before the last row was produced.
 async fn ingest_with_kills(
     seed: u64,
     cases: CasesSim,
     faults: Vec<FaultRule>,
     points: &[u64],
-) -> (usize, String) {
+) -> usize {
     let rows = cases.rows;
     let updates = cases.updates;
     let sim = Simulator::start(
@@ -231,13 +232,39 @@ async fn ingest_with_kills(
     } else {
         assert_eq!(updated_after_read, 0, "a repeat with other data");
     }
-    (mid_load, topic)
+
+    // The PostgreSQL sink drains the topic: the table holds each row once,
+    // in its latest version, as the simulator's final state has it.
+    let (_db, pool) = drain_into_postgres(&topic).await;
+    type Values = (String, String, String);
+    let mut expected: BTreeMap<String, Values> = BTreeMap::new();
+    for i in 0..rows {
+        let c = served_case(&g, updates, i);
+        let values = (
+            c.hosp_yn.to_string(),
+            c.icu_yn.to_string(),
+            c.current_status.to_string(),
+        );
+        expected.insert(c.row_id.to_string(), values);
+    }
+    let stored: BTreeMap<String, Values> = sqlx::query_as::<_, (String, String, String, String)>(
+        "SELECT row_id, hosp_yn, icu_yn, current_status FROM health_case",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(id, h, i, s)| (id, (h, i, s)))
+    .collect();
+    assert_eq!(stored.len(), expected.len(), "each row once in the table");
+    assert!(stored == expected, "each row in its latest version");
+    mid_load
 }
 
 /// Rows updated upstream while the data set grows (one row in 7 a new
 /// version of the row 900 rows before it), across kills: every row reaches
 /// the topic, and its last record there is its latest version, the one the
-/// sinks keep; the PostgreSQL sink, draining the topic, then holds each row
+/// sinks keep: the PostgreSQL sink, draining the topic, holds each row
 /// once, in its latest version. A row updated before `cdc-cases` reached it
 /// is only ever served, hence produced, in its new version.
 #[tokio::test]
@@ -257,41 +284,7 @@ async fn rows_updated_between_polls_end_in_their_latest_version_across_kills() {
         .map(|i| i * UPDATED_ROWS / 4 + rand::random_range(500..UPDATED_ROWS / 4))
         .collect();
     points.sort_unstable();
-    let updates = cases.updates;
-    let (_, topic) = ingest_with_kills(SEED + 2, cases, Vec::new(), &points).await;
-
-    // The PostgreSQL sink drains the topic: the table holds each row once,
-    // in its latest version.
-    let (_db, pool) = drain_into_postgres(&topic).await;
-    let g = CaseGenerator::new(CaseGenConfig {
-        seed: SEED + 2,
-        ..CaseGenConfig::default()
-    })
-    .unwrap();
-    let mut expected = BTreeMap::new();
-    for i in 0..UPDATED_ROWS {
-        let c = served_case(&g, updates, i);
-        expected.insert(
-            c.row_id.to_string(),
-            (
-                c.hosp_yn.to_string(),
-                c.icu_yn.to_string(),
-                c.current_status.to_string(),
-            ),
-        );
-    }
-    let stored: BTreeMap<String, (String, String, String)> =
-        sqlx::query_as::<_, (String, String, String, String)>(
-            "SELECT row_id, hosp_yn, icu_yn, current_status FROM health_case",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(id, h, i, s)| (id, (h, i, s)))
-        .collect();
-    assert_eq!(stored.len(), expected.len(), "each row once");
-    assert!(stored == expected, "each row in its latest version");
+    ingest_with_kills(SEED + 2, cases, Vec::new(), &points).await;
 }
 
 /// The `data` of every record of `topic`, by event id: every version seen,
