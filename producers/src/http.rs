@@ -36,6 +36,10 @@ pub struct HttpConfig {
     pub retry_after_max_s: u64,
     /// The `User-Agent` sent with every request.
     pub user_agent: String,
+    /// PEM file of CA certificates trusted for HTTPS, beside the webpki
+    /// roots and the system's (a private CA, a proxy's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -54,6 +58,7 @@ impl Default for HttpConfig {
                 " (+https://github.com/vigie)"
             )
             .to_owned(),
+            ca_file: None,
         }
     }
 }
@@ -99,6 +104,9 @@ pub enum FetchError {
         /// What was wrong.
         message: String,
     },
+    /// The client could not be built from the settings.
+    #[error("HTTP client: {0}")]
+    Client(String),
     /// Shutdown was requested while waiting.
     #[error("stopped")]
     Cancelled,
@@ -153,15 +161,28 @@ impl HttpFetcher {
         source: &'static str,
         metrics: SourceMetrics,
     ) -> Result<Self, FetchError> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(&config.user_agent)
             .timeout(Duration::from_millis(config.timeout_ms))
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .build()
-            .map_err(|e| FetchError::Request {
-                url: String::new(),
-                message: e.to_string(),
-            })?;
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms));
+        if let Some(path) = &config.ca_file {
+            let refused = |message: String| {
+                FetchError::Client(format!(
+                    "producers.http.ca_file {}: {message}",
+                    path.display()
+                ))
+            };
+            let pem = std::fs::read(path).map_err(|e| refused(e.to_string()))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| refused(format!("not a PEM file of certificates: {e}")))?;
+            if certificates.is_empty() {
+                return Err(refused("holds no certificate".into()));
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let client = builder.build().map_err(|e| FetchError::Client(chain(&e)))?;
         Ok(Self {
             client,
             config: config.clone(),
@@ -258,6 +279,13 @@ impl HttpFetcher {
                     message: shown(&e.to_string()),
                 });
             }
+            // A certificate refused is refused again: no retry.
+            Err(e) if is_certificate_refusal(&e) => {
+                return Attempt::Fatal(FetchError::Request {
+                    url: shown(url),
+                    message: format!("TLS: {}", shown(&chain(&e))),
+                });
+            }
             Err(e) => return retry(error_kind(&e), &e, None),
         };
         let status = resp.status();
@@ -345,14 +373,7 @@ async fn excerpt(mut resp: reqwest::Response) -> String {
 
 fn retry(kind: &'static str, e: &reqwest::Error, wait: Option<Duration>) -> Attempt {
     // The source chain carries the useful part ("connection reset", ...).
-    let mut error = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        error.push_str(": ");
-        error.push_str(&s.to_string());
-        source = s.source();
-    }
-    let error = shown(&error);
+    let error = shown(&chain(e));
     Attempt::Retry { kind, error, wait }
 }
 
@@ -360,6 +381,24 @@ fn retry(kind: &'static str, e: &reqwest::Error, wait: Option<Duration>) -> Atte
 /// without the password of a URL's user info.
 fn shown(text: &str) -> String {
     vigie_config::redact_url_passwords(text).into_owned()
+}
+
+/// Whether the server's certificate was refused (unknown issuer, expired,
+/// another name...): a configuration matter, not a passing failure.
+fn is_certificate_refusal(e: &reqwest::Error) -> bool {
+    e.is_connect() && chain(e).contains("invalid peer certificate")
+}
+
+/// An error and its sources, joined.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 fn error_kind(e: &reqwest::Error) -> &'static str {

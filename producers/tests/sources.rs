@@ -56,6 +56,8 @@ struct Run<'a> {
     options: &'a str,
     state: &'a std::path::Path,
     metrics: SourceMetrics,
+    /// `producers.http.ca_file`.
+    ca_file: Option<std::path::PathBuf>,
 }
 
 impl<'a> Run<'a> {
@@ -74,6 +76,7 @@ impl<'a> Run<'a> {
             options,
             state,
             metrics: metrics.clone(),
+            ca_file: None,
         }
     }
 
@@ -95,6 +98,14 @@ impl<'a> Run<'a> {
 
     /// Runs `source` in this run's place until it has caught up.
     async fn go_with(&self, source: Box<dyn vigie_producers::Source>) -> RunStats {
+        self.try_go_with(source).await.expect("run")
+    }
+
+    /// [`Run::go_with`], its error returned.
+    async fn try_go_with(
+        &self,
+        source: Box<dyn vigie_producers::Source>,
+    ) -> Result<RunStats, vigie_producers::RunError> {
         let config = self.config();
         let runner = SourceRunner {
             config,
@@ -103,6 +114,7 @@ impl<'a> Run<'a> {
                 backoff_max_ms: 200,
                 timeout_ms: 5_000,
                 user_agent: "vigie-test/1".into(),
+                ca_file: self.ca_file.clone(),
                 ..HttpConfig::default()
             },
             checkpoints: CheckpointStore::open(self.state.join("checkpoints")).unwrap(),
@@ -119,7 +131,6 @@ impl<'a> Run<'a> {
         tokio::time::timeout(DEADLINE, runner.run(source, &producer, &Default::default()))
             .await
             .expect("the source catches up in time")
-            .expect("run")
     }
 }
 
@@ -351,6 +362,7 @@ async fn who_covid_produces_each_new_day_once_as_the_file_grows() {
             options: "",
             state: state.path(),
             metrics: SourceMetrics::unregistered(),
+            ca_file: None,
         }
         .go()
         .await;
@@ -431,6 +443,7 @@ async fn who_don_obeys_robots_and_the_rate_detects_edits_and_survives_a_layout_c
         options: &options,
         state: state.path(),
         metrics: metrics.clone(),
+        ca_file: None,
     };
 
     // First cycle: every allowed article, once, through a 429 and a reset.
@@ -558,6 +571,7 @@ async fn a_page_over_the_brokers_limit_still_gets_a_dead_letter_that_fits() {
         options: "",
         state: state.path(),
         metrics: SourceMetrics::unregistered(),
+        ca_file: None,
     };
     let stats = run.go_with(Box::new(OneBigPage(Some(page.clone())))).await;
     assert_eq!(stats.rejects, 1);
@@ -610,6 +624,7 @@ async fn who_don_dead_letters_a_bad_article_once_per_version_and_keeps_only_list
         options,
         state: state.path(),
         metrics: SourceMetrics::unregistered(),
+        ca_file: None,
     };
     let all = run("requests_per_second = 200");
     let b = &broker().bootstrap;
@@ -650,4 +665,100 @@ async fn who_don_dead_letters_a_bad_article_once_per_version_and_keeps_only_list
         2,
         "the bad page, listed first, was kept"
     );
+}
+
+/// A certificate authority and a certificate it signed for 127.0.0.1, made
+/// for the test: the CA's PEM, the certificate and its key.
+fn test_pki() -> (
+    String,
+    rustls::pki_types::CertificateDer<'static>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "Vigie test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    (
+        ca.pem(),
+        leaf.der().clone(),
+        rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+    )
+}
+
+/// An HTTPS front for `backend`: TLS with `cert` and `key`, the bytes
+/// relayed to the plain server behind. Returns its address.
+async fn https_front(
+    backend: SocketAddr,
+    cert: rustls::pki_types::CertificateDer<'static>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> SocketAddr {
+    // ring is the one crypto provider built in, hence the default.
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends the handshake.
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    addr
+}
+
+/// `cdc-cases` over HTTPS: a certificate its CA bundle does not vouch for
+/// stops the source at once with an error naming the URL and the refusal
+/// (no retries); with the test CA in `producers.http.ca_file`, every row
+/// comes through.
+#[tokio::test]
+async fn cdc_cases_over_https_trust_the_configured_ca_and_refuse_an_unknown_one() {
+    const ROWS: u64 = 2_500;
+    let sim = cases_simulator(31, ROWS, Vec::new()).await;
+    let (ca_pem, cert, key) = test_pki();
+    let front = https_front(sim.addr(), cert, key).await;
+    let state = tempfile::tempdir().unwrap();
+    let ca_file = state.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    let topic = topic("health.case.v1").await;
+    let metrics = SourceMetrics::unregistered();
+    let mut run = Run::cases(&sim, &topic, "page_size = 1000", state.path(), &metrics);
+    run.url = format!("https://127.0.0.1:{}{CASES_PATH}", front.port());
+
+    let spec = vigie_producers::spec("cdc-cases").unwrap();
+    let err = run
+        .try_go_with((spec.build)(&run.config()).unwrap())
+        .await
+        .expect_err("an unknown CA is refused")
+        .to_string();
+    assert!(err.contains(&run.url), "{err}");
+    assert!(err.contains("invalid peer certificate"), "{err}");
+    assert!(!err.contains("gave up after"), "not retried: {err}");
+    assert_eq!(topic_len(&broker().bootstrap, &topic), 0);
+
+    run.ca_file = Some(ca_file);
+    assert_eq!(run.go().await.events, ROWS);
+    assert_eq!(ids(&topic, ROWS as usize).len(), ROWS as usize);
 }
