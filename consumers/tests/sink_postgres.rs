@@ -462,6 +462,66 @@ impl vigie_consumers::Rejects for Refused {
     }
 }
 
+/// PostgreSQL over TLS with the server's certificate verified
+/// (`sslmode=verify-full` against the local CA `scripts/setup` made): the
+/// sink connects, migrates and writes on an encrypted connection. Against
+/// another CA it refuses to connect, and says why.
+#[tokio::test]
+async fn the_sink_connects_with_verify_full_and_refuses_an_unknown_ca() {
+    let db = TestDb::create().await;
+    let ca = vigie_testkit::postgres_ca();
+    assert!(ca.exists(), "scripts/setup makes {}", ca.display());
+    let tls = |ca: &std::path::Path| {
+        format!(
+            "{}?sslmode=verify-full&sslrootcert={}",
+            db.url,
+            ca.display()
+        )
+    };
+    let mut s = PostgresSink::connect(&PostgresConfig {
+        url: tls(&ca),
+        ..PostgresConfig::default()
+    })
+    .await
+    .expect("the sink connects over TLS");
+    let mut refused = Refused::default();
+    s.write(
+        &[case_version("No", Some(1), 1)],
+        &no_offsets(),
+        &mut refused,
+    )
+    .await
+    .unwrap();
+    let pool = sqlx::PgPool::connect(&tls(&ca)).await.unwrap();
+    let (encrypted, rows): (bool, i64) = sqlx::query_as(
+        "SELECT (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()),
+                (SELECT count(*) FROM health_case)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(encrypted && rows == 1, "{encrypted} {rows}");
+
+    // A CA that did not sign the server's certificate.
+    let other = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .self_signed(&rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, other.pem()).unwrap();
+    let attempt = PostgresSink::connect(&PostgresConfig {
+        url: tls(&other_ca),
+        ..PostgresConfig::default()
+    })
+    .await;
+    let Err(err) = attempt else {
+        panic!("an unknown CA is refused");
+    };
+    let err = err.to_string();
+    assert!(err.contains("certificate"), "{err}");
+}
+
 /// 2026-01-01 at `h` o'clock.
 fn hour(h: u32) -> chrono::DateTime<Utc> {
     chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 1, 1, h, 0, 0).unwrap()

@@ -24,7 +24,7 @@ pub use kafka::{
     produce_raw, produce_raw_at, read_to_end, read_topic, topic_len, unique_name,
 };
 pub use onnx::ort_dylib;
-pub use postgres::{TestDb, admin_url};
+pub use postgres::{TestDb, admin_url, postgres_ca};
 pub use wait::wait_for;
 
 /// Shows the components' logs at the level `RUST_LOG` asks for (none when

@@ -8,6 +8,18 @@ pub fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@localhost:5432/postgres".to_owned())
 }
 
+/// The CA that signed the test server's certificate (made by
+/// `scripts/setup` in `$VIGIE_STATE/postgres-tls/`), for
+/// `sslmode=verify-full&sslrootcert=...`.
+pub fn postgres_ca() -> std::path::PathBuf {
+    std::env::var_os("VIGIE_STATE")
+        .map_or_else(
+            || crate::repo_root().join(".vigie"),
+            std::path::PathBuf::from,
+        )
+        .join("postgres-tls/ca.pem")
+}
+
 /// A database created for one test. Dropping it drops the database.
 #[derive(Debug)]
 pub struct TestDb {
