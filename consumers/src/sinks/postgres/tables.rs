@@ -119,6 +119,7 @@ impl Target {
                  WHERE rn BETWEEN $1 AND $2 AND county_fips IS NOT NULL AND res_county IS NOT NULL
                  ORDER BY county_fips, ingested_at DESC
                  ON CONFLICT (county_fips) DO NOTHING",
+                concat!(
                 "INSERT INTO health_case (event_id, row_id, case_month, res_state, county_fips,
                     age_group, sex, race, ethnicity, case_positive_specimen_interval,
                     case_onset_interval, process, exposure_yn, current_status, symptom_status,
@@ -144,12 +145,9 @@ impl Target {
                     icu_yn = EXCLUDED.icu_yn, death_yn = EXCLUDED.death_yn,
                     underlying_conditions_yn = EXCLUDED.underlying_conditions_yn,
                     source = EXCLUDED.source, occurred_at = EXCLUDED.occurred_at,
-                    ingested_at = EXCLUDED.ingested_at,
-                    upstream_updated_at = EXCLUDED.upstream_updated_at
-                 WHERE (COALESCE(health_case.upstream_updated_at, '-infinity'),
-                        health_case.ingested_at)
-                     < (COALESCE(EXCLUDED.upstream_updated_at, '-infinity'),
-                        EXCLUDED.ingested_at)",
+                    ingested_at = EXCLUDED.ingested_at",
+                newer_version!("health_case")
+            ),
             ],
             Target::CountryDay => &[
                 "INSERT INTO dim_country (country_code, name, who_region)
@@ -191,6 +189,7 @@ impl Target {
                  WHERE outbreak_news.ingested_at < EXCLUDED.ingested_at",
             ],
             Target::CaseScore => &[
+                concat!(
                 "INSERT INTO case_score (event_id, case_event_id, model_name, model_version, score,
                     scored_at, ingested_at, upstream_updated_at)
                  SELECT DISTINCT ON (event_id) event_id, case_event_id, model_name, model_version,
@@ -199,16 +198,31 @@ impl Target {
                  ORDER BY event_id, upstream_updated_at DESC NULLS LAST, ingested_at DESC
                  ON CONFLICT (event_id) DO UPDATE SET
                     score = EXCLUDED.score, scored_at = EXCLUDED.scored_at,
-                    ingested_at = EXCLUDED.ingested_at,
-                    upstream_updated_at = EXCLUDED.upstream_updated_at
-                 WHERE (COALESCE(case_score.upstream_updated_at, '-infinity'),
-                        case_score.ingested_at)
-                     < (COALESCE(EXCLUDED.upstream_updated_at, '-infinity'),
-                        EXCLUDED.ingested_at)",
+                    ingested_at = EXCLUDED.ingested_at",
+                newer_version!("case_score")
+            ),
             ],
         }
     }
 }
+
+/// The end of an upsert of a versioned table: the stored row is replaced
+/// only by a newer version, by `upstream_updated_at` (none sorts first),
+/// then `ingested_at`; it sets `upstream_updated_at` too.
+macro_rules! newer_version {
+    ($table:literal) => {
+        concat!(
+            ", upstream_updated_at = EXCLUDED.upstream_updated_at
+                 WHERE (COALESCE(",
+            $table,
+            ".upstream_updated_at, '-infinity'), ",
+            $table,
+            ".ingested_at)
+                     < (COALESCE(EXCLUDED.upstream_updated_at, '-infinity'), EXCLUDED.ingested_at)"
+        )
+    };
+}
+use newer_version;
 
 fn ts(t: &chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
