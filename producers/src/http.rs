@@ -166,21 +166,7 @@ impl HttpFetcher {
             .timeout(Duration::from_millis(config.timeout_ms))
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms));
         if let Some(path) = &config.ca_file {
-            let refused = |message: String| {
-                FetchError::Client(format!(
-                    "producers.http.ca_file {}: {message}",
-                    path.display()
-                ))
-            };
-            let pem = std::fs::read(path).map_err(|e| refused(e.to_string()))?;
-            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| refused(format!("not a PEM file of certificates: {e}")))?;
-            if certificates.is_empty() {
-                return Err(refused("holds no certificate".into()));
-            }
-            for certificate in certificates {
-                builder = builder.add_root_certificate(certificate);
-            }
+            builder = trust_ca_file(builder, path)?;
         }
         let client = builder.build().map_err(|e| FetchError::Client(chain(&e)))?;
         Ok(Self {
@@ -381,6 +367,42 @@ fn retry(kind: &'static str, e: &reqwest::Error, wait: Option<Duration>) -> Atte
 /// without the password of a URL's user info.
 fn shown(text: &str) -> String {
     vigie_config::redact_url_passwords(text).into_owned()
+}
+
+/// `builder` also trusting the certificates of the PEM file at `path`.
+#[cfg(feature = "tls")]
+fn trust_ca_file(
+    mut builder: reqwest::ClientBuilder,
+    path: &std::path::Path,
+) -> Result<reqwest::ClientBuilder, FetchError> {
+    let refused = |message: String| {
+        FetchError::Client(format!(
+            "producers.http.ca_file {}: {message}",
+            path.display()
+        ))
+    };
+    let pem = std::fs::read(path).map_err(|e| refused(e.to_string()))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| refused(format!("not a PEM file of certificates: {e}")))?;
+    if certificates.is_empty() {
+        return Err(refused("holds no certificate".into()));
+    }
+    for certificate in certificates {
+        builder = builder.add_root_certificate(certificate);
+    }
+    Ok(builder)
+}
+
+/// Without the `tls` feature there is no certificate to trust.
+#[cfg(not(feature = "tls"))]
+fn trust_ca_file(
+    _: reqwest::ClientBuilder,
+    path: &std::path::Path,
+) -> Result<reqwest::ClientBuilder, FetchError> {
+    Err(FetchError::Client(format!(
+        "producers.http.ca_file {}: this build has no TLS (the `tls` feature)",
+        path.display()
+    )))
 }
 
 /// Whether the server's certificate was refused (unknown issuer, expired,
