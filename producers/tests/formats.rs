@@ -8,7 +8,7 @@ use vigie_core::health::{AgeGroup, ContentHash, YesNo};
 use vigie_producers::sources::who_don::{
     ArticleError, Compiled, Selectors, parse_article, parse_listing,
 };
-use vigie_producers::sources::{cdc_cases, who_covid};
+use vigie_producers::sources::{cdc_cases, who_covid, who_don};
 
 const SODA: &[u8] = include_bytes!("fixtures/soda_page.json");
 const CSV: &[u8] = include_bytes!("fixtures/who_daily.csv");
@@ -119,6 +119,20 @@ fn a_csv_with_another_header_is_refused_whole() {
         .expect_err("wrong header");
     let msg = err.to_string();
     assert!(msg.contains("unexpected CSV header `date,code`"), "{msg}");
+}
+
+/// The version of an article's content ignores the page around it and
+/// follows what the selectors read.
+#[test]
+fn an_articles_version_is_its_content_not_its_page() {
+    let s = Compiled::new(&Selectors::default()).unwrap();
+    let v = who_don::article_version(ARTICLE, &s);
+    let chrome = ARTICLE.replacen("<head>", "<head><meta name=\"csrf\" content=\"a1b2\">", 1);
+    assert_ne!(chrome, ARTICLE);
+    assert_eq!(who_don::article_version(&chrome, &s), v);
+    let title = ARTICLE.replacen("don-title\">", "don-title\">Updated: ", 1);
+    assert_ne!(title, ARTICLE);
+    assert_ne!(who_don::article_version(&title, &s), v);
 }
 
 #[test]

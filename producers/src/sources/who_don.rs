@@ -4,7 +4,8 @@
 //! `Crawl-delay`), keeps to a per-host request rate, and detects changes by
 //! content hash: an unchanged article produces nothing, an edited one a new
 //! version (same event id, newer `ingested_at`). An article with an invalid
-//! value is dead-lettered once per version of its page. The state holds
+//! value is dead-lettered once per version of its content (what the
+//! selectors find, not the page around it). The state holds
 //! the articles of the last complete cycle through the listing (and of the
 //! current one): an article no longer listed is forgotten, and produced
 //! again, same event id, should it come back. A page whose layout no
@@ -202,6 +203,26 @@ pub enum ArticleError {
     Value(String),
 }
 
+/// The version of an article page's content: a hash of what the selectors
+/// find (title, publication date, disease, countries, summary), not of the
+/// page around them, so that a page refused for a value is dead-lettered
+/// again when its article changes, not when its header or a token does.
+pub fn article_version(html: &str, s: &Compiled) -> String {
+    let doc = Html::parse_document(html);
+    let mut text = String::new();
+    for selector in [&s.title, &s.published, &s.disease, &s.country, &s.summary] {
+        for el in doc.select(selector) {
+            text.extend(el.text());
+            if let Some(at) = el.value().attr("datetime") {
+                text.push_str(at);
+            }
+            text.push('\u{1f}');
+        }
+        text.push('\u{1e}');
+    }
+    digest(text.as_bytes())
+}
+
 /// Reads an article page.
 pub fn parse_article(html: &str, url: &Url, s: &Compiled) -> Result<OutbreakNews, ArticleError> {
     let doc = Html::parse_document(html);
@@ -381,8 +402,8 @@ impl Source for WhoDon {
                     self.quarantine(cx.quarantine, url, &html);
                 }
                 Err(ArticleError::Value(error)) => {
-                    // Once per version of the page, not once per cycle.
-                    let version = format!("{REFUSED}{}", digest(html.as_bytes()));
+                    // Once per version of the article, not once per cycle.
+                    let version = format!("{REFUSED}{}", article_version(&html, &self.selectors));
                     if at.seen.get(url.as_str()) == Some(&version) {
                         continue;
                     }
