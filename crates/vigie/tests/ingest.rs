@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Reaped, SpawnReaped, free_port, metric, postgres_sink, vigie};
+use common::{Reaped, SpawnReaped, free_port, metric, postgres_sink, stored_offsets, vigie};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -330,15 +330,7 @@ async fn drain_into_postgres(topic: &str) -> (TestDb, sqlx::PgPool) {
         .stderr(Stdio::null())
         .spawn_reaped();
     wait_for("the sink to store the whole topic", DEADLINE, || async {
-        let stored: Option<i64> = sqlx::query_scalar(
-            "SELECT sum(next_offset)::bigint FROM sink_offsets WHERE consumer_group = $1",
-        )
-        .bind(&group)
-        .fetch_one(&pool)
-        .await
-        .ok()
-        .flatten();
-        (stored == Some(total)).then_some(())
+        (stored_offsets(&pool, &group).await == Some(total)).then_some(())
     })
     .await;
     sink.kill().unwrap();

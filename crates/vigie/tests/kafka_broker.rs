@@ -6,7 +6,7 @@ mod common;
 
 use common::{
     Reaped, SpawnReaped, count_writes, free_port, postgres_sink, produce_sample,
-    produce_sample_with, vigie, writes,
+    produce_sample_with, stored_offsets, vigie, writes,
 };
 
 use std::collections::BTreeMap;
@@ -136,17 +136,6 @@ async fn rows(pool: &sqlx::PgPool) -> Option<i64> {
         .fetch_one(pool)
         .await
         .ok()
-}
-
-async fn stored_offsets(pool: &sqlx::PgPool, group: &str) -> Option<i64> {
-    sqlx::query_scalar(
-        "SELECT sum(next_offset)::bigint FROM sink_offsets WHERE consumer_group = $1",
-    )
-    .bind(group)
-    .fetch_one(pool)
-    .await
-    .ok()
-    .flatten()
 }
 
 /// The broker crashes (SIGKILL) and restarts under a running sink and a

@@ -223,13 +223,14 @@ fn plan(
             }
         };
         let new = after.is_none_or(|a| day.date_reported > a);
-        if !new && !in_window(day.date_reported) {
+        let windowed = in_window(day.date_reported);
+        if !new && !windowed {
             continue;
         }
         let key = row_key(&day);
         let hash = row_digest(&day);
         let changed = at.seen.get(&key) != Some(&hash);
-        if in_window(day.date_reported) {
+        if windowed {
             plan.next.seen.insert(key, hash);
         }
         if new || changed {

@@ -207,22 +207,20 @@ pub fn served_case(generator: &CaseGenerator, updates: Option<Updates>, index: u
     match updates {
         Some(u) if u.is_update(index) => {
             let mut row = generator.row(index - u.distance);
-            let next = |all: &[YesNo], v: YesNo| {
-                let at = all.iter().position(|x| *x == v).unwrap_or(0);
-                all[(at + 1) % all.len()]
-            };
-            row.hosp_yn = next(YesNo::ALL, row.hosp_yn);
-            row.icu_yn = next(YesNo::ALL, row.icu_yn);
-            let statuses = CurrentStatus::ALL;
-            let at = statuses
-                .iter()
-                .position(|x| *x == row.current_status)
-                .unwrap_or(0);
-            row.current_status = statuses[(at + 1) % statuses.len()];
+            row.hosp_yn = next_value(YesNo::ALL, row.hosp_yn);
+            row.icu_yn = next_value(YesNo::ALL, row.icu_yn);
+            row.current_status = next_value(CurrentStatus::ALL, row.current_status);
             row
         }
         _ => generator.row(index),
     }
+}
+
+/// The value after `v` in its vocabulary `all`, the last one followed by
+/// the first.
+fn next_value<T: Copy + PartialEq>(all: &[T], v: T) -> T {
+    let at = all.iter().position(|x| *x == v).unwrap_or(0);
+    all[(at + 1) % all.len()]
 }
 
 impl Layout<'_> {

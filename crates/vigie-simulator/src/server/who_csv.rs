@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use chrono::{Days, NaiveDate};
+use chrono::{Datelike, Days, NaiveDate};
 use vigie_core::health::CountryDay;
 
 use super::config::WhoSim;
@@ -41,7 +41,12 @@ pub const FUTURE_ROW_DAYS: u64 = 36_525;
 pub fn served_rows(generator: &CountryDayGenerator, days: u32, who: &WhoSim) -> Vec<CountryDay> {
     let final_days = days.saturating_sub(who.preliminary_days);
     let mut rows = Vec::with_capacity(days as usize * generator.countries() + 1);
+    // The future row: the last day's first row as generated, re-dated.
+    let mut future = None;
     for (index, day) in (0..days).zip(generator.days(0..days)) {
+        if who.future_row && index + 1 == days {
+            future = day.first().cloned();
+        }
         for mut row in day {
             if index >= final_days {
                 row.new_cases = None;
@@ -50,13 +55,11 @@ pub fn served_rows(generator: &CountryDayGenerator, days: u32, who: &WhoSim) -> 
             rows.push(row);
         }
     }
-    if who.future_row
-        && let Some(last) = days.checked_sub(1)
-        && let Some(mut row) = generator.day(last).into_iter().next()
+    if let Some(mut row) = future
         && let Some(date) = row
             .date_reported
             .checked_add_days(Days::new(FUTURE_ROW_DAYS))
-            .filter(|d| d.format("%Y").to_string().len() == 4)
+            .filter(|d| d.year() <= 9999)
     {
         row.date_reported = date;
         rows.push(row);

@@ -194,3 +194,20 @@ pub(crate) fn postgres_sink(
     .stdout(std::process::Stdio::null());
     c
 }
+
+/// The sum of the next offsets `group` stored in `sink_offsets`, when it
+/// stored any.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all use it"
+)]
+pub(crate) async fn stored_offsets(pool: &sqlx::PgPool, group: &str) -> Option<i64> {
+    sqlx::query_scalar(
+        "SELECT sum(next_offset)::bigint FROM sink_offsets WHERE consumer_group = $1",
+    )
+    .bind(group)
+    .fetch_one(pool)
+    .await
+    .ok()
+    .flatten()
+}
