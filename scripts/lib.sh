@@ -48,3 +48,23 @@ need_nightly() {
   [[ "$(cargo-fuzz --version 2>/dev/null)" == "cargo-fuzz $CARGO_FUZZ_VERSION" ]] \
     || die "no cargo-fuzz $CARGO_FUZZ_VERSION on the PATH: run scripts/setup"
 }
+
+# local_tls DIR — a CA of this checkout's own (DIR/ca.pem, ca.key) and a
+# server certificate it signed for localhost and 127.0.0.1 (DIR/server.crt,
+# server.key), made with openssl unless DIR already holds a pair that
+# verifies. Returns 1 when it had nothing to make, so that callers install
+# what it made only once.
+local_tls() {
+  local d=$1
+  if openssl verify -CAfile "$d/ca.pem" "$d/server.crt" >/dev/null 2>&1; then return 1; fi
+  mkdir -p "$d"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=Vigie local CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null || die "openssl could not make the CA in $d"
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null || die "openssl could not make a server key in $d"
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$d/server.ext"
+  openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" \
+    -CAcreateserial -days 3650 -extfile "$d/server.ext" -out "$d/server.crt" 2>/dev/null \
+    || die "openssl could not sign the server certificate in $d"
+}

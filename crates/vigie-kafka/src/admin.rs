@@ -10,7 +10,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{Cluster, explain};
+use crate::cluster::Cluster;
 use crate::dlq::dlq_topic;
 use crate::error::KafkaError;
 
@@ -137,18 +137,14 @@ pub async fn ensure_topics(
     Ok(out)
 }
 
-/// A real round trip to the cluster (a metadata request), for `/readyz`.
+/// A real round trip to the cluster (a metadata request), for `/readyz` and
+/// the first contact of every command: see [`Cluster::check`].
 pub async fn ping(cluster: &Cluster, timeout: Duration) -> Result<(), KafkaError> {
     let cluster = cluster.clone();
-    tokio::task::spawn_blocking(move || {
-        let c: rdkafka::consumer::BaseConsumer = cluster.short_lived(&[])?;
-        rdkafka::consumer::Consumer::fetch_metadata(&c, None, timeout)
-            .map_err(|e| explain(&c, e.into()))?;
-        Ok(())
-    })
-    .await
-    .map_err(|e| KafkaError::Admin {
-        what: "ping".into(),
-        message: e.to_string(),
-    })?
+    tokio::task::spawn_blocking(move || cluster.check(timeout))
+        .await
+        .map_err(|e| KafkaError::Admin {
+            what: "ping".into(),
+            message: e.to_string(),
+        })?
 }

@@ -35,6 +35,18 @@ pub enum KafkaError {
         /// The errors the client reported before it.
         reported: String,
     },
+    /// The cluster refused the connection in a way retrying cannot mend
+    /// (authentication refused, a certificate that does not verify, a
+    /// plaintext client on a TLS listener).
+    #[error("Kafka at {brokers} refused the connection ({connection}): {reported}")]
+    Refused {
+        /// The bootstrap servers.
+        brokers: String,
+        /// How the client connected: the non-secret connection properties.
+        connection: String,
+        /// What the client reported: listener, stage, mechanism.
+        reported: String,
+    },
     /// A step of a Kafka transaction failed
     /// ([`txn_failure`](Self::txn_failure) tells what may follow).
     #[error("{step} failed: {source}")]
@@ -58,6 +70,7 @@ impl KafkaError {
             Self::Commit(_) => "commit",
             Self::Admin { .. } => "admin",
             Self::Unreachable { .. } => "unreachable",
+            Self::Refused { .. } => "refused",
             Self::Transaction { .. } => "transaction",
             Self::Client(_) => "client",
         }

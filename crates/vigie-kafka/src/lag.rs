@@ -57,13 +57,12 @@ fn group_lag_blocking(
     topics: &[String],
     timeout: Duration,
 ) -> Result<Vec<PartitionLag>, KafkaError> {
-    let c: BaseConsumer =
-        cluster.short_lived(&[("group.id", group), ("enable.auto.commit", "false")])?;
-    lag_of(&c, topics, timeout).map_err(|e| explain(&c, e))
+    let c = cluster.short_lived(&[("group.id", group), ("enable.auto.commit", "false")])?;
+    lag_of(&c, topics, timeout).map_err(|e| explain(cluster, &c, e))
 }
 
-fn lag_of(
-    c: &BaseConsumer,
+fn lag_of<C: rdkafka::consumer::ConsumerContext>(
+    c: &BaseConsumer<C>,
     topics: &[String],
     timeout: Duration,
 ) -> Result<Vec<PartitionLag>, KafkaError> {
@@ -105,8 +104,8 @@ fn lag_of(
 /// The group's committed offsets. A group coordinator that is still being
 /// elected or loaded (a broker just started, `__consumer_offsets` just
 /// created) answers with an error that passes: asked again until `timeout`.
-fn committed_offsets(
-    c: &BaseConsumer,
+fn committed_offsets<C: rdkafka::consumer::ConsumerContext>(
+    c: &BaseConsumer<C>,
     tpl: &TopicPartitionList,
     timeout: Duration,
 ) -> Result<TopicPartitionList, KafkaError> {
@@ -140,10 +139,10 @@ pub async fn group_members(
 ) -> Result<Vec<String>, KafkaError> {
     let (cluster, group) = (cluster.clone(), group.to_owned());
     tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = cluster.short_lived(&[])?;
+        let c = cluster.short_lived(&[])?;
         let list = c
             .fetch_group_list(Some(&group), timeout)
-            .map_err(|e| explain(&c, e.into()))?;
+            .map_err(|e| explain(&cluster, &c, e.into()))?;
         Ok(list
             .groups()
             .iter()
@@ -169,10 +168,9 @@ pub async fn commit_group_offsets(
     let tpl = crate::consumer::offset_list(offsets)?;
     let (cluster, group) = (cluster.clone(), group.to_owned());
     tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer =
-            cluster.short_lived(&[("group.id", &group), ("enable.auto.commit", "false")])?;
+        let c = cluster.short_lived(&[("group.id", &group), ("enable.auto.commit", "false")])?;
         c.commit(&tpl, CommitMode::Sync)
-            .map_err(|e| explain(&c, e.into()))
+            .map_err(|e| explain(&cluster, &c, e.into()))
     })
     .await
     .map_err(|e| KafkaError::Admin {

@@ -1,11 +1,14 @@
-//! The Kafka clients against a broker with a SASL/PLAIN listener and
-//! Kafka's authorizer: a component authenticates as its own principal
-//! (`[kafka.security]`) and may do only what its ACLs allow it.
+//! The Kafka clients against a broker with SASL listeners (plaintext and
+//! TLS) and Kafka's authorizer: a component authenticates as its own
+//! principal (`[kafka.security]`) and may do only what its ACLs allow it.
 
 use std::time::Duration;
 
-use vigie_kafka::{Cluster, Delivered, EventProducer, KafkaError, KafkaMetrics, OutRecord};
-use vigie_kafka::{ProducerConfig, ping};
+use tokio_util::sync::CancellationToken;
+use vigie_kafka::{
+    BatchConsumer, Cluster, ConsumerConfig, Delivered, EventProducer, KafkaError, KafkaMetrics,
+    OutRecord, ProducerConfig, TopicSpec, ensure_topics, group_lag, ping,
+};
 use vigie_testkit::{PrivateKafka, create_topic, topic_len, unique_name};
 
 fn as_user(k: &PrivateKafka, user: &str, password: &str) -> Cluster {
@@ -93,5 +96,145 @@ async fn a_component_writes_only_where_its_acls_allow_and_a_denied_write_names_t
     assert!(
         err.contains("Authentication") && !err.contains("not-the-pw-7731"),
         "the error says the authentication was refused, without the password: {err}"
+    );
+}
+
+/// `user` on the SASL_SSL listener with `mechanism`, trusting the broker's CA.
+fn over_tls(k: &PrivateKafka, user: &str, password: &str, mechanism: &str) -> Cluster {
+    Cluster::new(k.sasl_ssl_bootstrap())
+        .with("security.protocol", "sasl_ssl")
+        .with("sasl.mechanism", mechanism)
+        .with("sasl.username", user)
+        .with("sasl.password", password)
+        .with("ssl.ca.location", k.ca_file().display().to_string())
+}
+
+#[tokio::test]
+async fn scram_over_tls_creates_produces_consumes_and_reads_the_lag_and_refusals_say_why() {
+    let k =
+        PrivateKafka::start_with_sasl(&[("vigie-ingest", "ingest-pw"), ("vigie-sink", "sink-pw")]);
+    let topic = unique_name("health.case.v1");
+    let group = unique_name("vigie-sink");
+    let allow = |user: &str, operations: &[&str], resource: &[&str]| {
+        let mut args = vec!["--add", "--allow-principal", user];
+        for op in operations {
+            args.extend(["--operation", op]);
+        }
+        args.extend(resource);
+        k.acls(&args);
+    };
+    allow(
+        "User:vigie-ingest",
+        &["Create", "Write", "Describe"],
+        &["--topic", &topic, "--resource-pattern-type", "prefixed"],
+    );
+    allow(
+        "User:vigie-sink",
+        &["Read", "Describe"],
+        &["--topic", &topic],
+    );
+    allow("User:vigie-sink", &["Read"], &["--group", &group]);
+    let ingest = over_tls(&k, "vigie-ingest", "ingest-pw", "SCRAM-SHA-512");
+    let sink = over_tls(&k, "vigie-sink", "sink-pw", "SCRAM-SHA-256");
+
+    // Topics, then records, as the ingest principal.
+    let spec = TopicSpec {
+        name: topic.clone(),
+        partitions: 2,
+        replication: 1,
+        retention_ms: None,
+        cleanup_policy: None,
+        dlq: true,
+        config: Default::default(),
+    };
+    let created = ensure_topics(&ingest, &[spec])
+        .await
+        .expect("vigie-ingest creates its topics over SASL_SSL");
+    assert_eq!(created.len(), 2, "{created:?}");
+    assert_eq!(send(&ingest, &topic).await.expect("delivered").len(), 10);
+
+    // Consumed, committed and read back as lag 0 by the sink principal.
+    ping(&sink, Duration::from_secs(10))
+        .await
+        .expect("vigie-sink is ready over SASL_SSL");
+    let lag = |c: Cluster| {
+        let (group, topics) = (group.clone(), vec![topic.clone()]);
+        async move {
+            group_lag(&c, &group, &topics, Duration::from_secs(10))
+                .await
+                .expect("lag")
+                .iter()
+                .map(|p| p.lag)
+                .sum::<i64>()
+        }
+    };
+    assert_eq!(lag(sink.clone()).await, 10);
+    let consumer = BatchConsumer::new(
+        &sink,
+        ConsumerConfig {
+            group_id: group.clone(),
+            topics: vec![topic.clone()],
+            batch_max_records: 10,
+            batch_max_wait_ms: 200,
+            ..ConsumerConfig::default()
+        },
+        KafkaMetrics::unregistered(),
+    )
+    .expect("consumer");
+    let stop = CancellationToken::new();
+    let mut consumed = 0;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while consumed < 10 {
+            let b = consumer
+                .next_batch(&stop)
+                .await
+                .expect("batch")
+                .expect("running");
+            consumer.commit(&b).expect("commit");
+            consumed += b.len();
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("consumed {consumed} of 10 over SASL_SSL"));
+    consumer.close().await;
+    assert_eq!(consumed, 10);
+    assert_eq!(lag(sink.clone()).await, 0);
+
+    // Refusals end the first contact at once, saying which listener and
+    // mechanism refused, never with the password.
+    let refused = |cluster: Cluster, timeout: u64| async move {
+        match cluster.check(Duration::from_secs(timeout)) {
+            Err(e @ KafkaError::Refused { .. }) => e.to_string(),
+            other => panic!("a refusal, not {other:?}"),
+        }
+    };
+    let tls_listener = format!("sasl_ssl://{}", k.sasl_ssl_bootstrap());
+    let err = refused(
+        over_tls(&k, "vigie-sink", "wrong-pw-5521", "SCRAM-SHA-512"),
+        30,
+    )
+    .await;
+    assert!(
+        err.contains(&tls_listener)
+            && err.contains("SCRAM-SHA-512")
+            && err.contains("Authentication failed")
+            && !err.contains("wrong-pw-5521"),
+        "a wrong password: {err}"
+    );
+    let untrusted = Cluster::new(k.sasl_ssl_bootstrap())
+        .with("security.protocol", "sasl_ssl")
+        .with("sasl.mechanism", "SCRAM-SHA-512")
+        .with("sasl.username", "vigie-sink")
+        .with("sasl.password", "sink-pw");
+    let err = refused(untrusted, 30).await;
+    assert!(
+        err.contains(&tls_listener) && err.contains("certificate verify failed"),
+        "a CA the client does not trust: {err}"
+    );
+    // The broker only closes the connection: judged when the wait ends.
+    let err = refused(Cluster::new(k.sasl_ssl_bootstrap()), 5).await;
+    assert!(
+        err.contains("security.protocol=plaintext") && err.contains("TLS listener"),
+        "a plaintext client on the TLS listener: {err}"
     );
 }

@@ -119,7 +119,7 @@ impl PrivateKafka {
     /// an ACL allows it ([`acls`](Self::acls)); on
     /// [`bootstrap`](Self::bootstrap), everything.
     pub fn start_with_sasl(users: &[(&str, &str)]) -> Self {
-        let port = free_ports(3);
+        let port = free_ports(4);
         let users: Vec<(String, String)> = users
             .iter()
             .map(|(u, p)| ((*u).to_owned(), (*p).to_owned()))
@@ -132,13 +132,30 @@ impl PrivateKafka {
         }
     }
 
-    /// The SASL/PLAIN listener of a broker started with users.
+    /// The SASL_PLAINTEXT listener of a broker started with users (PLAIN,
+    /// SCRAM-SHA-256, SCRAM-SHA-512).
     pub fn sasl_bootstrap(&self) -> String {
+        self.listener(2)
+    }
+
+    /// The SASL_SSL listener of a broker started with users (PLAIN,
+    /// SCRAM-SHA-256, SCRAM-SHA-512), whose certificate, for `127.0.0.1`
+    /// and `localhost`, [`ca_file`](Self::ca_file) signs.
+    pub fn sasl_ssl_bootstrap(&self) -> String {
+        self.listener(3)
+    }
+
+    /// The PEM file of the CA of this broker's TLS listener.
+    pub fn ca_file(&self) -> PathBuf {
+        crate::state_dir().join(format!("kafka-{}/tls/ca.pem", self.port))
+    }
+
+    fn listener(&self, offset: u16) -> String {
         assert!(
             !self.users.is_empty(),
-            "a broker started without SASL users"
+            "a broker started without SASL users has no SASL listener"
         );
-        format!("127.0.0.1:{}", self.port + 2)
+        format!("127.0.0.1:{}", self.port + offset)
     }
 
     /// Runs Kafka's `kafka-acls` against this broker with `args` (such as
@@ -172,7 +189,8 @@ impl Drop for PrivateKafka {
 }
 
 /// A port P such that P to P+n-1 are all free now (the broker's client,
-/// controller and SASL listeners), taken from a range no shared broker uses.
+/// controller, SASL_PLAINTEXT and SASL_SSL listeners), taken from a range
+/// no shared broker uses.
 fn free_ports(n: u16) -> u16 {
     for _ in 0..200 {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");

@@ -27,6 +27,13 @@ pub use onnx::ort_dylib;
 pub use postgres::{TestDb, admin_url, postgres_ca};
 pub use wait::wait_for;
 
+/// Where the scripts keep their state: `VIGIE_STATE`, else `.vigie/` at the
+/// top of the source tree.
+pub fn state_dir() -> std::path::PathBuf {
+    std::env::var_os("VIGIE_STATE")
+        .map_or_else(|| repo_root().join(".vigie"), std::path::PathBuf::from)
+}
+
 /// Shows the components' logs at the level `RUST_LOG` asks for (none when
 /// unset) in the output of the test, once per test process.
 pub fn logs() {

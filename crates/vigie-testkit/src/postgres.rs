@@ -12,12 +12,7 @@ pub fn admin_url() -> String {
 /// `scripts/setup` in `$VIGIE_STATE/postgres-tls/`), for
 /// `sslmode=verify-full&sslrootcert=...`.
 pub fn postgres_ca() -> std::path::PathBuf {
-    std::env::var_os("VIGIE_STATE")
-        .map_or_else(
-            || crate::repo_root().join(".vigie"),
-            std::path::PathBuf::from,
-        )
-        .join("postgres-tls/ca.pem")
+    crate::state_dir().join("postgres-tls/ca.pem")
 }
 
 /// A database created for one test. Dropping it drops the database.

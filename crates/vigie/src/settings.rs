@@ -1,12 +1,13 @@
 //! The whole configuration of the `vigie` binary: one struct per section,
 //! every field documented, unknown keys refused.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use vigie_config::{ConfigError, Loader, Secret};
 use vigie_consumers::{SinkSpec, SinksConfig};
-use vigie_kafka::{Cluster, ConsumerConfig, ProducerConfig, TopicSpec};
+use vigie_kafka::{Cluster, ConsumerConfig, KafkaError, ProducerConfig, TopicSpec};
 use vigie_producers::ProducersConfig;
 use vigie_telemetry::{LogConfig, TelemetryConfig};
 
@@ -18,6 +19,10 @@ pub(crate) fn defaults_toml() -> String {
         include_str!("../../../infra/topics.toml")
     )
 }
+
+/// How long a command's first contact with Kafka waits for an answer
+/// before it goes on with a warning.
+const FIRST_CONTACT: Duration = Duration::from_secs(5);
 
 /// Keys that may only come from the environment or a `<key>_file`: the
 /// Kafka password and every sink's own secrets.
@@ -85,6 +90,10 @@ pub(crate) struct SecuritySettings {
     /// `sasl_password_file`, never written in a config file.
     #[serde(default)]
     pub(crate) sasl_password: Option<Secret>,
+    /// PEM file of the CAs that sign the brokers' certificates (`ssl` and
+    /// `sasl_ssl`), trusted besides the system's.
+    #[serde(default)]
+    pub(crate) ssl_ca_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -123,6 +132,27 @@ impl Settings {
         if let Some(p) = &sec.sasl_password {
             cluster = cluster.with("sasl.password", p.expose());
         }
+        if let Some(ca) = &sec.ssl_ca_file {
+            cluster = cluster.with("ssl.ca.location", ca.display().to_string());
+        }
         cluster
+    }
+
+    /// [`cluster`](Self::cluster), after a first round trip to it. A
+    /// refused connection (a wrong password, a certificate that does not
+    /// verify, a plaintext client on a TLS listener) stops the command
+    /// here, saying what the client reported, rather than retrying
+    /// forever; a cluster that does not answer yet only warns, and the
+    /// clients keep trying.
+    pub(crate) async fn connect(&self) -> anyhow::Result<Cluster> {
+        let cluster = self.cluster();
+        match vigie_kafka::ping(&cluster, FIRST_CONTACT).await {
+            Ok(()) => {}
+            Err(e @ KafkaError::Refused { .. }) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "Kafka does not answer yet; its clients keep trying")
+            }
+        }
+        Ok(cluster)
     }
 }

@@ -153,7 +153,7 @@ async fn the_lag_client_uses_the_security_settings_and_never_shows_the_password(
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("kafka.security.protocol = sasl_plaintext"),
+        err.contains("security.protocol=sasl_plaintext"),
         "the error names the connection it tried: {err}"
     );
     let all = format!("{err}{}", String::from_utf8_lossy(&out.stdout));
@@ -677,4 +677,128 @@ async fn offsets_reset_refuses_a_running_group_and_a_bad_offset_then_moves_the_s
         .split_whitespace()
         .collect();
     assert_eq!(row[1..], ["0", "12", "1", "0", "30"], "{printed}");
+}
+
+/// Every command as its own SCRAM principal over SASL_SSL: topics, produce,
+/// consume (ready on `/readyz`), lag. A wrong password stops `consume` at
+/// its first contact, naming the listener and the mechanism, instead of
+/// retrying forever.
+#[tokio::test]
+async fn the_commands_work_over_sasl_ssl_and_a_wrong_password_stops_consume_at_once() {
+    let k = vigie_testkit::PrivateKafka::start_with_sasl(&[
+        ("vigie-admin", "admin-pw"),
+        ("vigie-sink", "sink-pw"),
+    ]);
+    let group = unique_name("vigie-sink");
+    let topic = "health.case.v1";
+    for (user, operations, resource) in [
+        (
+            "vigie-admin",
+            &["Create", "Write", "Describe"][..],
+            &["--topic", "health.", "--resource-pattern-type", "prefixed"][..],
+        ),
+        ("vigie-sink", &["Read", "Describe"], &["--topic", topic]),
+        ("vigie-sink", &["Read"], &["--group", &group]),
+    ] {
+        let principal = format!("User:{user}");
+        let mut args = vec!["--add", "--allow-principal", &principal];
+        for op in operations {
+            args.extend(["--operation", op]);
+        }
+        args.extend(resource);
+        k.acls(&args);
+    }
+    let ca = k.ca_file();
+    let as_user = |user: &str, password: &str| {
+        let mut c = vigie();
+        c.env("VIGIE__KAFKA__BROKERS", k.sasl_ssl_bootstrap())
+            .env("VIGIE__KAFKA__SECURITY__PROTOCOL", "sasl_ssl")
+            .env("VIGIE__KAFKA__SECURITY__SASL_MECHANISM", "SCRAM-SHA-512")
+            .env("VIGIE__KAFKA__SECURITY__SASL_USERNAME", user)
+            .env("VIGIE__KAFKA__SECURITY__SASL_PASSWORD", password)
+            .env("VIGIE__KAFKA__SECURITY__SSL_CA_FILE", &ca);
+        c
+    };
+    let ok = |c: &mut Command| {
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{c:?}: {}{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+
+    let created = ok(as_user("vigie-admin", "admin-pw").args(["topics", "create"]));
+    assert!(created.contains(&format!("created {topic}")), "{created}");
+    ok(as_user("vigie-admin", "admin-pw").args([
+        "produce", "--topic", topic, "--sample", "cases", "--count", "50",
+    ]));
+
+    let port = free_port();
+    let consumer = as_user("vigie-sink", "sink-pw")
+        .args([
+            "consume",
+            "--sink",
+            "blackhole",
+            "--group",
+            &group,
+            "--topic",
+            topic,
+        ])
+        .env("VIGIE__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
+        .stderr(Stdio::null())
+        .spawn_reaped();
+    let (status, body) = wait_for("/readyz to answer", Duration::from_secs(60), || {
+        readyz(port)
+    })
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let lag = || {
+        let text =
+            ok(as_user("vigie-sink", "sink-pw").args(["lag", "--group", &group, "--topic", topic]));
+        let drained = text.contains(&format!("total lag of group {group}: 0"));
+        async move { drained.then_some(()) }
+    };
+    wait_for(
+        "the sink to consume the 50 cases",
+        Duration::from_secs(60),
+        lag,
+    )
+    .await;
+    stop(consumer);
+
+    let mut refused = as_user("vigie-sink", "wrong-pw-8817")
+        .args([
+            "consume",
+            "--sink",
+            "blackhole",
+            "--group",
+            &group,
+            "--topic",
+            topic,
+        ])
+        .env(
+            "VIGIE__TELEMETRY__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn_reaped();
+    let code = wait_for("consume to give up", Duration::from_secs(60), || {
+        let exited = refused.try_wait().unwrap();
+        async move { exited }
+    })
+    .await;
+    let mut err = String::new();
+    std::io::Read::read_to_string(refused.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!code.success(), "{err}");
+    assert!(
+        err.contains(&format!("sasl_ssl://{}", k.sasl_ssl_bootstrap()))
+            && err.contains("SCRAM-SHA-512")
+            && err.contains("Authentication failed")
+            && !err.contains("wrong-pw-8817"),
+        "{err}"
+    );
 }

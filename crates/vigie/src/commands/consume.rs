@@ -41,7 +41,7 @@ pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCo
     let kafka_metrics = KafkaMetrics::register(&registry)?;
     let metrics = ConsumerMetrics::register(&registry)?;
     let shutdown = shutdown_on_signals();
-    let cluster = s.cluster();
+    let cluster = s.connect().await?;
     let kafka = KafkaClients {
         cluster: cluster.clone(),
         producer: s.kafka.producer.clone(),

@@ -69,8 +69,8 @@ pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCo
     let kafka_metrics = KafkaMetrics::register(&registry)?;
     let metrics = SourceMetrics::register(&registry)?;
     let shutdown = shutdown_on_signals();
-    let producer = EventProducer::new(&s.cluster(), &s.kafka.producer, kafka_metrics)?;
-    let cluster = s.cluster();
+    let cluster = s.connect().await?;
+    let producer = EventProducer::new(&cluster, &s.kafka.producer, kafka_metrics)?;
     let readiness = Readiness::default().with("kafka", move || {
         let cluster = cluster.clone();
         async move {

@@ -18,12 +18,14 @@ pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCo
     let mut c = s.kafka.consumer.clone();
     a.target.apply(&mut c);
     let (group, topics) = (c.group_id, c.topics);
-    let lags = vigie_kafka::group_lag(&s.cluster(), &group, &topics, Duration::from_secs(10))
+    let cluster = s.connect().await?;
+    let lags = vigie_kafka::group_lag(&cluster, &group, &topics, Duration::from_secs(10))
         .await
         .with_context(|| {
             format!(
-                "cannot read the lag of group {group} from {} (kafka.security.protocol = {})",
-                s.kafka.brokers, s.kafka.security.protocol
+                "cannot read the lag of group {group} from {} ({})",
+                s.kafka.brokers,
+                cluster.describe()
             )
         })?;
     println!(

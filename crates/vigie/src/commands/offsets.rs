@@ -52,7 +52,7 @@ pub(crate) async fn run(config: Option<&Path>, cmd: Cmd) -> anyhow::Result<ExitC
         Cmd::Show { target } => show(&Group::open(&s, target).await?).await?,
         Cmd::Reset(r) => {
             let g = Group::open(&s, r.target).await?;
-            let members = vigie_kafka::group_members(&s.cluster(), &g.name, TIMEOUT).await?;
+            let members = vigie_kafka::group_members(&g.cluster, &g.name, TIMEOUT).await?;
             if !members.is_empty() {
                 bail!(
                     "group {} has {} running member(s) ({}): stop its consumers before \
@@ -96,11 +96,11 @@ impl Group {
             PostgresConfig::deserialize(toml::Value::Table(s.consumers.sinks.section("postgres")))
                 .context("consumers.sinks.postgres")?;
         let sink = PostgresSink::connect(&pg).await?;
-        let partitions =
-            vigie_kafka::group_lag(&s.cluster(), &c.group_id, &c.topics, TIMEOUT).await?;
+        let cluster = s.connect().await?;
+        let partitions = vigie_kafka::group_lag(&cluster, &c.group_id, &c.topics, TIMEOUT).await?;
         Ok(Self {
             name: c.group_id,
-            cluster: s.cluster(),
+            cluster,
             topics: c.topics,
             partitions,
             sink,

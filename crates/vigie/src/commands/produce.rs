@@ -48,7 +48,7 @@ pub(crate) async fn run(config: Option<&Path>, a: Args) -> anyhow::Result<ExitCo
     let s = super::load(config)?;
     vigie_telemetry::init_logging(&s.log);
     let producer = EventProducer::new(
-        &s.cluster(),
+        &s.connect().await?,
         &s.kafka.producer,
         KafkaMetrics::unregistered(),
     )?;

@@ -16,7 +16,7 @@ pub(crate) enum Cmd {
 pub(crate) async fn run(config: Option<&Path>, cmd: Cmd) -> anyhow::Result<ExitCode> {
     let Cmd::Create = cmd;
     let s = super::load(config)?;
-    for (name, outcome) in ensure_topics(&s.cluster(), &s.topics).await? {
+    for (name, outcome) in ensure_topics(&s.connect().await?, &s.topics).await? {
         let what = match outcome {
             TopicOutcome::Created => "created",
             TopicOutcome::Existed => "exists ",
