@@ -66,12 +66,42 @@ fn runtime(bootstrap: &str, topic: &str, group: &str) -> Runtime {
     }
 }
 
-/// Runs the sink until `done` holds on the database, then stops it.
+/// A login of its own, member of `role` of `infra/postgres/roles.sql`,
+/// which the administrator applied to `db` after migrating it; and the URL
+/// that connects as that login. Dropped with [`drop_login`].
+async fn login_as(db: &TestDb, role: &str) -> (String, String) {
+    let pool = db.pool().await;
+    vigie_consumers::sinks::postgres::migrate::migrate(&pool)
+        .await
+        .unwrap();
+    sqlx::raw_sql(include_str!("../../infra/postgres/roles.sql"))
+        .execute(&pool)
+        .await
+        .expect("infra/postgres/roles.sql applies");
+    let login = format!("{role}_login_{}", uuid::Uuid::new_v4().simple());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {login} LOGIN IN ROLE {role}"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let url = db.url.replacen("postgres@", &format!("{login}@"), 1);
+    (login, url)
+}
+
+async fn drop_login(db: &TestDb, login: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP ROLE {login}")))
+        .execute(&db.pool().await)
+        .await
+        .unwrap();
+}
+
+/// Runs `s` until `done` holds on the database, then stops it.
 async fn run_until<F, Fut>(
     bootstrap: &str,
-    topic: &str,
-    group: &str,
+    (topic, group): (&str, &str),
     db: &TestDb,
+    mut s: PostgresSink,
     during: F,
     expected_rows: i64,
 ) -> RunSummary
@@ -80,7 +110,6 @@ where
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let runtime = runtime(bootstrap, topic, group);
-    let mut s = sink(db).await;
     let pool = db.pool().await;
     let stop = CancellationToken::new();
     let task = {
@@ -183,15 +212,25 @@ async fn poison_mix_goes_to_the_dlq_and_the_rest_is_stored_once() {
     produce_raw(&b.bootstrap, &topic, &input).await;
 
     let group = unique_name("g");
+    // The sink runs as a login with only the rights of vigie_sink.
+    let (login, url) = login_as(&db, "vigie_sink").await;
+    let s = PostgresSink::connect(&PostgresConfig {
+        url,
+        migrate: false,
+        ..PostgresConfig::default()
+    })
+    .await
+    .expect("the sink connects as vigie_sink");
     let summary = run_until(
         &b.bootstrap,
-        &topic,
-        &group,
+        (&topic, &group),
         &db,
+        s,
         |_| async {},
         400 + others,
     )
     .await;
+    drop_login(&db, &login).await;
 
     let pool = db.pool().await;
     let cases_stored: i64 = sqlx::query_scalar("SELECT count(*) FROM health_case")
@@ -250,6 +289,12 @@ async fn poison_mix_goes_to_the_dlq_and_the_rest_is_stored_once() {
     .await
     .unwrap();
     assert_eq!(offsets, in_total);
+    // Every letter published left the outbox.
+    let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM dlq_outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(waiting, 0, "letters left in the outbox");
 }
 
 #[tokio::test]
@@ -270,9 +315,9 @@ async fn severed_database_connections_lose_and_duplicate_nothing() {
     let group = unique_name("g");
     let summary = run_until(
         &b.bootstrap,
-        &topic,
-        &group,
+        (&topic, &group),
         &db,
+        sink(&db).await,
         move |pool| async move {
             // Five times, as rows arrive: end every other session on the database.
             for k in 1..=5i64 {
@@ -417,7 +462,15 @@ async fn a_partition_the_store_has_no_offset_for_starts_at_the_reset_point_not_a
         .unwrap();
     c.commit(&committed, CommitMode::Sync).unwrap();
     drop(c);
-    let summary = run_until(&b.bootstrap, &topic, &group, &db, |_| async {}, 20).await;
+    let summary = run_until(
+        &b.bootstrap,
+        (&topic, &group),
+        &db,
+        sink(&db).await,
+        |_| async {},
+        20,
+    )
+    .await;
     assert_eq!(
         summary.written, 20,
         "every record, not the 5 past Kafka's commit"
@@ -905,7 +958,15 @@ async fn a_reset_starts_a_new_epoch_that_fences_the_old_ones_writers_and_replays
         .map(|(k, v)| (k.into_bytes(), v.into_bytes(), vec![]))
         .collect();
     produce_raw(&b.bootstrap, &topic, &input).await;
-    let first = run_until(&b.bootstrap, &topic, &group, &db, |_| async {}, 20).await;
+    let first = run_until(
+        &b.bootstrap,
+        (&topic, &group),
+        &db,
+        sink(&db).await,
+        |_| async {},
+        20,
+    )
+    .await;
     assert_eq!(first.written, 20);
 
     // A member that read the stored offsets before the reset and still
@@ -983,4 +1044,89 @@ async fn a_reset_starts_a_new_epoch_that_fences_the_old_ones_writers_and_replays
         .await
         .unwrap();
     assert_eq!(rows, 20, "the replay converges on the same rows");
+}
+
+/// The readers' role (the API, dashboards) reads the data and nothing
+/// else: no write, no DDL, not the sinks' offsets. The sink's role may not
+/// change the schema either.
+#[tokio::test]
+async fn the_reader_role_only_reads_the_data_and_the_sink_role_changes_no_schema() {
+    let db = TestDb::create().await;
+    let (reader, reader_url) = login_as(&db, "vigie_reader").await;
+    let (sinker, sink_url) = login_as(&db, "vigie_sink").await;
+    let mut s = PostgresSink::connect(&PostgresConfig {
+        url: sink_url.clone(),
+        migrate: false,
+        ..PostgresConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut refused = Refused::default();
+    s.write(&[case_version("No", None, 1)], &no_offsets(), &mut refused)
+        .await
+        .expect("the sink writes as vigie_sink");
+    drop(s);
+
+    let as_reader = sqlx::PgPool::connect(&reader_url).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM health_case")
+        .fetch_one(&as_reader)
+        .await
+        .expect("the reader reads the cases");
+    assert_eq!(rows, 1);
+    let as_sink = sqlx::PgPool::connect(&sink_url).await.unwrap();
+    for (pool, who, sql, refusal) in [
+        (
+            &as_reader,
+            "reader",
+            "DELETE FROM health_case",
+            "permission denied for table health_case",
+        ),
+        (
+            &as_reader,
+            "reader",
+            "UPDATE case_score SET score = 0",
+            "permission denied for table case_score",
+        ),
+        (
+            &as_reader,
+            "reader",
+            "SELECT * FROM sink_offsets",
+            "permission denied for table sink_offsets",
+        ),
+        (
+            &as_reader,
+            "reader",
+            "CREATE TABLE t (x int)",
+            "permission denied for schema public",
+        ),
+        (
+            &as_sink,
+            "sink",
+            "CREATE TABLE t (x int)",
+            "permission denied for schema public",
+        ),
+        (
+            &as_sink,
+            "sink",
+            "DROP TABLE health_case",
+            "must be owner of table health_case",
+        ),
+        (
+            &as_sink,
+            "sink",
+            "DELETE FROM health_case",
+            "permission denied for table health_case",
+        ),
+    ] {
+        let err = sqlx::raw_sql(sql)
+            .execute(pool)
+            .await
+            .expect_err(&format!("{who}: {sql} is refused"))
+            .to_string();
+        assert!(err.contains(refusal), "{who}: {sql}: {err}");
+    }
+    as_reader.close().await;
+    as_sink.close().await;
+    drop_login(&db, &reader).await;
+    drop_login(&db, &sinker).await;
 }

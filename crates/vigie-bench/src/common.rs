@@ -83,10 +83,11 @@ impl Vigie {
     }
 
     /// `vigie produce` of the `key<TAB>value` lines of `input` into
-    /// `topic`, timed (see [`run_timed`]; no RSS sampling).
+    /// `topic`, with `env` (such as `[kafka.security]`), timed (see
+    /// [`run_timed`]; no RSS sampling).
     pub(crate) fn timed_produce(
         &self,
-        brokers: &str,
+        (brokers, env): (&str, &[(&str, String)]),
         topic: &str,
         input: &Path,
         stderr_file: &Path,
@@ -95,7 +96,8 @@ impl Vigie {
         c.args(["produce", "--topic", topic, "--input"])
             .arg(input)
             .env("VIGIE__KAFKA__BROKERS", brokers)
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         run_timed(c, Some(input), stderr_file, false)
     }
 

@@ -7,6 +7,7 @@ pub(crate) mod scorer;
 pub(crate) mod scorer_e2e;
 pub(crate) mod sink_postgres;
 pub(crate) mod sink_postgres_poison;
+pub(crate) mod tls;
 
 use clap::Subcommand;
 
@@ -43,6 +44,10 @@ pub(crate) enum Scenario {
     /// commit) vs `--sink blackhole` on the same backlog; then the p99
     /// latency case -> score at a steady rate.
     ScorerE2e(scorer_e2e::Args),
+    /// `vigie produce` and `vigie consume --sink postgres` over TLS (Kafka
+    /// SASL_SSL with SCRAM-SHA-512, PostgreSQL `sslmode=verify-full`) vs
+    /// the same over plaintext, side by side.
+    Tls(tls::Args),
 }
 
 impl Scenario {
@@ -56,6 +61,7 @@ impl Scenario {
             Self::SinkPostgresPoison(a) => sink_postgres_poison::run(vigie, a).await,
             Self::Scorer(a) => scorer::run(&a),
             Self::ScorerE2e(a) => scorer_e2e::run(vigie, a).await,
+            Self::Tls(a) => tls::run(vigie, a).await,
         }
     }
 }

@@ -45,7 +45,7 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
         let (k, v) = alternate(
             r,
             async { run_timed(kcat, Some(input), &k_err, false) },
-            async { vigie.timed_produce(&brokers, &vt, input, &v_err) },
+            async { vigie.timed_produce((&brokers, &[]), &vt, input, &v_err) },
         )
         .await?;
         kcat_secs.push(k.secs);

@@ -103,7 +103,7 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
             Ok((secs, perf_test_rate(&stdout, events)?))
         };
         let ((ps, pr), v) = alternate(r, async { perf() }, async {
-            vigie.timed_produce(&brokers, &vt, input, &v_err)
+            vigie.timed_produce((&brokers, &[]), &vt, input, &v_err)
         })
         .await?;
         let vs = v.secs;

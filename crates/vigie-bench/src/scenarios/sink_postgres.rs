@@ -18,6 +18,7 @@ use crate::common::{
     BROKER, Bar, Consumer, Launch, Load, Vigie, create_topics, high_watermarks, median,
     produce_backlog, record,
 };
+use crate::scenarios::tls::Secure;
 
 /// Options of `sink-postgres`.
 #[derive(Debug, clap::Args)]
@@ -161,6 +162,19 @@ pub(crate) async fn run_vigie(
     (records, rows): (u64, u64),
     admin: &str,
 ) -> anyhow::Result<Drained> {
+    run_vigie_over(vigie, brokers, topic, (records, rows), admin, None).await
+}
+
+/// [`run_vigie`], the sink reaching Kafka and PostgreSQL over TLS when
+/// `tls` is given.
+pub(crate) async fn run_vigie_over(
+    vigie: &Vigie,
+    brokers: &str,
+    topic: &str,
+    (records, rows): (u64, u64),
+    admin: &str,
+    tls: Option<&Secure>,
+) -> anyhow::Result<Drained> {
     // The backlog is all there; asking for it through a group also has the
     // broker create `__consumer_offsets` (on its first group) before the
     // clock starts, not in the first timed run.
@@ -178,11 +192,17 @@ pub(crate) async fn run_vigie(
          (SELECT coalesce(sum(next_offset), 0)::bigint FROM sink_offsets \
           WHERE consumer_group = '{group}') END"
     );
-    let env = [("VIGIE__CONSUMERS__SINKS__POSTGRES__URL", db.url())];
+    let mut env = vec![("VIGIE__CONSUMERS__SINKS__POSTGRES__URL", db.url())];
+    let mut sink_brokers = brokers;
+    if let Some(tls) = tls {
+        env[0].1.push_str(&tls.pg_params);
+        env.extend(tls.kafka.iter().cloned());
+        sink_brokers = &tls.brokers;
+    }
     let started = Instant::now();
     let mut c = Consumer::spawn(&Launch {
         vigie,
-        brokers,
+        brokers: sink_brokers,
         sink: "postgres",
         topic,
         group: &group,
