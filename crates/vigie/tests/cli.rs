@@ -686,8 +686,8 @@ async fn offsets_reset_refuses_a_running_group_and_a_bad_offset_then_moves_the_s
 #[tokio::test]
 async fn the_commands_work_over_sasl_ssl_and_a_wrong_password_stops_consume_at_once() {
     let k = vigie_testkit::PrivateKafka::start_with_sasl(&[
-        ("vigie-admin", "admin-pw"),
-        ("vigie-sink", "sink-pw"),
+        ("vigie-admin", "admin-pw-3306"),
+        ("vigie-sink", "sink-pw-4410"),
     ]);
     let group = unique_name("vigie-sink");
     let topic = "health.case.v1";
@@ -730,14 +730,17 @@ async fn the_commands_work_over_sasl_ssl_and_a_wrong_password_stops_consume_at_o
         text
     };
 
-    let created = ok(as_user("vigie-admin", "admin-pw").args(["topics", "create"]));
+    let created = ok(as_user("vigie-admin", "admin-pw-3306").args(["topics", "create"]));
     assert!(created.contains(&format!("created {topic}")), "{created}");
-    ok(as_user("vigie-admin", "admin-pw").args([
+    ok(as_user("vigie-admin", "admin-pw-3306").args([
         "produce", "--topic", topic, "--sample", "cases", "--count", "50",
     ]));
 
     let port = free_port();
-    let consumer = as_user("vigie-sink", "sink-pw")
+    // Every log line, librdkafka's included, goes to a file the test
+    // searches for the password.
+    let logs = tempfile::NamedTempFile::new().unwrap();
+    let consumer = as_user("vigie-sink", "sink-pw-4410")
         .args([
             "consume",
             "--sink",
@@ -748,7 +751,8 @@ async fn the_commands_work_over_sasl_ssl_and_a_wrong_password_stops_consume_at_o
             topic,
         ])
         .env("VIGIE__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
-        .stderr(Stdio::null())
+        .env("RUST_LOG", "trace")
+        .stderr(logs.reopen().unwrap())
         .spawn_reaped();
     let (status, body) = wait_for("/readyz to answer", Duration::from_secs(60), || {
         readyz(port)
@@ -756,8 +760,8 @@ async fn the_commands_work_over_sasl_ssl_and_a_wrong_password_stops_consume_at_o
     .await;
     assert_eq!(status, 200, "{body}");
     let lag = || {
-        let text =
-            ok(as_user("vigie-sink", "sink-pw").args(["lag", "--group", &group, "--topic", topic]));
+        let text = ok(as_user("vigie-sink", "sink-pw-4410")
+            .args(["lag", "--group", &group, "--topic", topic]));
         let drained = text.contains(&format!("total lag of group {group}: 0"));
         async move { drained.then_some(()) }
     };
@@ -768,7 +772,14 @@ async fn the_commands_work_over_sasl_ssl_and_a_wrong_password_stops_consume_at_o
     )
     .await;
     stop(consumer);
+    let logged = std::fs::read_to_string(logs.path()).unwrap();
+    assert!(
+        logged.contains("TRACE"),
+        "the consumer logged at trace level"
+    );
+    assert!(!logged.contains("sink-pw-4410"), "the password was logged");
 
+    let refused_logs = tempfile::NamedTempFile::new().unwrap();
     let mut refused = as_user("vigie-sink", "wrong-pw-8817")
         .args([
             "consume",
@@ -783,17 +794,19 @@ async fn the_commands_work_over_sasl_ssl_and_a_wrong_password_stops_consume_at_o
             "VIGIE__TELEMETRY__LISTEN",
             format!("127.0.0.1:{}", free_port()),
         )
+        .env("RUST_LOG", "trace")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(refused_logs.reopen().unwrap())
         .spawn_reaped();
     let code = wait_for("consume to give up", Duration::from_secs(60), || {
         let exited = refused.try_wait().unwrap();
         async move { exited }
     })
     .await;
-    let mut err = String::new();
-    std::io::Read::read_to_string(refused.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let all = std::fs::read_to_string(refused_logs.path()).unwrap();
+    let err = all.lines().last().unwrap_or_default();
     assert!(!code.success(), "{err}");
+    assert!(!all.contains("wrong-pw-8817"), "the password was logged");
     assert!(
         err.contains(&format!("sasl_ssl://{}", k.sasl_ssl_bootstrap()))
             && err.contains("SCRAM-SHA-512")
