@@ -7,6 +7,8 @@ VIGIE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VIGIE_STATE="${VIGIE_STATE:-$VIGIE_ROOT/.vigie}"
 KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$VIGIE_ROOT/infra/kafka/pom.xml")"
 KAFKA_LIBS="$VIGIE_STATE/kafka-libs"
+CASSANDRA_VERSION="$(sed -n 's:.*<cassandra.version>\(.*\)</cassandra.version>.*:\1:p' "$VIGIE_ROOT/infra/cassandra/pom.xml")"
+CASSANDRA_LIBS="$VIGIE_STATE/cassandra-libs"
 CONFLUENT_KAFKA_VERSION="2.16.0"
 ONNXRUNTIME_VERSION="1.32.0"
 NUMPY_VERSION="2.4.6"
@@ -67,4 +69,18 @@ local_tls() {
   openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" \
     -CAcreateserial -days 3650 -extfile "$d/server.ext" -out "$d/server.crt" 2>/dev/null \
     || die "openssl could not sign the server certificate in $d"
+}
+
+# maven_libs POM DIR WHAT — copies the runtime jars of POM into DIR with
+# Maven, again only when the pom changed.
+maven_libs() {
+  local pom=$1 dir=$2 what=$3 sum
+  sum=$(sha256sum "$pom" | cut -d' ' -f1)
+  [[ "$(cat "$dir/.stamp" 2>/dev/null)" == "$sum" ]] && return 0
+  say "mvn dependency:copy-dependencies: $what jars into $dir"
+  rm -rf "$dir"
+  mvn -q -B -f "$pom" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$dir" >&2 \
+    || die "Maven could not fetch the $what jars ($pom)"
+  echo "$sum" >"$dir/.stamp"
 }

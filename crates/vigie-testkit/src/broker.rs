@@ -47,7 +47,7 @@ pub fn repo_root() -> PathBuf {
         .expect("the source tree")
 }
 
-fn port_open(addr: &str) -> bool {
+pub(crate) fn port_open(addr: &str) -> bool {
     TcpStream::connect_timeout(
         &addr.parse().expect("a socket address"),
         Duration::from_millis(200),

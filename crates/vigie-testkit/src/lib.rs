@@ -1,6 +1,7 @@
 //! Test harness for Vigie: a real Apache Kafka broker (started once and
-//! shared by every test process, or private to a test that restarts it) and
-//! a fresh PostgreSQL database per test.
+//! shared by every test process, or private to a test that restarts it), a
+//! fresh PostgreSQL database per test, and a shared CQL server (Apache
+//! Cassandra, or ScyllaDB at `SCYLLA_URI`).
 //!
 //! Tests never sleep to synchronise: they wait, with a deadline, for a
 //! condition they can observe ([`wait_for`]).
@@ -8,17 +9,21 @@
 //! Environment:
 //! - `VIGIE_TEST_BROKER`: use this broker instead of starting Apache Kafka
 //!   on 127.0.0.1:19092 with `scripts/kafka`;
+//! - `SCYLLA_URI`: use this CQL server (`host:port`) instead of starting
+//!   Apache Cassandra on 127.0.0.1:19042 with `scripts/cassandra`;
 //! - `VIGIE_TEST_PG`: admin URL of PostgreSQL (default `postgres://postgres@localhost:5432/postgres`);
 //! - `RUST_LOG`: the components' logs in a test that calls [`logs`]
 //!   (shown with its output when it fails, or with `--nocapture`).
 
 mod broker;
+mod cql;
 mod kafka;
 mod onnx;
 mod postgres;
 mod wait;
 
 pub use broker::{Broker, PrivateKafka, broker, kafka_tool, repo_root};
+pub use cql::{CqlServer, cql_server};
 pub use kafka::{
     RawInput, RawRecord, create_topic, create_topic_and_dlq, create_topic_with, end_offsets,
     produce_raw, produce_raw_at, read_to_end, read_topic, topic_len, unique_name,

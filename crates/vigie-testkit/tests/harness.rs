@@ -64,3 +64,65 @@ async fn the_shared_broker_answers() {
     let got = vigie_testkit::read_topic(&b.bootstrap, &topic, 1, Duration::from_secs(30));
     assert_eq!(got[0].3, b"v");
 }
+
+/// The CQL server answers the driver Vigie's ScyllaDB sink is built on: a
+/// keyspace of the replication the sink will use, a table, prepared
+/// inserts and a read back.
+#[tokio::test]
+async fn the_cql_server_takes_a_keyspace_prepared_writes_and_reads() {
+    use scylla::client::session_builder::SessionBuilder;
+
+    let server = vigie_testkit::cql_server();
+    let session = SessionBuilder::new()
+        .known_node(&server.uri)
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("connect to the CQL server at {}: {e}", server.uri));
+    let ks = vigie_testkit::unique_name("vigie_test").replace('-', "_");
+    session
+        .query_unpaged(
+            format!(
+                "CREATE KEYSPACE {ks} WITH replication = \
+                 {{'class': 'NetworkTopologyStrategy', 'datacenter1': 1}}"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    session
+        .query_unpaged(
+            format!("CREATE TABLE {ks}.t (k text, n int, v text, PRIMARY KEY (k, n))"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let insert = session
+        .prepare(format!("INSERT INTO {ks}.t (k, n, v) VALUES (?, ?, ?)"))
+        .await
+        .unwrap();
+    for n in 0..20i32 {
+        session
+            .execute_unpaged(&insert, ("a", n, format!("v{n}")))
+            .await
+            .unwrap();
+    }
+    let rows = session
+        .query_unpaged(format!("SELECT n, v FROM {ks}.t WHERE k = 'a'"), &[])
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    let got: Vec<(i32, String)> = rows
+        .rows::<(i32, String)>()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        got,
+        (0..20).map(|n| (n, format!("v{n}"))).collect::<Vec<_>>()
+    );
+    session
+        .query_unpaged(format!("DROP KEYSPACE {ks}"), &[])
+        .await
+        .unwrap();
+}
