@@ -329,6 +329,7 @@ pub const REGISTRY: &[SinkSpec] = &[
     crate::sinks::blackhole::SPEC,
     crate::sinks::postgres::SPEC,
     crate::sinks::scorer::SPEC,
+    crate::sinks::scylla::SPEC,
 ];
 
 /// The registry's names, for messages.

@@ -1,7 +1,9 @@
-//! `infra/scylla/schema.cql` on a real CQL server (Apache Cassandra, or
-//! ScyllaDB at `SCYLLA_URI`): it applies, twice, to a keyspace with
-//! `NetworkTopologyStrategy`, and each table answers the query it is
-//! designed for.
+//! `infra/scylla/schema.cql` and the `scylla` sink on a real CQL server
+//! (Apache Cassandra, or ScyllaDB at `SCYLLA_URI`): the schema applies,
+//! twice, to a keyspace with `NetworkTopologyStrategy`, and each table
+//! answers the query it is designed for; the sink creates it, writes each
+//! table, keeps the newest version of a case whatever the order, and
+//! refuses what it does not store.
 
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
@@ -143,4 +145,160 @@ async fn the_schema_applies_twice_and_each_table_serves_its_query() {
     .await;
     assert_eq!(scores, [(0.25,)]);
     run(&session, format!("DROP KEYSPACE {ks}")).await;
+}
+
+/// Collects what the sink refuses.
+#[derive(Default)]
+struct Refused(Vec<vigie_consumers::Rejected>);
+
+#[async_trait::async_trait]
+impl vigie_consumers::Rejects for Refused {
+    async fn publish(
+        &mut self,
+        rejected: &[vigie_consumers::Rejected],
+    ) -> Result<(), vigie_consumers::SinkError> {
+        self.0.extend_from_slice(rejected);
+        Ok(())
+    }
+
+    fn letters(
+        &mut self,
+        _rejected: &[vigie_consumers::Rejected],
+    ) -> Vec<vigie_consumers::OutboxLetter> {
+        unreachable!("the scylla sink has no outbox")
+    }
+}
+
+/// 2026-01-01 at `h` o'clock.
+fn hour(h: u32) -> chrono::DateTime<chrono::Utc> {
+    chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 1, 1, h, 0, 0).unwrap()
+}
+
+fn accepted(index: usize, json: Vec<u8>) -> vigie_consumers::Accepted {
+    vigie_consumers::Accepted {
+        index,
+        partition: 0,
+        event: vigie_core::SchemaRegistry::embedded()
+            .unwrap()
+            .parse(&json)
+            .unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn the_sink_creates_its_tables_writes_each_and_keeps_the_newest_version() {
+    use std::collections::BTreeMap;
+    use vigie_consumers::Sink;
+    use vigie_consumers::sinks::scylla::{ScyllaConfig, ScyllaSink};
+
+    let keyspace = vigie_testkit::unique_name("vigie_sink").replace('-', "_");
+    let config = ScyllaConfig {
+        nodes: vigie_testkit::cql_server().uri.clone(),
+        keyspace: keyspace.clone(),
+        ..ScyllaConfig::default()
+    };
+    let mut sink = ScyllaSink::connect(&config, &prometheus::Registry::new())
+        .await
+        .expect("the sink creates its keyspace and tables");
+
+    // Case 1 in two versions, the newer written first; a country day; a
+    // score; and a news article, which this sink does not store.
+    let cases = vigie_simulator::CaseGenerator::new(Default::default()).unwrap();
+    let version = |hosp: &str, upstream: u32| {
+        let mut e = vigie_simulator::case_envelope(&cases, 1, hour(upstream));
+        e.data.hosp_yn = hosp.parse().unwrap();
+        e.upstream_updated_at = Some(hour(upstream));
+        e
+    };
+    let (newer, older) = (version("Yes", 5), version("No", 2));
+    let days = vigie_simulator::CountryDayGenerator::new(
+        1,
+        chrono::NaiveDate::from_ymd_opt(2021, 1, 1).unwrap(),
+        1,
+    )
+    .unwrap();
+    let day = vigie_simulator::country_day_envelopes(&days, 0, hour(1))
+        .into_iter()
+        .next()
+        .unwrap();
+    let news = vigie_simulator::NewsGenerator::new(1, vigie_simulator::DEFAULT_BASE_URL).unwrap();
+    let article = vigie_simulator::news_envelope(&news, 0, 0, hour(1));
+    let score = vigie_core::Envelope::new(
+        "test",
+        vigie_core::CaseScore {
+            case_event_id: newer.id,
+            model_name: "hosp_risk".into(),
+            model_version: "1.0.0".into(),
+            score: 0.75,
+            scored_at: hour(3),
+        },
+        hour(3),
+    );
+    let offsets = BTreeMap::new();
+    let ctx = vigie_consumers::BatchContext {
+        group: "g",
+        next_offsets: &offsets,
+        dead_letters: &[],
+        group_metadata: None,
+    };
+    let mut refused = Refused::default();
+    for batch in [
+        vec![
+            accepted(0, newer.to_json_bytes().unwrap()),
+            accepted(1, day.to_json_bytes().unwrap()),
+            accepted(2, article.to_json_bytes().unwrap()),
+        ],
+        vec![
+            accepted(0, older.to_json_bytes().unwrap()),
+            accepted(1, score.to_json_bytes().unwrap()),
+        ],
+    ] {
+        sink.write(&batch, &ctx, &mut refused).await.unwrap();
+    }
+    assert_eq!(refused.0.len(), 1, "the article is refused");
+    assert_eq!(refused.0[0].reason, "unsupported_schema");
+    assert!(
+        refused.0[0].error.contains("health.outbreak_news"),
+        "{:?}",
+        refused.0
+    );
+
+    let session = SessionBuilder::new()
+        .known_node(&vigie_testkit::cql_server().uri)
+        .build()
+        .await
+        .unwrap();
+    session.use_keyspace(&keyspace, false).await.unwrap();
+    let hosp: Vec<(String,)> = rows(
+        &session,
+        &format!(
+            "SELECT hosp_yn FROM health_case_by_state_month WHERE event_id = {} ALLOW FILTERING",
+            newer.id
+        ),
+    )
+    .await;
+    assert_eq!(hosp, [("Yes".to_owned(),)], "the newer version stays");
+    let country: Vec<(String, i64)> = rows(
+        &session,
+        &format!(
+            "SELECT country_code, cumulative_cases FROM country_day_by_country WHERE country_code = '{}' AND year = 2021",
+            day.data.country_code.as_str()
+        ),
+    )
+    .await;
+    assert_eq!(
+        country,
+        [(
+            day.data.country_code.as_str().to_owned(),
+            day.data.cumulative_cases as i64
+        )]
+    );
+    let scores: Vec<(f64,)> = rows(
+        &session,
+        "SELECT score FROM case_score_by_model_day WHERE model_name = 'hosp_risk' \
+         AND model_version = '1.0.0' AND day = '2026-01-01' ALLOW FILTERING",
+    )
+    .await;
+    assert_eq!(scores, [(0.75,)]);
+    run(&session, format!("DROP KEYSPACE {keyspace}")).await;
 }

@@ -4,3 +4,4 @@
 pub mod blackhole;
 pub mod postgres;
 pub mod scorer;
+pub mod scylla;

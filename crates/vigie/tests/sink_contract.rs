@@ -37,6 +37,7 @@ enum Under {
     Blackhole,
     Postgres(TestDb),
     Scorer { scores: String },
+    Scylla { keyspace: String },
 }
 
 impl Under {
@@ -49,6 +50,9 @@ impl Under {
                 create_topic_and_dlq(&broker().bootstrap, &scores, 3).await;
                 Self::Scorer { scores }
             }
+            "scylla" => Self::Scylla {
+                keyspace: unique_name("vigie_contract").replace('-', "_"),
+            },
             other => panic!("sink {other} has no case in the contract test"),
         }
     }
@@ -70,6 +74,16 @@ impl Under {
                         .to_string(),
                 ),
                 ("ORT_DYLIB_PATH", ort_dylib().display().to_string()),
+            ],
+            Self::Scylla { keyspace } => vec![
+                (
+                    "VIGIE__CONSUMERS__SINKS__SCYLLA__NODES",
+                    vigie_testkit::cql_server().uri.clone(),
+                ),
+                (
+                    "VIGIE__CONSUMERS__SINKS__SCYLLA__KEYSPACE",
+                    keyspace.clone(),
+                ),
             ],
         }
     }
@@ -124,6 +138,28 @@ impl Under {
                             let v: serde_json::Value = serde_json::from_slice(value).unwrap();
                             v["data"]["case_event_id"].as_str().unwrap().to_owned()
                         })
+                        .collect(),
+                )
+            }
+            Self::Scylla { keyspace } => {
+                let session = scylla::client::session_builder::SessionBuilder::new()
+                    .known_node(&vigie_testkit::cql_server().uri)
+                    .build()
+                    .await
+                    .unwrap();
+                let rows = session
+                    .query_unpaged(
+                        format!("SELECT event_id FROM {keyspace}.health_case_by_state_month"),
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .into_rows_result()
+                    .unwrap();
+                Some(
+                    rows.rows::<(uuid::Uuid,)>()
+                        .unwrap()
+                        .map(|r| r.unwrap().0.to_string())
                         .collect(),
                 )
             }
@@ -285,7 +321,7 @@ fn every_registered_sink_is_under_contract() {
         .collect();
     assert_eq!(
         registered,
-        ["blackhole", "postgres", "scorer"],
+        ["blackhole", "postgres", "scorer", "scylla"],
         "a sink was added or removed: give it a test below and a case in Under"
     );
 }
@@ -303,4 +339,9 @@ async fn postgres_keeps_the_contract() {
 #[tokio::test]
 async fn scorer_keeps_the_contract() {
     contract("scorer").await;
+}
+
+#[tokio::test]
+async fn scylla_keeps_the_contract() {
+    contract("scylla").await;
 }

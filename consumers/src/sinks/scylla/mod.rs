@@ -1,0 +1,663 @@
+//! `scylla`: writes cases, country days and scores to ScyllaDB (or any
+//! CQL server: Apache Cassandra 5 in the tests), in the tables of
+//! `infra/scylla/schema.cql`, designed by query.
+//!
+//! Writes are prepared statements, marked idempotent, through the driver's
+//! default policy (token- and shard-aware). The rows of a batch are grouped
+//! by partition key into unlogged batches of at most `batch_max_rows`
+//! rows, run `concurrency` at a time. Each row carries its version as its
+//! write timestamp (`USING TIMESTAMP`: the upstream version, else the
+//! ingestion time, in microseconds), so a replay or a late older version
+//! never overwrites a newer one. The runtime commits the consumer offsets
+//! only after every write of the batch is acknowledged: at least once,
+//! idempotent, so replays converge.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use chrono::{DateTime, Datelike, Utc};
+use futures::StreamExt;
+use prometheus::{HistogramVec, IntCounterVec, Registry};
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::statement::Consistency;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::CqlTimestamp;
+use serde::{Deserialize, Serialize};
+use vigie_config::Secret;
+use vigie_core::Event;
+
+use crate::sink::{
+    Accepted, BatchContext, HealthProbe, Rejected, Rejects, Sink, SinkError, SinkSpec,
+};
+
+/// The registry entry.
+pub const SPEC: SinkSpec = SinkSpec {
+    name: "scylla",
+    about: "ScyllaDB (CQL): cases, country days and scores, idempotent by primary key",
+    secrets: &["password"],
+    check: crate::sink::check_section::<ScyllaConfig>,
+    build: |args| {
+        Box::pin(async move {
+            let config: ScyllaConfig = args.config()?;
+            Ok(Box::new(ScyllaSink::connect(&config, args.registry).await?) as Box<dyn Sink>)
+        })
+    },
+};
+
+/// The tables, as `infra/scylla/schema.cql` creates them.
+pub const SCHEMA: &str = include_str!("../../../../infra/scylla/schema.cql");
+
+/// Reason code of an event whose schema this sink does not store.
+pub const REASON_UNSUPPORTED: &str = "unsupported_schema";
+
+/// Buckets of a case's state-month partition, and of a score's model-day.
+const CASE_BUCKETS: u8 = 32;
+const SCORE_BUCKETS: u8 = 16;
+
+/// The `[consumers.sinks.scylla]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScyllaConfig {
+    /// Contact points, `host:port[,host:port]`.
+    pub nodes: String,
+    /// The keyspace of the tables.
+    pub keyspace: String,
+    /// Replicas per datacenter, for `NetworkTopologyStrategy` when the
+    /// sink creates the keyspace.
+    pub replication: BTreeMap<String, u32>,
+    /// Create the keyspace and the tables at start-up when missing;
+    /// `false`: check that the tables are there.
+    pub create_schema: bool,
+    /// Consistency of the writes: `one`, `local_one`, `quorum`,
+    /// `local_quorum`, `each_quorum` or `all`.
+    pub consistency: String,
+    /// Time to live of the rows, in seconds; 0 keeps them.
+    pub ttl_seconds: u32,
+    /// Unlogged batches in flight at once.
+    pub concurrency: usize,
+    /// Rows per unlogged batch (one partition each), at most.
+    pub batch_max_rows: usize,
+    /// User name, when the cluster authenticates.
+    pub username: Option<String>,
+    /// Password: only from `VIGIE__CONSUMERS__SINKS__SCYLLA__PASSWORD` or
+    /// `password_file`.
+    pub password: Option<Secret>,
+}
+
+impl Default for ScyllaConfig {
+    fn default() -> Self {
+        Self {
+            nodes: "127.0.0.1:9042".into(),
+            keyspace: "vigie".into(),
+            replication: BTreeMap::from([("datacenter1".into(), 1)]),
+            create_schema: true,
+            consistency: "local_quorum".into(),
+            ttl_seconds: 0,
+            concurrency: 16,
+            batch_max_rows: 50,
+            username: None,
+            password: None,
+        }
+    }
+}
+
+impl ScyllaConfig {
+    fn consistency(&self) -> Result<Consistency, SinkError> {
+        Ok(match self.consistency.to_ascii_lowercase().as_str() {
+            "one" => Consistency::One,
+            "local_one" => Consistency::LocalOne,
+            "quorum" => Consistency::Quorum,
+            "local_quorum" => Consistency::LocalQuorum,
+            "each_quorum" => Consistency::EachQuorum,
+            "all" => Consistency::All,
+            other => {
+                return Err(SinkError::Fatal(format!(
+                    "consumers.sinks.scylla.consistency: '{other}' is not one of one, local_one, \
+                     quorum, local_quorum, each_quorum, all"
+                )));
+            }
+        })
+    }
+}
+
+/// The sink's metrics.
+#[derive(Clone)]
+struct Metrics {
+    rows: IntCounterVec,
+    batches: IntCounterVec,
+    errors: IntCounterVec,
+    latency: HistogramVec,
+}
+
+impl Metrics {
+    fn register(registry: &Registry) -> Result<Self, SinkError> {
+        let fatal = |e: prometheus::Error| SinkError::Fatal(format!("scylla metrics: {e}"));
+        let m = Self {
+            rows: IntCounterVec::new(
+                prometheus::Opts::new("vigie_scylla_rows_total", "Rows written, by table"),
+                &["table"],
+            )
+            .map_err(fatal)?,
+            batches: IntCounterVec::new(
+                prometheus::Opts::new("vigie_scylla_batches_total", "Unlogged batches written"),
+                &["table"],
+            )
+            .map_err(fatal)?,
+            errors: IntCounterVec::new(
+                prometheus::Opts::new("vigie_scylla_errors_total", "Failed writes, by kind"),
+                &["kind"],
+            )
+            .map_err(fatal)?,
+            latency: HistogramVec::new(
+                prometheus::HistogramOpts::new(
+                    "vigie_scylla_write_seconds",
+                    "Time to write one unlogged batch",
+                ),
+                &["table"],
+            )
+            .map_err(fatal)?,
+        };
+        for c in [&m.rows, &m.batches, &m.errors] {
+            registry.register(Box::new(c.clone())).map_err(fatal)?;
+        }
+        registry
+            .register(Box::new(m.latency.clone()))
+            .map_err(fatal)?;
+        Ok(m)
+    }
+}
+
+/// One table's prepared insert.
+struct Table {
+    name: &'static str,
+    insert: PreparedStatement,
+}
+
+/// A row bound for one table, with its partition key (for grouping).
+struct Row {
+    table: usize,
+    partition: Vec<u8>,
+    values: Values,
+}
+
+/// The bound values of a row, per table.
+enum Values {
+    Case(Box<CaseRow>),
+    CountryDay(CountryDayRow),
+    Score(ScoreRow),
+}
+
+/// A row of `health_case_by_state_month`, in the order of the insert.
+#[derive(scylla::SerializeRow)]
+#[scylla(flavor = "enforce_order", skip_name_checks)]
+struct CaseRow {
+    res_state: String,
+    case_month: chrono::NaiveDate,
+    bucket: i8,
+    event_id: uuid::Uuid,
+    row_id: String,
+    state_fips_code: Option<String>,
+    res_county: Option<String>,
+    county_fips_code: Option<String>,
+    age_group: String,
+    sex: String,
+    race: String,
+    ethnicity: String,
+    case_positive_specimen_interval: Option<i32>,
+    case_onset_interval: Option<i32>,
+    process: String,
+    exposure_yn: String,
+    current_status: String,
+    symptom_status: String,
+    hosp_yn: String,
+    icu_yn: String,
+    death_yn: String,
+    underlying_conditions_yn: String,
+    source: String,
+    occurred_at: CqlTimestamp,
+    ingested_at: CqlTimestamp,
+    upstream_updated_at: Option<CqlTimestamp>,
+    ttl: i32,
+    version: i64,
+}
+
+/// A row of `country_day_by_country`, in the order of the insert.
+#[derive(scylla::SerializeRow)]
+#[scylla(flavor = "enforce_order", skip_name_checks)]
+struct CountryDayRow {
+    country_code: String,
+    year: i16,
+    date_reported: chrono::NaiveDate,
+    country: String,
+    who_region: String,
+    new_cases: Option<i64>,
+    cumulative_cases: i64,
+    new_deaths: Option<i64>,
+    cumulative_deaths: i64,
+    event_id: uuid::Uuid,
+    ingested_at: CqlTimestamp,
+    ttl: i32,
+    version: i64,
+}
+
+/// A row of `case_score_by_model_day`, in the order of the insert.
+#[derive(scylla::SerializeRow)]
+#[scylla(flavor = "enforce_order", skip_name_checks)]
+struct ScoreRow {
+    model_name: String,
+    model_version: String,
+    day: chrono::NaiveDate,
+    bucket: i8,
+    case_event_id: uuid::Uuid,
+    score: f64,
+    scored_at: CqlTimestamp,
+    event_id: uuid::Uuid,
+    ttl: i32,
+    version: i64,
+}
+
+/// Writes to ScyllaDB.
+pub struct ScyllaSink {
+    session: std::sync::Arc<Session>,
+    tables: Vec<Table>,
+    ttl: i32,
+    concurrency: usize,
+    batch_max_rows: usize,
+    consistency: Consistency,
+    metrics: Metrics,
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn ts(t: DateTime<Utc>) -> CqlTimestamp {
+    CqlTimestamp(t.timestamp_millis())
+}
+
+impl ScyllaSink {
+    /// Connects, creates or checks the schema, prepares the inserts.
+    pub async fn connect(config: &ScyllaConfig, registry: &Registry) -> Result<Self, SinkError> {
+        let consistency = config.consistency()?;
+        if !config
+            .keyspace
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || config.keyspace.is_empty()
+        {
+            return Err(SinkError::Fatal(format!(
+                "consumers.sinks.scylla.keyspace: '{}' is not a CQL name (letters, digits, _)",
+                config.keyspace
+            )));
+        }
+        let nodes: Vec<&str> = config.nodes.split(',').map(str::trim).collect();
+        let mut builder = SessionBuilder::new().known_nodes(&nodes);
+        if let (Some(user), Some(password)) = (&config.username, &config.password) {
+            builder = builder.user(user, password.expose());
+        }
+        let session = builder.build().await.map_err(|e| {
+            SinkError::Fatal(format!(
+                "cannot connect to ScyllaDB at {}: {e}",
+                config.nodes
+            ))
+        })?;
+        let fatal = |what: String| {
+            move |e: scylla::errors::ExecutionError| SinkError::Fatal(format!("{what}: {e}"))
+        };
+        if config.create_schema {
+            let replication: Vec<String> = config
+                .replication
+                .iter()
+                .map(|(dc, n)| format!("'{}': {n}", dc.replace('\'', "''")))
+                .collect();
+            let ks = &config.keyspace;
+            session
+                .query_unpaged(
+                    format!(
+                        "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = \
+                         {{'class': 'NetworkTopologyStrategy', {}}}",
+                        replication.join(", ")
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(fatal(format!("creating keyspace {ks}")))?;
+        }
+        session
+            .use_keyspace(&config.keyspace, false)
+            .await
+            .map_err(|e| SinkError::Fatal(format!("keyspace {}: {e}", config.keyspace)))?;
+        if config.create_schema {
+            for statement in statements(SCHEMA) {
+                session
+                    .query_unpaged(statement.clone(), &[])
+                    .await
+                    .map_err(fatal(
+                        "creating the tables of infra/scylla/schema.cql".into(),
+                    ))?;
+            }
+        }
+        let mut tables = Vec::new();
+        for (name, columns) in [
+            (
+                "health_case_by_state_month",
+                "res_state, case_month, bucket, event_id, row_id, state_fips_code, res_county, \
+                 county_fips_code, age_group, sex, race, ethnicity, \
+                 case_positive_specimen_interval, case_onset_interval, process, exposure_yn, \
+                 current_status, symptom_status, hosp_yn, icu_yn, death_yn, \
+                 underlying_conditions_yn, source, occurred_at, ingested_at, upstream_updated_at",
+            ),
+            (
+                "country_day_by_country",
+                "country_code, year, date_reported, country, who_region, new_cases, \
+                 cumulative_cases, new_deaths, cumulative_deaths, event_id, ingested_at",
+            ),
+            (
+                "case_score_by_model_day",
+                "model_name, model_version, day, bucket, case_event_id, score, scored_at, event_id",
+            ),
+        ] {
+            let marks = vec!["?"; columns.split(',').count()].join(", ");
+            let mut insert = session
+                .prepare(format!(
+                    "INSERT INTO {name} ({columns}) VALUES ({marks}) USING TTL ? AND TIMESTAMP ?"
+                ))
+                .await
+                .map_err(|e| {
+                    SinkError::Fatal(format!(
+                        "table {}.{name} (missing? create_schema = false expects \
+                         infra/scylla/schema.cql applied): {e}",
+                        config.keyspace
+                    ))
+                })?;
+            insert.set_is_idempotent(true);
+            insert.set_consistency(consistency);
+            tables.push(Table { name, insert });
+        }
+        Ok(Self {
+            session: std::sync::Arc::new(session),
+            tables,
+            ttl: i32::try_from(config.ttl_seconds).map_err(|_| {
+                SinkError::Fatal("consumers.sinks.scylla.ttl_seconds is too large".into())
+            })?,
+            concurrency: config.concurrency.max(1),
+            batch_max_rows: config.batch_max_rows.max(1),
+            consistency,
+            metrics: Metrics::register(registry)?,
+        })
+    }
+
+    /// The row of `event`, or why it has none.
+    fn row(&self, event: &Event) -> Result<Row, (&'static str, String)> {
+        let ttl = self.ttl;
+        match event {
+            Event::Case(e) => {
+                let d = &e.data;
+                let bucket = (e.id.as_bytes()[0] % CASE_BUCKETS) as i8;
+                let month = d.case_month.first_day();
+                let version = e.upstream_updated_at.unwrap_or(e.ingested_at);
+                let mut partition = d.res_state.as_str().as_bytes().to_vec();
+                partition.extend(month.to_string().as_bytes());
+                partition.push(bucket as u8);
+                Ok(Row {
+                    table: 0,
+                    partition,
+                    values: Values::Case(Box::new(CaseRow {
+                        res_state: d.res_state.as_str().to_owned(),
+                        case_month: month,
+                        bucket,
+                        event_id: e.id,
+                        row_id: d.row_id.to_string(),
+                        state_fips_code: d.state_fips_code.as_ref().map(ToString::to_string),
+                        res_county: d.res_county.as_ref().map(ToString::to_string),
+                        county_fips_code: d.county_fips_code.as_ref().map(ToString::to_string),
+                        age_group: d.age_group.to_string(),
+                        sex: d.sex.to_string(),
+                        race: d.race.to_string(),
+                        ethnicity: d.ethnicity.to_string(),
+                        case_positive_specimen_interval: d.case_positive_specimen_interval,
+                        case_onset_interval: d.case_onset_interval,
+                        process: d.process.to_string(),
+                        exposure_yn: d.exposure_yn.to_string(),
+                        current_status: d.current_status.to_string(),
+                        symptom_status: d.symptom_status.to_string(),
+                        hosp_yn: d.hosp_yn.to_string(),
+                        icu_yn: d.icu_yn.to_string(),
+                        death_yn: d.death_yn.to_string(),
+                        underlying_conditions_yn: d.underlying_conditions_yn.to_string(),
+                        source: e.source.clone(),
+                        occurred_at: ts(e.occurred_at),
+                        ingested_at: ts(e.ingested_at),
+                        upstream_updated_at: e.upstream_updated_at.map(ts),
+                        ttl,
+                        version: micros(version),
+                    })),
+                })
+            }
+            Event::CountryDay(e) => {
+                let d = &e.data;
+                let year = i16::try_from(d.date_reported.year())
+                    .map_err(|_| ("out_of_range", format!("year {}", d.date_reported.year())))?;
+                let big = |v: u64, what: &str| {
+                    i64::try_from(v).map_err(|_| ("out_of_range", format!("{what} {v}")))
+                };
+                let mut partition = d.country_code.as_str().as_bytes().to_vec();
+                partition.extend(year.to_be_bytes());
+                Ok(Row {
+                    table: 1,
+                    partition,
+                    values: Values::CountryDay(CountryDayRow {
+                        country_code: d.country_code.as_str().to_owned(),
+                        year,
+                        date_reported: d.date_reported,
+                        country: d.country.clone(),
+                        who_region: d.who_region.to_string(),
+                        new_cases: d.new_cases,
+                        cumulative_cases: big(d.cumulative_cases, "cumulative_cases")?,
+                        new_deaths: d.new_deaths,
+                        cumulative_deaths: big(d.cumulative_deaths, "cumulative_deaths")?,
+                        event_id: e.id,
+                        ingested_at: ts(e.ingested_at),
+                        ttl,
+                        version: micros(e.upstream_updated_at.unwrap_or(e.ingested_at)),
+                    }),
+                })
+            }
+            Event::CaseScore(e) => {
+                let d = &e.data;
+                let bucket = (d.case_event_id.as_bytes()[0] % SCORE_BUCKETS) as i8;
+                let day = d.scored_at.date_naive();
+                let mut partition =
+                    format!("{}\0{}\0{day}", d.model_name, d.model_version).into_bytes();
+                partition.push(bucket as u8);
+                Ok(Row {
+                    table: 2,
+                    partition,
+                    values: Values::Score(ScoreRow {
+                        model_name: d.model_name.clone(),
+                        model_version: d.model_version.clone(),
+                        day,
+                        bucket,
+                        case_event_id: d.case_event_id,
+                        score: d.score,
+                        scored_at: ts(d.scored_at),
+                        event_id: e.id,
+                        ttl,
+                        version: micros(e.upstream_updated_at.unwrap_or(e.ingested_at)),
+                    }),
+                })
+            }
+            other => Err((
+                REASON_UNSUPPORTED,
+                format!("the scylla sink stores no {} events", other.schema()),
+            )),
+        }
+    }
+
+    /// Writes the rows of one partition, in unlogged batches.
+    async fn write_partition(&self, rows: Vec<Row>) -> Result<(), SinkError> {
+        let table = &self.tables[rows[0].table];
+        for chunk in rows.chunks(self.batch_max_rows) {
+            let mut batch = Batch::new(BatchType::Unlogged);
+            batch.set_is_idempotent(true);
+            batch.set_consistency(self.consistency);
+            for _ in chunk {
+                batch.append_statement(table.insert.clone());
+            }
+            let started = Instant::now();
+            let result = match &chunk[0].values {
+                Values::Case(_) => {
+                    let v: Vec<&CaseRow> = chunk
+                        .iter()
+                        .map(|r| match &r.values {
+                            Values::Case(v) => v.as_ref(),
+                            _ => unreachable!("one table per partition"),
+                        })
+                        .collect();
+                    self.session.batch(&batch, v).await
+                }
+                Values::CountryDay(_) => {
+                    let v: Vec<&CountryDayRow> = chunk
+                        .iter()
+                        .map(|r| match &r.values {
+                            Values::CountryDay(v) => v,
+                            _ => unreachable!("one table per partition"),
+                        })
+                        .collect();
+                    self.session.batch(&batch, v).await
+                }
+                Values::Score(_) => {
+                    let v: Vec<&ScoreRow> = chunk
+                        .iter()
+                        .map(|r| match &r.values {
+                            Values::Score(v) => v,
+                            _ => unreachable!("one table per partition"),
+                        })
+                        .collect();
+                    self.session.batch(&batch, v).await
+                }
+            };
+            if let Err(e) = result {
+                self.metrics.errors.with_label_values(&["write"]).inc();
+                return Err(SinkError::Retryable(format!(
+                    "writing {} rows to {}: {e}",
+                    chunk.len(),
+                    table.name
+                )));
+            }
+            self.metrics
+                .latency
+                .with_label_values(&[table.name])
+                .observe(started.elapsed().as_secs_f64());
+            self.metrics.batches.with_label_values(&[table.name]).inc();
+            self.metrics
+                .rows
+                .with_label_values(&[table.name])
+                .inc_by(chunk.len() as u64);
+        }
+        Ok(())
+    }
+}
+
+/// The statements of a CQL file: comments dropped, split at `;`.
+pub fn statements(cql: &str) -> Vec<String> {
+    let code: Vec<&str> = cql
+        .lines()
+        .map(|l| l.split("--").next().unwrap_or(""))
+        .collect();
+    code.join("\n")
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl Sink for ScyllaSink {
+    async fn write(
+        &mut self,
+        events: &[Accepted],
+        _ctx: &BatchContext<'_>,
+        rejects: &mut dyn Rejects,
+    ) -> Result<usize, SinkError> {
+        let mut rows = Vec::with_capacity(events.len());
+        let mut rejected = Vec::new();
+        for a in events {
+            match self.row(&a.event) {
+                Ok(r) => rows.push(r),
+                Err((reason, error)) => rejected.push(Rejected {
+                    index: a.index,
+                    reason,
+                    error,
+                }),
+            }
+        }
+        let written = rows.len();
+        let mut partitions: BTreeMap<(usize, Vec<u8>), Vec<Row>> = BTreeMap::new();
+        for mut r in rows {
+            partitions
+                .entry((r.table, std::mem::take(&mut r.partition)))
+                .or_default()
+                .push(r);
+        }
+        let this = &*self;
+        let mut writes = futures::stream::iter(partitions.into_values())
+            .map(|rows| this.write_partition(rows))
+            .buffer_unordered(self.concurrency);
+        while let Some(result) = writes.next().await {
+            result?;
+        }
+        drop(writes);
+        // The refused events reach the DLQ before the runtime commits.
+        rejects.publish(&rejected).await?;
+        Ok(written)
+    }
+
+    fn health_probe(&self) -> Option<HealthProbe> {
+        let session = self.session.clone();
+        Some(std::sync::Arc::new(move || {
+            let session = session.clone();
+            Box::pin(async move {
+                session
+                    .query_unpaged("SELECT release_version FROM system.local", &[])
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_file_holds_the_three_tables() {
+        let s = statements(SCHEMA);
+        assert_eq!(s.len(), 3, "{s:?}");
+        for (statement, table) in s.iter().zip([
+            "health_case_by_state_month",
+            "country_day_by_country",
+            "case_score_by_model_day",
+        ]) {
+            assert!(statement.contains(table), "{statement}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_consistency_is_refused_naming_the_choices() {
+        let c = ScyllaConfig {
+            consistency: "most".into(),
+            ..ScyllaConfig::default()
+        };
+        let err = c.consistency().unwrap_err().to_string();
+        assert!(
+            err.contains("'most'") && err.contains("local_quorum"),
+            "{err}"
+        );
+    }
+}
