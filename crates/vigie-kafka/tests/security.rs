@@ -115,25 +115,13 @@ async fn scram_over_tls_creates_produces_consumes_and_reads_the_lag_and_refusals
         PrivateKafka::start_with_sasl(&[("vigie-ingest", "ingest-pw"), ("vigie-sink", "sink-pw")]);
     let topic = unique_name("health.case.v1");
     let group = unique_name("vigie-sink");
-    let allow = |user: &str, operations: &[&str], resource: &[&str]| {
-        let mut args = vec!["--add", "--allow-principal", user];
-        for op in operations {
-            args.extend(["--operation", op]);
-        }
-        args.extend(resource);
-        k.acls(&args);
-    };
-    allow(
-        "User:vigie-ingest",
+    k.allow(
+        "vigie-ingest",
         &["Create", "Write", "Describe"],
         &["--topic", &topic, "--resource-pattern-type", "prefixed"],
     );
-    allow(
-        "User:vigie-sink",
-        &["Read", "Describe"],
-        &["--topic", &topic],
-    );
-    allow("User:vigie-sink", &["Read"], &["--group", &group]);
+    k.allow("vigie-sink", &["Read", "Describe"], &["--topic", &topic]);
+    k.allow("vigie-sink", &["Read"], &["--group", &group]);
     let ingest = over_tls(&k, "vigie-ingest", "ingest-pw", "SCRAM-SHA-512");
     let sink = over_tls(&k, "vigie-sink", "sink-pw", "SCRAM-SHA-256");
 

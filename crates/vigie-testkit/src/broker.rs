@@ -164,6 +164,19 @@ impl PrivateKafka {
         kafka_tool(&self.bootstrap, "kafka-acls", args);
     }
 
+    /// Allows `user` the `operations` (`Read`, `Write`, `Describe`...) on
+    /// `resource` (`--topic t`, `--group g`, `--transactional-id id`, with
+    /// `--resource-pattern-type prefixed` for a prefix).
+    pub fn allow(&self, user: &str, operations: &[&str], resource: &[&str]) {
+        let principal = format!("User:{user}");
+        let mut args = vec!["--add", "--allow-principal", &principal];
+        for op in operations {
+            args.extend(["--operation", op]);
+        }
+        args.extend(resource);
+        self.acls(&args);
+    }
+
     /// Stops it gracefully (SIGTERM) and waits until the process is gone.
     pub fn stop(&self) {
         scripts_kafka("stop", self.port);

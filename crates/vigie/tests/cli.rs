@@ -700,13 +700,7 @@ async fn the_commands_work_over_sasl_ssl_and_a_wrong_password_stops_consume_at_o
         ("vigie-sink", &["Read", "Describe"], &["--topic", topic]),
         ("vigie-sink", &["Read"], &["--group", &group]),
     ] {
-        let principal = format!("User:{user}");
-        let mut args = vec!["--add", "--allow-principal", &principal];
-        for op in operations {
-            args.extend(["--operation", op]);
-        }
-        args.extend(resource);
-        k.acls(&args);
+        k.allow(user, operations, resource);
     }
     let ca = k.ca_file();
     let as_user = |user: &str, password: &str| {

@@ -42,18 +42,6 @@ fn password(user: &str) -> String {
     format!("{user}-secret-5150")
 }
 
-/// Grants `user` `operations` on `resource` (`--topic t`, `--group g`,
-/// `--transactional-id id`).
-fn allow(k: &PrivateKafka, user: &str, operations: &[&str], resource: &[&str]) {
-    let principal = format!("User:{user}");
-    let mut args = vec!["--add", "--allow-principal", &principal];
-    for op in operations {
-        args.extend(["--operation", op]);
-    }
-    args.extend(resource);
-    k.acls(&args);
-}
-
 /// Stops a long-running component with SIGTERM; it must exit cleanly.
 fn stop(mut child: Reaped) {
     let _ = Command::new("kill")
@@ -83,42 +71,32 @@ async fn each_component_does_its_job_with_exactly_its_documented_acls() {
     let txn_id = unique_name("vigie-scorer-txn");
 
     // docs/security.md, "The ACLs each component needs".
-    allow(
-        &k,
-        "vigie-ingest",
-        &["Write", "Describe"],
-        &["--topic", &cases],
-    );
-    allow(
-        &k,
+    k.allow("vigie-ingest", &["Write", "Describe"], &["--topic", &cases]);
+    k.allow(
         "vigie-ingest",
         &["Write", "Describe"],
         &["--topic", &cases_dlq],
     );
     for (user, group) in [("vigie-sink", &sink_group), ("vigie-scorer", &scorer_group)] {
-        allow(&k, user, &["Read", "Describe"], &["--topic", &cases]);
-        allow(
-            &k,
+        k.allow(user, &["Read", "Describe"], &["--topic", &cases]);
+        k.allow(
             user,
             &["Write", "Describe", "Read"],
             &["--topic", &cases_dlq],
         );
-        allow(&k, user, &["Read", "Describe"], &["--group", group]);
+        k.allow(user, &["Read", "Describe"], &["--group", group]);
     }
-    allow(
-        &k,
+    k.allow(
         "vigie-scorer",
         &["Write", "Describe"],
         &["--topic", &scores],
     );
-    allow(
-        &k,
+    k.allow(
         "vigie-scorer",
         &["Write", "Describe"],
         &["--topic", &scores_dlq],
     );
-    allow(
-        &k,
+    k.allow(
         "vigie-scorer",
         &["Write", "Describe"],
         &["--transactional-id", &txn_id],
