@@ -91,7 +91,8 @@ pub(crate) struct SecuritySettings {
     #[serde(default)]
     pub(crate) sasl_password: Option<Secret>,
     /// PEM file of the CAs that sign the brokers' certificates (`ssl` and
-    /// `sasl_ssl`), trusted besides the system's.
+    /// `sasl_ssl`), trusted instead of the system's CAs (librdkafka's
+    /// `ssl.ca.location`); unset: the system's.
     #[serde(default)]
     pub(crate) ssl_ca_file: Option<PathBuf>,
 }

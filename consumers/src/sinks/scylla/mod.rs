@@ -389,113 +389,6 @@ impl ScyllaSink {
         })
     }
 
-    /// The row of `event`, or why it has none.
-    fn row(&self, event: &Event) -> Result<Row, (&'static str, String)> {
-        let ttl = self.ttl;
-        match event {
-            Event::Case(e) => {
-                let d = &e.data;
-                let bucket = (e.id.as_bytes()[0] % CASE_BUCKETS) as i8;
-                let month = d.case_month.first_day();
-                let version = e.upstream_updated_at.unwrap_or(e.ingested_at);
-                let mut partition = d.res_state.as_str().as_bytes().to_vec();
-                partition.extend(month.to_string().as_bytes());
-                partition.push(bucket as u8);
-                Ok(Row {
-                    table: 0,
-                    partition,
-                    values: Values::Case(Box::new(CaseRow {
-                        res_state: d.res_state.as_str().to_owned(),
-                        case_month: month,
-                        bucket,
-                        event_id: e.id,
-                        row_id: d.row_id.to_string(),
-                        state_fips_code: d.state_fips_code.as_ref().map(ToString::to_string),
-                        res_county: d.res_county.as_ref().map(ToString::to_string),
-                        county_fips_code: d.county_fips_code.as_ref().map(ToString::to_string),
-                        age_group: d.age_group.to_string(),
-                        sex: d.sex.to_string(),
-                        race: d.race.to_string(),
-                        ethnicity: d.ethnicity.to_string(),
-                        case_positive_specimen_interval: d.case_positive_specimen_interval,
-                        case_onset_interval: d.case_onset_interval,
-                        process: d.process.to_string(),
-                        exposure_yn: d.exposure_yn.to_string(),
-                        current_status: d.current_status.to_string(),
-                        symptom_status: d.symptom_status.to_string(),
-                        hosp_yn: d.hosp_yn.to_string(),
-                        icu_yn: d.icu_yn.to_string(),
-                        death_yn: d.death_yn.to_string(),
-                        underlying_conditions_yn: d.underlying_conditions_yn.to_string(),
-                        source: e.source.clone(),
-                        occurred_at: ts(e.occurred_at),
-                        ingested_at: ts(e.ingested_at),
-                        upstream_updated_at: e.upstream_updated_at.map(ts),
-                        ttl,
-                        version: micros(version),
-                    })),
-                })
-            }
-            Event::CountryDay(e) => {
-                let d = &e.data;
-                let year = i16::try_from(d.date_reported.year())
-                    .map_err(|_| ("out_of_range", format!("year {}", d.date_reported.year())))?;
-                let big = |v: u64, what: &str| {
-                    i64::try_from(v).map_err(|_| ("out_of_range", format!("{what} {v}")))
-                };
-                let mut partition = d.country_code.as_str().as_bytes().to_vec();
-                partition.extend(year.to_be_bytes());
-                Ok(Row {
-                    table: 1,
-                    partition,
-                    values: Values::CountryDay(CountryDayRow {
-                        country_code: d.country_code.as_str().to_owned(),
-                        year,
-                        date_reported: d.date_reported,
-                        country: d.country.clone(),
-                        who_region: d.who_region.to_string(),
-                        new_cases: d.new_cases,
-                        cumulative_cases: big(d.cumulative_cases, "cumulative_cases")?,
-                        new_deaths: d.new_deaths,
-                        cumulative_deaths: big(d.cumulative_deaths, "cumulative_deaths")?,
-                        event_id: e.id,
-                        ingested_at: ts(e.ingested_at),
-                        ttl,
-                        version: micros(e.upstream_updated_at.unwrap_or(e.ingested_at)),
-                    }),
-                })
-            }
-            Event::CaseScore(e) => {
-                let d = &e.data;
-                let bucket = (d.case_event_id.as_bytes()[0] % SCORE_BUCKETS) as i8;
-                let day = d.scored_at.date_naive();
-                let mut partition =
-                    format!("{}\0{}\0{day}", d.model_name, d.model_version).into_bytes();
-                partition.push(bucket as u8);
-                Ok(Row {
-                    table: 2,
-                    partition,
-                    values: Values::Score(ScoreRow {
-                        model_name: d.model_name.clone(),
-                        model_version: d.model_version.clone(),
-                        day,
-                        bucket,
-                        case_event_id: d.case_event_id,
-                        score: d.score,
-                        scored_at: ts(d.scored_at),
-                        event_id: e.id,
-                        ttl,
-                        version: micros(e.upstream_updated_at.unwrap_or(e.ingested_at)),
-                    }),
-                })
-            }
-            other => Err((
-                REASON_UNSUPPORTED,
-                format!("the scylla sink stores no {} events", other.schema()),
-            )),
-        }
-    }
-
     /// Writes the rows of one partition, in unlogged batches.
     async fn write_partition(&self, rows: Vec<Row>) -> Result<(), SinkError> {
         let table = &self.tables[rows[0].table];
@@ -561,6 +454,126 @@ impl ScyllaSink {
     }
 }
 
+/// The row of `event`, written with time to live `ttl`, or why it has
+/// none (a reason code and what was wrong).
+fn row_of(event: &Event, ttl: i32) -> Result<Row, (&'static str, String)> {
+    match event {
+        Event::Case(e) => {
+            let d = &e.data;
+            let bucket = (e.id.as_bytes()[0] % CASE_BUCKETS) as i8;
+            let month = d.case_month.first_day();
+            let version = e.upstream_updated_at.unwrap_or(e.ingested_at);
+            let mut partition = d.res_state.as_str().as_bytes().to_vec();
+            partition.extend(month.to_string().as_bytes());
+            partition.push(bucket as u8);
+            Ok(Row {
+                table: 0,
+                partition,
+                values: Values::Case(Box::new(CaseRow {
+                    res_state: d.res_state.as_str().to_owned(),
+                    case_month: month,
+                    bucket,
+                    event_id: e.id,
+                    row_id: d.row_id.to_string(),
+                    state_fips_code: d.state_fips_code.as_ref().map(ToString::to_string),
+                    res_county: d.res_county.as_ref().map(ToString::to_string),
+                    county_fips_code: d.county_fips_code.as_ref().map(ToString::to_string),
+                    age_group: d.age_group.to_string(),
+                    sex: d.sex.to_string(),
+                    race: d.race.to_string(),
+                    ethnicity: d.ethnicity.to_string(),
+                    case_positive_specimen_interval: d.case_positive_specimen_interval,
+                    case_onset_interval: d.case_onset_interval,
+                    process: d.process.to_string(),
+                    exposure_yn: d.exposure_yn.to_string(),
+                    current_status: d.current_status.to_string(),
+                    symptom_status: d.symptom_status.to_string(),
+                    hosp_yn: d.hosp_yn.to_string(),
+                    icu_yn: d.icu_yn.to_string(),
+                    death_yn: d.death_yn.to_string(),
+                    underlying_conditions_yn: d.underlying_conditions_yn.to_string(),
+                    source: e.source.clone(),
+                    occurred_at: ts(e.occurred_at),
+                    ingested_at: ts(e.ingested_at),
+                    upstream_updated_at: e.upstream_updated_at.map(ts),
+                    ttl,
+                    version: micros(version),
+                })),
+            })
+        }
+        Event::CountryDay(e) => {
+            let d = &e.data;
+            let year = i16::try_from(d.date_reported.year())
+                .map_err(|_| ("out_of_range", format!("year {}", d.date_reported.year())))?;
+            let big = |v: u64, what: &str| {
+                i64::try_from(v).map_err(|_| ("out_of_range", format!("{what} {v}")))
+            };
+            let mut partition = d.country_code.as_str().as_bytes().to_vec();
+            partition.extend(year.to_be_bytes());
+            Ok(Row {
+                table: 1,
+                partition,
+                values: Values::CountryDay(CountryDayRow {
+                    country_code: d.country_code.as_str().to_owned(),
+                    year,
+                    date_reported: d.date_reported,
+                    country: d.country.clone(),
+                    who_region: d.who_region.to_string(),
+                    new_cases: d.new_cases,
+                    cumulative_cases: big(d.cumulative_cases, "cumulative_cases")?,
+                    new_deaths: d.new_deaths,
+                    cumulative_deaths: big(d.cumulative_deaths, "cumulative_deaths")?,
+                    event_id: e.id,
+                    ingested_at: ts(e.ingested_at),
+                    ttl,
+                    version: micros(e.upstream_updated_at.unwrap_or(e.ingested_at)),
+                }),
+            })
+        }
+        Event::CaseScore(e) => {
+            let d = &e.data;
+            let bucket = (d.case_event_id.as_bytes()[0] % SCORE_BUCKETS) as i8;
+            let day = d.scored_at.date_naive();
+            let mut partition =
+                format!("{}\0{}\0{day}", d.model_name, d.model_version).into_bytes();
+            partition.push(bucket as u8);
+            Ok(Row {
+                table: 2,
+                partition,
+                values: Values::Score(ScoreRow {
+                    model_name: d.model_name.clone(),
+                    model_version: d.model_version.clone(),
+                    day,
+                    bucket,
+                    case_event_id: d.case_event_id,
+                    score: d.score,
+                    scored_at: ts(d.scored_at),
+                    event_id: e.id,
+                    ttl,
+                    version: micros(e.upstream_updated_at.unwrap_or(e.ingested_at)),
+                }),
+            })
+        }
+        other => Err((
+            REASON_UNSUPPORTED,
+            format!("the scylla sink stores no {} events", other.schema()),
+        )),
+    }
+}
+
+/// `rows` grouped by table and partition key: each group goes to one
+/// partition, in unlogged batches.
+fn by_partition(rows: Vec<Row>) -> Vec<Vec<Row>> {
+    let mut partitions: BTreeMap<(usize, Vec<u8>), Vec<Row>> = BTreeMap::new();
+    for mut r in rows {
+        partitions
+            .entry((r.table, std::mem::take(&mut r.partition)))
+            .or_default()
+            .push(r);
+    }
+    partitions.into_values().collect()
+}
+
 /// The statements of a CQL file: comments dropped, split at `;`.
 pub fn statements(cql: &str) -> Vec<String> {
     let code: Vec<&str> = cql
@@ -586,7 +599,7 @@ impl Sink for ScyllaSink {
         let mut rows = Vec::with_capacity(events.len());
         let mut rejected = Vec::new();
         for a in events {
-            match self.row(&a.event) {
+            match row_of(&a.event, self.ttl) {
                 Ok(r) => rows.push(r),
                 Err((reason, error)) => rejected.push(Rejected {
                     index: a.index,
@@ -596,15 +609,8 @@ impl Sink for ScyllaSink {
             }
         }
         let written = rows.len();
-        let mut partitions: BTreeMap<(usize, Vec<u8>), Vec<Row>> = BTreeMap::new();
-        for mut r in rows {
-            partitions
-                .entry((r.table, std::mem::take(&mut r.partition)))
-                .or_default()
-                .push(r);
-        }
         let this = &*self;
-        let mut writes = futures::stream::iter(partitions.into_values())
+        let mut writes = futures::stream::iter(by_partition(rows))
             .map(|rows| this.write_partition(rows))
             .buffer_unordered(self.concurrency);
         while let Some(result) = writes.next().await {
@@ -646,6 +652,62 @@ mod tests {
         ]) {
             assert!(statement.contains(table), "{statement}");
         }
+    }
+
+    #[test]
+    fn rows_group_by_table_and_partition_and_unsupported_events_are_refused() {
+        let registry = vigie_core::SchemaRegistry::embedded().unwrap();
+        let parse = |json: Vec<u8>| registry.parse(&json).unwrap();
+        let g = vigie_simulator::CaseGenerator::new(Default::default()).unwrap();
+        let now = Utc::now();
+        // Cases 0..200: their state, month and bucket decide their partition.
+        let cases: Vec<Event> = (0..200)
+            .map(|i| {
+                parse(
+                    vigie_simulator::case_envelope(&g, i, now)
+                        .to_json_bytes()
+                        .unwrap(),
+                )
+            })
+            .collect();
+        let expected: std::collections::BTreeSet<(String, String, u8)> = cases
+            .iter()
+            .map(|e| match e {
+                Event::Case(e) => (
+                    e.data.res_state.as_str().to_owned(),
+                    e.data.case_month.first_day().to_string(),
+                    e.id.as_bytes()[0] % CASE_BUCKETS,
+                ),
+                _ => unreachable!(),
+            })
+            .collect();
+        let rows: Vec<Row> = cases.iter().map(|e| row_of(e, 0).unwrap()).collect();
+        let groups = by_partition(rows);
+        assert_eq!(groups.len(), expected.len());
+        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 200);
+        for group in &groups {
+            let keys: std::collections::BTreeSet<_> = group
+                .iter()
+                .map(|r| match &r.values {
+                    Values::Case(c) => (c.res_state.clone(), c.case_month, c.bucket),
+                    _ => unreachable!(),
+                })
+                .collect();
+            assert_eq!(keys.len(), 1, "one partition per group");
+        }
+
+        let news =
+            vigie_simulator::NewsGenerator::new(1, vigie_simulator::DEFAULT_BASE_URL).unwrap();
+        let article = parse(
+            vigie_simulator::news_envelope(&news, 0, 0, now)
+                .to_json_bytes()
+                .unwrap(),
+        );
+        let Err((reason, error)) = row_of(&article, 0) else {
+            panic!("news is not stored");
+        };
+        assert_eq!(reason, REASON_UNSUPPORTED);
+        assert!(error.contains("health.outbreak_news"), "{error}");
     }
 
     #[test]
