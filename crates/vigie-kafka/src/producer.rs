@@ -173,8 +173,9 @@ impl EventProducer {
     /// once the broker has acknowledged all of them, in input order.
     ///
     /// If a delivery fails, the error of the first failed record in input
-    /// order is returned, once every record has been acknowledged or has
-    /// failed; so a caller that checkpoints must not advance past the input.
+    /// order that is not a purge (a purge follows another failure) is
+    /// returned, once every record has been acknowledged or has failed; so
+    /// a caller that checkpoints must not advance past the input.
     pub async fn send_all<'a, I>(&self, records: I) -> Result<Vec<Delivered>, KafkaError>
     where
         I: IntoIterator<Item = OutRecord<'a>>,
@@ -353,7 +354,24 @@ impl ProducerContext for Deliveries {
                     .errors
                     .with_label_values(&["delivery", "produce"])
                     .inc();
-                if slot.failure.as_ref().is_none_or(|(seq, _)| tag.seq < *seq) {
+                // A purge only follows another failure (librdkafka empties
+                // the queues after it): the first failure that is not one
+                // is the cause to report.
+                let purged = |e: &rdkafka::error::KafkaError| {
+                    matches!(
+                        e.rdkafka_error_code(),
+                        Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+                    )
+                };
+                let replace = match &slot.failure {
+                    None => true,
+                    Some((seq, KafkaError::Delivery { source, .. })) => {
+                        let (was, is) = (purged(source), purged(e));
+                        (was && !is) || (was == is && tag.seq < *seq)
+                    }
+                    Some((seq, _)) => tag.seq < *seq,
+                };
+                if replace {
                     slot.failure = Some((
                         tag.seq,
                         KafkaError::Delivery {
@@ -486,7 +504,8 @@ impl Pipeline<'_> {
 
     /// Waits for every acknowledgement; returns how many records were
     /// acknowledged and, if collecting, where each landed, in push order.
-    /// If any record failed, returns the failure of the earliest one.
+    /// If any record failed, returns the failure of the earliest one that
+    /// is not a purge (which only follows another failure).
     pub async fn finish(mut self) -> Result<(u64, Vec<Delivered>), KafkaError> {
         self.settled_at_least(self.pushed).await;
         self.finished = true;
