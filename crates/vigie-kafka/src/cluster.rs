@@ -132,10 +132,18 @@ impl Cluster {
         if reported.is_empty() {
             return e;
         }
+        // A TLS listener accepts the connection and closes it at the first
+        // request; a broker going down resets connections or refuses them,
+        // which is no refusal.
         let plaintext_on_tls = !self.tls()
-            && reported
+            && reported.iter().any(|r| {
+                r.contains("Disconnected")
+                    && r.contains("closed by peer")
+                    && r.contains("APIVERSION_QUERY")
+            })
+            && !reported
                 .iter()
-                .any(|r| r.contains("Disconnected") && r.contains("APIVERSION_QUERY"));
+                .any(|r| r.contains("Connection refused") || r.contains("reset by peer"));
         let mut joined = reported.join("; ");
         if plaintext_on_tls {
             joined.push_str(
