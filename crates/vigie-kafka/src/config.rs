@@ -180,8 +180,14 @@ pub struct ConsumerConfig {
     pub topics: Vec<String>,
     /// A batch closes when it holds this many records...
     pub batch_max_records: usize,
-    /// ...or when this long has passed since its first record.
+    /// ...or when this long has passed since its first record...
     pub batch_max_wait_ms: u64,
+    /// ...or when no further record has arrived for this long: on a live
+    /// stream a batch closes on what is there instead of waiting out
+    /// `batch_max_wait_ms`, and grows by itself with the load (records
+    /// arriving while one batch is written make the next one). A value
+    /// of `batch_max_wait_ms` or more gives fixed windows.
+    pub batch_linger_ms: u64,
     /// Where a group with no committed offset starts: `earliest` or `latest`.
     pub auto_offset_reset: String,
     /// Group session timeout.
@@ -206,6 +212,7 @@ impl Default for ConsumerConfig {
             topics: Vec::new(),
             batch_max_records: 5_000,
             batch_max_wait_ms: 500,
+            batch_linger_ms: 5,
             auto_offset_reset: "earliest".into(),
             session_timeout_ms: 10_000,
             max_poll_interval_ms: 300_000,

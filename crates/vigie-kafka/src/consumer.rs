@@ -305,9 +305,11 @@ impl BatchConsumer {
     }
 
     /// Collects the next batch: up to `batch_max_records` records, closed
-    /// `batch_max_wait_ms` after its first record. Returns `Ok(None)` once
-    /// `shutdown` is cancelled and nothing is in flight; a batch already
-    /// begun is returned so it can be finished and committed.
+    /// `batch_max_wait_ms` after its first record or as soon as no record
+    /// has come for `batch_linger_ms`, whichever is first. Returns
+    /// `Ok(None)` once `shutdown` is cancelled and nothing is in flight; a
+    /// batch already begun is returned so it can be finished and
+    /// committed.
     pub async fn next_batch(
         &self,
         shutdown: &CancellationToken,
@@ -315,6 +317,7 @@ impl BatchConsumer {
         let mut batch = Batch::default();
         let mut mark = self.revocation_mark();
         let max_wait = Duration::from_millis(self.config.batch_max_wait_ms);
+        let linger = Duration::from_millis(self.config.batch_linger_ms);
         let mut deadline: Option<Instant> = None;
         loop {
             if batch.len() >= self.config.batch_max_records {
@@ -322,7 +325,12 @@ impl BatchConsumer {
             }
             let recv = async {
                 match deadline {
-                    Some(d) => tokio::time::timeout_at(d, self.consumer.recv()).await.ok(),
+                    Some(d) => {
+                        let until = d.min(Instant::now() + linger);
+                        tokio::time::timeout_at(until, self.consumer.recv())
+                            .await
+                            .ok()
+                    }
                     None => Some(self.consumer.recv().await),
                 }
             };
@@ -333,7 +341,7 @@ impl BatchConsumer {
             };
             self.drop_revoked(&mut batch, &mut mark);
             match got {
-                // The batch's time is up.
+                // The batch's time is up, or the stream paused.
                 None => break,
                 Some(got) => {
                     self.take(got, &mut batch);

@@ -118,6 +118,49 @@ async fn records_round_trip_with_keys_and_headers() {
     );
 }
 
+/// On a live stream a batch closes once the records stop coming, not at
+/// the end of its window: with a one-minute window, each of three bursts
+/// is handed over, whole, well within the test's 30 s deadline.
+#[tokio::test]
+async fn a_batch_closes_when_the_stream_pauses_not_at_the_end_of_its_window() {
+    let b = broker();
+    let topic = unique_name("linger");
+    create_topic(&b.bootstrap, &topic, 1).await;
+    let c = BatchConsumer::new(
+        &vigie_kafka::Cluster::new(&b.bootstrap),
+        ConsumerConfig {
+            batch_max_wait_ms: 60_000,
+            batch_linger_ms: 50,
+            ..consumer_config(&topic, &unique_name("g"), 1_000)
+        },
+        KafkaMetrics::unregistered(),
+    )
+    .expect("consumer");
+    let stop = CancellationToken::new();
+    for burst in 0..3 {
+        produce(&b.bootstrap, &topic, burst * 40, 40).await;
+        let mut got = Vec::new();
+        while got.len() < 40 {
+            let batch = tokio::time::timeout(Duration::from_secs(30), c.next_batch(&stop))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("burst {burst}: no batch closed in 30 s with a one-minute window")
+                })
+                .expect("batch")
+                .expect("not shut down");
+            c.commit(&batch).expect("commit");
+            got.extend(batch.records);
+        }
+        let values: BTreeSet<usize> = got.iter().map(split_value).collect();
+        assert_eq!(
+            values,
+            (burst * 40..burst * 40 + 40).collect(),
+            "burst {burst}: a batch held other records than the burst's"
+        );
+    }
+    c.close().await;
+}
+
 #[tokio::test]
 async fn restart_resumes_at_the_committed_offset() {
     let b = broker();
