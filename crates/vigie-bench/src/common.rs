@@ -15,7 +15,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use vigie_kafka::{ConsumerConfig, EventProducer, OutRecord, ProducerConfig, TopicSpec};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use vigie_kafka::{
+    BatchConsumer, ConsumerConfig, EventProducer, KafkaMetrics, OutRecord, ProducerConfig, Record,
+    TopicSpec,
+};
 use vigie_simulator::{case_generator, case_lines};
 
 /// The broker `scripts/bench` starts, for the record.
@@ -671,4 +676,202 @@ pub(crate) async fn produce_backlog(
         start = end;
     }
     Ok(())
+}
+
+/// The sum of the samples of `name` on the `/metrics` of `127.0.0.1:port`.
+pub(crate) async fn metric(port: u16, name: &str) -> Option<f64> {
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).await?;
+        Ok::<_, std::io::Error>(body)
+    };
+    let body = tokio::time::timeout(Duration::from_secs(2), fetch)
+        .await
+        .ok()?
+        .ok()?;
+    let samples: Vec<f64> = body
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!samples.is_empty()).then(|| samples.iter().sum())
+}
+
+/// Reads `topic` from its start with a fresh group (never committing),
+/// handing each record to `visit`, until at least `expected` records came
+/// and then nothing more for a second: records that should not be there
+/// are counted too.
+pub(crate) async fn read_topic(
+    s: &Settings,
+    topic: &str,
+    expected: u64,
+    mut visit: impl FnMut(&Record) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    let mut config = s.kafka.consumer.clone();
+    config.group_id = format!("bench-reader-{}", uuid_like(0));
+    config.topics = vec![topic.to_owned()];
+    config.batch_max_records = 20_000;
+    config.batch_max_wait_ms = 100;
+    config.lag_interval_ms = 0;
+    let consumer = BatchConsumer::new(
+        &vigie_kafka::Cluster::new(&s.kafka.brokers),
+        config,
+        KafkaMetrics::unregistered(),
+    )?;
+    let mut n = 0u64;
+    loop {
+        let quiet = if n >= expected {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(60)
+        };
+        let stop = CancellationToken::new();
+        let timer = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(quiet).await;
+                stop.cancel();
+            })
+        };
+        let batch = consumer.next_batch(&stop).await;
+        timer.abort();
+        match batch? {
+            Some(b) if !b.is_empty() => {
+                for r in &b.records {
+                    visit(r)?;
+                }
+                n += b.len() as u64;
+            }
+            _ if n >= expected => break,
+            _ => bail!(
+                "read {n} of at least {expected} records of {topic}, then nothing for {quiet:?}"
+            ),
+        }
+    }
+    consumer.close().await;
+    Ok(n)
+}
+
+/// Produces `lines` into `topic` at `rate` records per second, in a burst
+/// every 10 ms, and waits for every acknowledgement. Returns the seconds
+/// the sending took.
+pub(crate) async fn produce_steady(
+    producer: &EventProducer,
+    topic: &str,
+    lines: &[(String, Vec<u8>)],
+    rate: u64,
+) -> anyhow::Result<f64> {
+    let tick = Duration::from_millis(10);
+    let started = tokio::time::Instant::now();
+    let mut pipeline = producer.pipeline(false);
+    let (mut sent, mut k) = (0usize, 0u32);
+    while sent < lines.len() {
+        k += 1;
+        tokio::time::sleep_until(started + tick * k).await;
+        let due = ((started.elapsed().as_secs_f64() * rate as f64) as usize).min(lines.len());
+        for (key, v) in &lines[sent..due.max(sent)] {
+            pipeline
+                .push(OutRecord {
+                    topic,
+                    key: Some(key.as_bytes()),
+                    payload: v,
+                    headers: &[],
+                    timestamp_ms: None,
+                })
+                .await?;
+        }
+        sent = sent.max(due);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let (acked, _) = pipeline.finish().await?;
+    ensure!(
+        acked == lines.len() as u64,
+        "{acked} of {} records acknowledged by the broker",
+        lines.len()
+    );
+    Ok(secs)
+}
+
+/// Starts `vigie consume` as `l` says (`l.port` must be set) and waits
+/// until it has been assigned partitions, as its `/metrics` tell.
+pub(crate) async fn spawn_joined(l: &Launch<'_>) -> anyhow::Result<Consumer> {
+    ensure!(l.port != 0, "a joined consumer needs a known /metrics port");
+    let mut c = Consumer::spawn(l)?;
+    let started = Instant::now();
+    while !metric(l.port, "vigie_consumer_assigned_partitions")
+        .await
+        .is_some_and(|n| n > 0.0)
+    {
+        c.check_alive()?;
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = c.child.kill();
+            bail!(
+                "{} was assigned no partition of {} in 2 minutes",
+                c.what,
+                l.topic
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(c)
+}
+
+/// Milliseconds since the epoch, on the clock librdkafka stamps
+/// `CreateTime` with.
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A distribution of latencies, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Latency {
+    pub(crate) min: i64,
+    pub(crate) p50: i64,
+    pub(crate) p90: i64,
+    pub(crate) p99: i64,
+    pub(crate) max: i64,
+    pub(crate) mean: f64,
+}
+
+impl Latency {
+    /// The distribution of `samples`; `None` when there are none.
+    pub(crate) fn of(mut samples: Vec<i64>) -> Option<Self> {
+        samples.sort_unstable();
+        let at = |q: f64| {
+            let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+            samples[rank - 1]
+        };
+        Some(Self {
+            min: *samples.first()?,
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            max: *samples.last()?,
+            mean: samples.iter().sum::<i64>() as f64 / samples.len() as f64,
+        })
+    }
+
+    /// For a bar's details.
+    pub(crate) fn json(&self) -> Value {
+        json!({
+            "min": self.min, "p50": self.p50, "p90": self.p90, "p99": self.p99,
+            "max": self.max, "mean": (self.mean * 10.0).round() / 10.0,
+        })
+    }
+}
+
+impl std::fmt::Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+            self.p50, self.p90, self.p99, self.max
+        )
+    }
 }

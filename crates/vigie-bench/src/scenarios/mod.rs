@@ -6,6 +6,7 @@ pub(crate) mod producer_perf_test;
 pub(crate) mod scorer;
 pub(crate) mod scorer_e2e;
 pub(crate) mod sink_postgres;
+pub(crate) mod sink_postgres_latency;
 pub(crate) mod sink_postgres_poison;
 pub(crate) mod tls;
 
@@ -37,12 +38,17 @@ pub(crate) enum Scenario {
     /// dead-lettered through its outbox) vs the same good events without
     /// poison; events/s over every record read.
     SinkPostgresPoison(sink_postgres_poison::Args),
+    /// `vigie consume --sink postgres` already consuming a topic into
+    /// which cases are produced at a steady rate: the p99 time from a
+    /// case's produce to its row visible, against the 250 ms bar.
+    SinkPostgresLatency(sink_postgres_latency::Args),
     /// The scorer (JSON in, score out, broker excluded) vs Python
     /// onnxruntime on the same rows in batches of the same size.
     Scorer(scorer::Args),
     /// `vigie consume --sink scorer` on the broker (consume, score, publish,
     /// commit) vs `--sink blackhole` on the same backlog; then the p99
-    /// latency case -> score at a steady rate.
+    /// latency from a case's produce to its score visible to a
+    /// `read_committed` reader, at a steady rate.
     ScorerE2e(scorer_e2e::Args),
     /// `vigie produce` and `vigie consume --sink postgres` over TLS (Kafka
     /// SASL_SSL with SCRAM-SHA-512, PostgreSQL `sslmode=verify-full`) vs
@@ -59,6 +65,7 @@ impl Scenario {
             Self::ProducerHttp(a) => producer_http::run(vigie, a).await,
             Self::SinkPostgres(a) => sink_postgres::run(vigie, a).await,
             Self::SinkPostgresPoison(a) => sink_postgres_poison::run(vigie, a).await,
+            Self::SinkPostgresLatency(a) => sink_postgres_latency::run(vigie, a).await,
             Self::Scorer(a) => scorer::run(&a),
             Self::ScorerE2e(a) => scorer_e2e::run(vigie, a).await,
             Self::Tls(a) => tls::run(vigie, a).await,

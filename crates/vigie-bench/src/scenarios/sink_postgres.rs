@@ -73,11 +73,11 @@ ON CONFLICT (event_id) DO NOTHING;
 /// A database of its own for one side of one run.
 pub(crate) struct Db {
     admin: String,
-    name: String,
+    pub(crate) name: String,
 }
 
 impl Db {
-    async fn create(admin: &str, tag: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn create(admin: &str, tag: &str) -> anyhow::Result<Self> {
         let name = format!(
             "vigie_bench_{tag}_{}",
             chrono::Utc::now().format("%H%M%S%f")
@@ -93,7 +93,7 @@ impl Db {
         })
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let base = self
             .admin
             .rsplit_once('/')
@@ -101,14 +101,14 @@ impl Db {
         format!("{base}/{}", self.name)
     }
 
-    async fn migrated(self) -> anyhow::Result<Self> {
+    pub(crate) async fn migrated(self) -> anyhow::Result<Self> {
         let pool = sqlx::PgPool::connect(&self.url()).await?;
         vigie_consumers::sinks::postgres::migrate::migrate(&pool).await?;
         pool.close().await;
         Ok(self)
     }
 
-    async fn scalar(&self, sql: &str) -> anyhow::Result<i64> {
+    pub(crate) async fn scalar(&self, sql: &str) -> anyhow::Result<i64> {
         let mut c = PgConnection::connect(&self.url()).await?;
         Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
             .fetch_one(&mut c)
