@@ -163,6 +163,29 @@ pub(crate) struct KafkaSettings {
     pub(crate) consumer: ConsumerConfig,
 }
 
+impl Settings {
+    /// A producer of the bench itself (backlogs, steady streams) with the
+    /// settings `vigie` reports.
+    pub(crate) fn producer(&self) -> anyhow::Result<EventProducer> {
+        Ok(EventProducer::new(
+            &vigie_kafka::Cluster::new(&self.kafka.brokers),
+            &self.kafka.producer,
+            KafkaMetrics::unregistered(),
+        )?)
+    }
+
+    /// The consumer settings of a reader of `topic` in a fresh group named
+    /// after `purpose`, committing nothing and exporting no lag.
+    pub(crate) fn reader(&self, purpose: &str, topic: &str) -> ConsumerConfig {
+        let mut config = self.kafka.consumer.clone();
+        config.group_id = format!("bench-{purpose}-{}", uuid_like(0));
+        config.topics = vec![topic.to_owned()];
+        config.batch_max_records = 20_000;
+        config.lag_interval_ms = 0;
+        config
+    }
+}
+
 /// What the scenarios check of `[kafka.security]`.
 #[derive(Debug, Deserialize)]
 struct SecuritySettings {
@@ -713,12 +736,8 @@ pub(crate) async fn read_topic(
     expected: u64,
     mut visit: impl FnMut(&Record) -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
-    let mut config = s.kafka.consumer.clone();
-    config.group_id = format!("bench-reader-{}", uuid_like(0));
-    config.topics = vec![topic.to_owned()];
-    config.batch_max_records = 20_000;
+    let mut config = s.reader("reader", topic);
     config.batch_max_wait_ms = 100;
-    config.lag_interval_ms = 0;
     let consumer = BatchConsumer::new(
         &vigie_kafka::Cluster::new(&s.kafka.brokers),
         config,

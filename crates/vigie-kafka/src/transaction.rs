@@ -145,20 +145,22 @@ impl EventProducer {
                 "delivery.timeout.ms",
                 config.delivery_timeout_ms.min(timeout_ms).to_string(),
             )
-            // A transaction begun right after the previous one committed is
-            // refused (CONCURRENT_TRANSACTIONS) until the broker has written
-            // the previous one's markers, a few milliseconds; librdkafka
-            // retries after `retry.backoff.ms`, 100 ms by default, which
-            // held a batch back that long. Apache Kafka's Java producer
-            // retries this case after 20 ms; so does Vigie (the backoff
-            // still grows, up to `retry.backoff.max.ms`, while a broker
-            // is down).
-            .set("retry.backoff.ms", "20")
             // A transaction's records are handed over at once, and their
             // acknowledgements awaited before the commit: a longer linger
             // only delays the commit. (Waiting on librdkafka's own flush
             // instead was slower: about 120 ms per batch against 45.)
             .set("linger.ms", config.linger_ms.min(TXN_LINGER_MS).to_string());
+        // A transaction begun right after the previous one committed is
+        // refused (CONCURRENT_TRANSACTIONS) until the broker has written the
+        // previous one's markers, a few milliseconds; librdkafka retries
+        // after `retry.backoff.ms`, 100 ms by default, which held a batch
+        // back that long. Apache Kafka's Java producer retries this case
+        // after 20 ms; so does Vigie, unless `extra` says otherwise (the
+        // backoff still grows, up to `retry.backoff.max.ms`, while a
+        // broker is down).
+        if !config.extra.contains_key("retry.backoff.ms") {
+            client.set("retry.backoff.ms", "20");
+        }
         let mut producer = Self::from_client_config(client, metrics)?;
         producer.transactional = true;
         producer

@@ -25,7 +25,7 @@ use anyhow::{Context, bail, ensure};
 use serde::Deserialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use vigie_kafka::{BatchConsumer, EventProducer, KafkaMetrics};
+use vigie_kafka::{BatchConsumer, KafkaMetrics};
 use vigie_simulator::{case_generator, case_lines};
 
 use crate::common::{
@@ -263,11 +263,7 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
         .with_context(|| format!("no model directory {}", a.model.display()))?;
     let dylib = ort_dylib()?;
     let logs = tempfile::tempdir()?;
-    let producer = EventProducer::new(
-        &vigie_kafka::Cluster::new(&brokers),
-        &s.kafka.producer,
-        KafkaMetrics::unregistered(),
-    )?;
+    let producer = s.producer()?;
     let tag = uuid_like(0);
     let batch_max_records = s.kafka.consumer.batch_max_records;
     let batch_max_wait_ms = s.kafka.consumer.batch_max_wait_ms;
@@ -530,12 +526,8 @@ struct Visibility {
 
 impl Visibility {
     async fn start(s: &Settings, topic: &str, partitions: i32) -> anyhow::Result<Self> {
-        let mut config = s.kafka.consumer.clone();
-        config.group_id = format!("bench-visibility-{}", uuid_like(0));
-        config.topics = vec![topic.to_owned()];
-        config.batch_max_records = 20_000;
+        let mut config = s.reader("visibility", topic);
         config.batch_linger_ms = 0;
-        config.lag_interval_ms = 0;
         let consumer = Arc::new(BatchConsumer::new(
             &vigie_kafka::Cluster::new(&s.kafka.brokers),
             config,

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::json;
 use sqlx::{Connection, Executor, PgConnection};
-use vigie_kafka::{EventProducer, KafkaMetrics};
 
 use crate::common::{
     BROKER, Bar, Consumer, Launch, Load, Vigie, create_topics, high_watermarks, median,
@@ -251,11 +250,7 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
     let brokers = s.kafka.brokers.clone();
     let topic = format!("bench.sink.{}", chrono::Utc::now().format("%Y%m%d%H%M%S%f"));
     create_topics(&brokers, &[&topic], partitions, true).await?;
-    let producer = EventProducer::new(
-        &vigie_kafka::Cluster::new(&brokers),
-        &s.kafka.producer,
-        KafkaMetrics::unregistered(),
-    )?;
+    let producer = s.producer()?;
     produce_backlog(&producer, &topic, BACKLOG_SEED, events, |_, _| Ok(())).await?;
     eprintln!("backlog: {events} events in {topic} ({partitions} partitions)");
 

@@ -19,7 +19,6 @@ use anyhow::{Context, bail, ensure};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
-use vigie_kafka::{EventProducer, KafkaMetrics};
 use vigie_simulator::{case_generator, case_lines};
 
 use crate::common::{
@@ -117,11 +116,7 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
     );
     let s = vigie.settings()?;
     let brokers = s.kafka.brokers.clone();
-    let producer = EventProducer::new(
-        &vigie_kafka::Cluster::new(&brokers),
-        &s.kafka.producer,
-        KafkaMetrics::unregistered(),
-    )?;
+    let producer = s.producer()?;
     let logs = tempfile::tempdir()?;
     let total = rate * seconds;
     let (mut p99s, mut runs_ms) = (vec![], vec![]);

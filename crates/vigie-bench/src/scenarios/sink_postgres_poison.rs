@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use serde_json::{Value, json};
-use vigie_kafka::{EventProducer, KafkaMetrics};
+use vigie_kafka::EventProducer;
 use vigie_simulator::{case_generator, case_lines};
 
 use super::sink_postgres::{BACKLOG_SEED, Tools, run_vigie};
@@ -167,11 +167,7 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
     let records = events + poison;
     let s = vigie.settings()?;
     let brokers = s.kafka.brokers.clone();
-    let producer = EventProducer::new(
-        &vigie_kafka::Cluster::new(&brokers),
-        &s.kafka.producer,
-        KafkaMetrics::unregistered(),
-    )?;
+    let producer = s.producer()?;
 
     // Every backlog first, each run on topics of its own (their DLQ twins
     // start empty), so that no run drains while the broker takes others.

@@ -11,7 +11,6 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 use serde_json::json;
-use vigie_kafka::{EventProducer, KafkaMetrics};
 
 use super::sink_postgres::{BACKLOG_SEED, Tools, run_vigie_over};
 use crate::common::{
@@ -177,11 +176,7 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
     // The sink: the same backlog drained over each.
     let topic = format!("bench.sink.tls.{}", uuid_like(0));
     create_topics(&brokers, &[&topic], partitions, true).await?;
-    let producer = EventProducer::new(
-        &vigie_kafka::Cluster::new(&brokers),
-        &s.kafka.producer,
-        KafkaMetrics::unregistered(),
-    )?;
+    let producer = s.producer()?;
     produce_backlog(&producer, &topic, BACKLOG_SEED, events, |_, _| Ok(())).await?;
     let admin = a.tools.pg.as_str();
     let (mut plain_secs, mut tls_secs) = (Vec::new(), Vec::new());
