@@ -726,6 +726,24 @@ pub(crate) async fn metric(port: u16, name: &str) -> Option<f64> {
     (!samples.is_empty()).then(|| samples.iter().sum())
 }
 
+/// A consumer's batches so far, from its `/metrics`
+/// (`vigie_consumer_batch_duration_seconds`): how many, and the seconds
+/// spent inside them (validate, write, commit).
+pub(crate) async fn batch_totals(port: u16) -> (u64, f64) {
+    let count = metric(port, "vigie_consumer_batch_duration_seconds_count")
+        .await
+        .unwrap_or(0.0);
+    let secs = metric(port, "vigie_consumer_batch_duration_seconds_sum")
+        .await
+        .unwrap_or(0.0);
+    (count as u64, secs)
+}
+
+/// Milliseconds per batch on average, from [`batch_totals`].
+pub(crate) fn mean_batch_ms((count, secs): (u64, f64)) -> f64 {
+    1000.0 * secs / count.max(1) as f64
+}
+
 /// Reads `topic` from its start with a fresh group (never committing),
 /// handing each record to `visit`, until at least `expected` records came
 /// and then nothing more for a second: records that should not be there

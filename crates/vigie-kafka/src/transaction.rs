@@ -121,7 +121,7 @@ impl KafkaError {
 }
 
 /// Longest linger of a transactional producer, in milliseconds.
-pub const TXN_LINGER_MS: u64 = 2;
+const TXN_LINGER_MS: u64 = 2;
 
 impl EventProducer {
     /// A producer with `transactional.id` set, registered with the broker:

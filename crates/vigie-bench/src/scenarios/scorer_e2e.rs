@@ -29,9 +29,9 @@ use vigie_kafka::{BatchConsumer, KafkaMetrics};
 use vigie_simulator::{case_generator, case_lines};
 
 use crate::common::{
-    BROKER, Bar, Consumer, Latency, Launch, Load, Settings, Vigie, alternate, committed,
-    create_topics, free_port, median, metric, now_ms, ort_dylib, produce_backlog, produce_steady,
-    read_topic, record, spawn_joined, uuid_like,
+    BROKER, Bar, Consumer, Latency, Launch, Load, Settings, Vigie, alternate, batch_totals,
+    committed, create_topics, free_port, mean_batch_ms, median, metric, now_ms, ort_dylib,
+    produce_backlog, produce_steady, read_topic, record, spawn_joined, uuid_like,
 };
 
 /// How often a group's committed offsets are read, when waiting on them.
@@ -171,12 +171,7 @@ async fn drain(l: &Launch<'_>, events: u64) -> anyhow::Result<Drain> {
         tokio::time::sleep(FAST_POLL).await;
     };
     peak = peak.max(c.peak_rss_mib());
-    let in_batches_secs = metric(port, "vigie_consumer_batch_duration_seconds_sum")
-        .await
-        .unwrap_or(0.0);
-    let batches = metric(port, "vigie_consumer_batch_duration_seconds_count")
-        .await
-        .unwrap_or(0.0) as u64;
+    let (batches, in_batches_secs) = batch_totals(port).await;
     wait_committed(
         &mut c,
         l.brokers,
@@ -427,14 +422,8 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
         Duration::from_secs(300),
     )
     .await?;
-    let batches = metric(port, "vigie_consumer_batch_duration_seconds_count")
-        .await
-        .unwrap_or(0.0);
-    let per_batch_ms = 1000.0
-        * metric(port, "vigie_consumer_batch_duration_seconds_sum")
-            .await
-            .unwrap_or(0.0)
-        / batches.max(1.0);
+    let totals = batch_totals(port).await;
+    let (batches, per_batch_ms) = (totals.0, mean_batch_ms(totals));
     c.stop()?;
     let visible = watcher.finish(total).await?;
 

@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use vigie_simulator::{case_generator, case_lines};
 
 use crate::common::{
-    BROKER, Bar, Common, Latency, Launch, Vigie, create_topics, free_port, median, metric, now_ms,
-    produce_steady, read_topic, record, spawn_joined,
+    BROKER, Bar, Common, Latency, Launch, Vigie, batch_totals, create_topics, free_port,
+    mean_batch_ms, median, now_ms, produce_steady, read_topic, record, spawn_joined,
 };
 use crate::scenarios::sink_postgres::{BACKLOG_SEED, Db, Tools};
 
@@ -161,12 +161,7 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let batches = metric(port, "vigie_consumer_batch_duration_seconds_count")
-            .await
-            .unwrap_or(0.0);
-        let in_batches = metric(port, "vigie_consumer_batch_duration_seconds_sum")
-            .await
-            .unwrap_or(0.0);
+        let totals = batch_totals(port).await;
         c.stop()?;
         let advances = stored.finish().await?;
         let mut samples = Vec::with_capacity(total as usize);
@@ -190,7 +185,7 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
         );
         db.drop_db().await?;
         let latency = Latency::of(samples).context("no record")?;
-        let per_batch_ms = 1000.0 * in_batches / batches.max(1.0);
+        let (batches, per_batch_ms) = (totals.0, mean_batch_ms(totals));
         eprintln!(
             "run {}: {total} cases at {:.0}/s, produce to row visible: {latency}; {batches} batches, {per_batch_ms:.1} ms each on average",
             r + 1,
