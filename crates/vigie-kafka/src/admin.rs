@@ -89,7 +89,7 @@ pub async fn ensure_topics(
     let admin: AdminClient<DefaultClientContext> = cluster
         .client_config()
         .create()
-        .map_err(|e| KafkaError::Config(e.to_string()))?;
+        .map_err(KafkaError::creation)?;
     let mut names = Vec::new();
     let mut configs = Vec::new();
     for s in specs {

@@ -102,7 +102,7 @@ impl Cluster {
         // would otherwise take the level of the `log` crate's logger.
         c.set_log_level(RDKafkaLogLevel::Info)
             .create_with_context(Reports::default())
-            .map_err(|e| KafkaError::Config(e.to_string()))
+            .map_err(KafkaError::creation)
     }
 
     /// A first round trip to the cluster (a metadata request), within
@@ -145,6 +145,26 @@ impl Cluster {
                 .iter()
                 .any(|r| r.contains("Connection refused") || r.contains("reset by peer"));
         let mut joined = reported.join("; ");
+        // Mutual TLS: the broker refuses the handshake with an alert when
+        // the client sent no certificate, or one its CA does not sign.
+        let certificate_refused = self.tls()
+            && reported.iter().any(|r| {
+                [
+                    "alert bad certificate",
+                    "alert certificate required",
+                    "alert unknown ca",
+                ]
+                .iter()
+                .any(|alert| r.contains(alert))
+            });
+        if certificate_refused {
+            let sent = if self.connection.contains_key("ssl.certificate.location") {
+                "refused this client's certificate: it must be signed by a CA the listener trusts"
+            } else {
+                "asks for a client certificate: set kafka.security.ssl_certificate_file and ssl_key_file"
+            };
+            joined.push_str(&format!("; the listener {sent}"));
+        }
         if plaintext_on_tls {
             joined.push_str(
                 "; the broker closes the connection before the first answer, as a TLS \

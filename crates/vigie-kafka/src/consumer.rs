@@ -184,7 +184,7 @@ impl BatchConsumer {
         let consumer: StreamConsumer<GroupContext> = config
             .client_config(cluster)
             .create_with_context(context.clone())
-            .map_err(|e| KafkaError::Config(e.to_string()))?;
+            .map_err(KafkaError::creation)?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(Self {

@@ -289,7 +289,7 @@ pub fn published_by_group(
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
         .create()
-        .map_err(|e| KafkaError::Config(e.to_string()))?;
+        .map_err(KafkaError::creation)?;
     let mut at_time = TopicPartitionList::new();
     for t in topics {
         let md = c.fetch_metadata(Some(t), timeout)?;

@@ -62,6 +62,20 @@ pub enum KafkaError {
 }
 
 impl KafkaError {
+    /// librdkafka refused to create a client from its configuration. A key
+    /// OpenSSL cannot read gets a hint: its own message ("PEM lib") does
+    /// not say that the password is the usual cause.
+    pub(crate) fn creation(e: rdkafka::error::KafkaError) -> Self {
+        let mut message = e.to_string();
+        if message.contains("ssl.key.location failed") {
+            message.push_str(
+                " (the client's private key could not be read: is kafka.security.ssl_key_password \
+                 the password of an encrypted ssl_key_file?)",
+            );
+        }
+        Self::Config(message)
+    }
+
     /// Bounded label for metrics (`error_type`).
     pub fn error_type(&self) -> &'static str {
         match self {

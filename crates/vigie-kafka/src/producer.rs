@@ -101,7 +101,7 @@ impl EventProducer {
         let inner: Arc<Client> = Arc::new(
             client
                 .create_with_context(context)
-                .map_err(|e| KafkaError::Config(e.to_string()))?,
+                .map_err(KafkaError::creation)?,
         );
         let stop = Arc::new(AtomicBool::new(false));
         let poller = std::thread::Builder::new()

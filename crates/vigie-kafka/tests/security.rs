@@ -226,3 +226,69 @@ async fn scram_over_tls_creates_produces_consumes_and_reads_the_lag_and_refusals
         "a plaintext client on the TLS listener: {err}"
     );
 }
+
+/// `user` on the mutual-TLS listener, known by its client certificate.
+fn with_certificate(k: &PrivateKafka, user: &str, key_password: &str) -> Cluster {
+    let (cert, key) = k.client_cert(user);
+    Cluster::new(k.mtls_bootstrap())
+        .with("security.protocol", "ssl")
+        .with("ssl.ca.location", k.ca_file().display().to_string())
+        .with("ssl.certificate.location", cert.display().to_string())
+        .with("ssl.key.location", key.display().to_string())
+        .with("ssl.key.password", key_password)
+}
+
+#[tokio::test]
+async fn a_client_certificate_is_the_principal_its_acls_name_and_a_missing_one_is_refused() {
+    let k =
+        PrivateKafka::start_with_sasl(&[("vigie-ingest", "ingest-pw"), ("vigie-sink", "sink-pw")]);
+    let cases = unique_name("health.case.v1");
+    create_topic(&k.bootstrap, &cases, 1).await;
+    k.allow("vigie-ingest", &["Write", "Describe"], &["--topic", &cases]);
+
+    // The certificate's CN is the principal: vigie-ingest's ACL lets it
+    // write, vigie-sink's certificate gets no such right.
+    let ingest = with_certificate(&k, "vigie-ingest", "ingest-pw");
+    ingest
+        .check(Duration::from_secs(10))
+        .expect("the listener accepts vigie-ingest's certificate");
+    assert_eq!(send(&ingest, &cases).await.expect("delivered").len(), 10);
+    let err = send(&with_certificate(&k, "vigie-sink", "sink-pw"), &cases)
+        .await
+        .expect_err("vigie-sink has no Write ACL")
+        .to_string();
+    assert!(
+        err.contains(&cases) && err.contains("Authorization"),
+        "{err}"
+    );
+    assert_eq!(topic_len(&k.bootstrap, &cases), 10);
+
+    // No certificate: the handshake is refused at once, and the error
+    // says which settings are missing.
+    let without = Cluster::new(k.mtls_bootstrap())
+        .with("security.protocol", "ssl")
+        .with("ssl.ca.location", k.ca_file().display().to_string());
+    let err = match without.check(Duration::from_secs(30)) {
+        Err(e @ KafkaError::Refused { .. }) => e.to_string(),
+        other => panic!("a refusal, not {other:?}"),
+    };
+    assert!(
+        err.contains(&format!("ssl://{}", k.mtls_bootstrap()))
+            && err.contains("bad certificate")
+            && err.contains("ssl_certificate_file"),
+        "no client certificate: {err}"
+    );
+
+    // A wrong key password fails when the client is made, without the
+    // password in the error.
+    let err = with_certificate(&k, "vigie-ingest", "wrong-key-pw-2209")
+        .check(Duration::from_secs(10))
+        .expect_err("the key does not decrypt")
+        .to_string();
+    assert!(
+        err.contains("ssl.key.location failed")
+            && err.contains("ssl_key_password")
+            && !err.contains("wrong-key-pw-2209"),
+        "a wrong key password: {err}"
+    );
+}

@@ -113,13 +113,16 @@ impl PrivateKafka {
         Self::start_with_sasl(&[])
     }
 
-    /// Starts a new broker that also has a SASL/PLAIN listener
-    /// ([`sasl_bootstrap`](Self::sasl_bootstrap)) knowing `users` (name,
-    /// password), with Kafka's authorizer: there a user may do only what
+    /// Starts a new broker that also has SASL listeners
+    /// ([`sasl_bootstrap`](Self::sasl_bootstrap),
+    /// [`sasl_ssl_bootstrap`](Self::sasl_ssl_bootstrap)) knowing `users`
+    /// (name, password), and a mutual-TLS one
+    /// ([`mtls_bootstrap`](Self::mtls_bootstrap)) knowing them by their
+    /// client certificates, with Kafka's authorizer: there a user may do only what
     /// an ACL allows it ([`acls`](Self::acls)); on
     /// [`bootstrap`](Self::bootstrap), everything.
     pub fn start_with_sasl(users: &[(&str, &str)]) -> Self {
-        let port = free_ports(4);
+        let port = free_ports(5);
         let users: Vec<(String, String)> = users
             .iter()
             .map(|(u, p)| ((*u).to_owned(), (*p).to_owned()))
@@ -145,9 +148,35 @@ impl PrivateKafka {
         self.listener(3)
     }
 
-    /// The PEM file of the CA of this broker's TLS listener.
+    /// The SSL listener of a broker started with users, which requires a
+    /// client certificate ([`client_cert`](Self::client_cert)) signed by
+    /// [`ca_file`](Self::ca_file): `CN=NAME` is the principal `User:NAME`.
+    pub fn mtls_bootstrap(&self) -> String {
+        self.listener(4)
+    }
+
+    /// The PEM file of the CA of this broker's TLS listeners.
     pub fn ca_file(&self) -> PathBuf {
-        crate::state_dir().join(format!("kafka-{}/tls/ca.pem", self.port))
+        self.tls_dir().join("ca.pem")
+    }
+
+    /// The client certificate of `user` for the
+    /// [`mtls_bootstrap`](Self::mtls_bootstrap) listener, and its private
+    /// key, encrypted with the user's password.
+    pub fn client_cert(&self, user: &str) -> (PathBuf, PathBuf) {
+        assert!(
+            self.users.iter().any(|(u, _)| u == user),
+            "{user} is not a user of this broker"
+        );
+        let dir = self.tls_dir().join("clients");
+        (
+            dir.join(format!("{user}.crt")),
+            dir.join(format!("{user}.key")),
+        )
+    }
+
+    fn tls_dir(&self) -> PathBuf {
+        crate::state_dir().join(format!("kafka-{}/tls", self.port))
     }
 
     fn listener(&self, offset: u16) -> String {
@@ -202,7 +231,7 @@ impl Drop for PrivateKafka {
 }
 
 /// A port P such that P to P+n-1 are all free now (the broker's client,
-/// controller, SASL_PLAINTEXT and SASL_SSL listeners), taken from a range
+/// controller, SASL_PLAINTEXT, SASL_SSL and SSL listeners), taken from a range
 /// no shared broker uses.
 fn free_ports(n: u16) -> u16 {
     for _ in 0..200 {

@@ -27,7 +27,10 @@ const FIRST_CONTACT: Duration = Duration::from_secs(5);
 /// Keys that may only come from the environment or a `<key>_file`: the
 /// Kafka password and every sink's own secrets.
 pub(crate) fn secret_keys() -> Vec<String> {
-    let mut keys = vec!["kafka.security.sasl_password".to_owned()];
+    let mut keys = vec![
+        "kafka.security.sasl_password".to_owned(),
+        "kafka.security.ssl_key_password".to_owned(),
+    ];
     keys.extend(SinkSpec::secret_keys());
     keys
 }
@@ -95,6 +98,43 @@ pub(crate) struct SecuritySettings {
     /// `ssl.ca.location`); unset: the system's.
     #[serde(default)]
     pub(crate) ssl_ca_file: Option<PathBuf>,
+    /// PEM file of this client's certificate, for a listener that asks
+    /// for one (mutual TLS; librdkafka's `ssl.certificate.location`).
+    /// Set with `ssl_key_file`.
+    #[serde(default)]
+    pub(crate) ssl_certificate_file: Option<PathBuf>,
+    /// PEM file of the private key of `ssl_certificate_file`
+    /// (`ssl.key.location`).
+    #[serde(default)]
+    pub(crate) ssl_key_file: Option<PathBuf>,
+    /// Password of an encrypted `ssl_key_file`: only from
+    /// `VIGIE__KAFKA__SECURITY__SSL_KEY_PASSWORD` or
+    /// `ssl_key_password_file`.
+    #[serde(default)]
+    pub(crate) ssl_key_password: Option<Secret>,
+}
+
+impl SecuritySettings {
+    /// A client certificate needs its key, and a key password a key.
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |message: &str| ConfigError::InvalidValue {
+            origin: None,
+            key: "kafka.security".to_owned(),
+            message: message.to_owned(),
+        };
+        match (&self.ssl_certificate_file, &self.ssl_key_file) {
+            (Some(_), None) => Err(invalid(
+                "ssl_certificate_file is set without ssl_key_file: a client certificate needs its private key",
+            )),
+            (None, Some(_)) => Err(invalid(
+                "ssl_key_file is set without ssl_certificate_file: a private key needs its client certificate",
+            )),
+            (None, None) if self.ssl_key_password.is_some() => {
+                Err(invalid("ssl_key_password is set without ssl_key_file"))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Settings {
@@ -105,6 +145,7 @@ impl Settings {
             loader = loader.file(f);
         }
         let settings: Self = loader.load()?;
+        settings.kafka.security.check()?;
         settings
             .consumers
             .sinks
@@ -135,6 +176,15 @@ impl Settings {
         }
         if let Some(ca) = &sec.ssl_ca_file {
             cluster = cluster.with("ssl.ca.location", ca.display().to_string());
+        }
+        if let Some(cert) = &sec.ssl_certificate_file {
+            cluster = cluster.with("ssl.certificate.location", cert.display().to_string());
+        }
+        if let Some(key) = &sec.ssl_key_file {
+            cluster = cluster.with("ssl.key.location", key.display().to_string());
+        }
+        if let Some(p) = &sec.ssl_key_password {
+            cluster = cluster.with("ssl.key.password", p.expose());
         }
         cluster
     }

@@ -73,6 +73,12 @@ fn config_check_prints_the_effective_config_with_secrets_redacted() {
         .args(["config", "check"])
         .arg(&file)
         .env("VIGIE__KAFKA__SECURITY__SASL_PASSWORD", "hunter2")
+        .env(
+            "VIGIE__KAFKA__SECURITY__SSL_CERTIFICATE_FILE",
+            "/etc/vigie/c.pem",
+        )
+        .env("VIGIE__KAFKA__SECURITY__SSL_KEY_FILE", "/etc/vigie/c.key")
+        .env("VIGIE__KAFKA__SECURITY__SSL_KEY_PASSWORD", "hunter4")
         .env("VIGIE__KAFKA__PRODUCER__LINGER_MS", "7")
         .env(
             "VIGIE__CONSUMERS__SINKS__POSTGRES__URL",
@@ -97,6 +103,10 @@ fn config_check_prints_the_effective_config_with_secrets_redacted() {
     );
     assert!(text.contains("***") && !text.contains("hunter2"), "{text}");
     assert!(
+        text.contains("ssl_key_password = \"***\"") && !text.contains("hunter4"),
+        "the client key's password is redacted: {text}"
+    );
+    assert!(
         text.contains("url = \"postgres://u:***@localhost/x\"") && !text.contains("hunter3"),
         "a password inside a URL is redacted too: {text}"
     );
@@ -116,6 +126,24 @@ fn config_check_prints_the_effective_config_with_secrets_redacted() {
     assert_eq!(out.status.code(), Some(2));
     assert!(
         err.contains("kafka.security.sasl_password") && err.contains("line 3"),
+        "{err}"
+    );
+
+    // A client certificate without its key is refused, naming both.
+    std::fs::write(
+        &file,
+        "[kafka.security]\nprotocol = \"ssl\"\nssl_certificate_file = \"c.pem\"\n",
+    )
+    .unwrap();
+    let out = vigie()
+        .args(["config", "check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("ssl_certificate_file") && err.contains("ssl_key_file"),
         "{err}"
     );
 }

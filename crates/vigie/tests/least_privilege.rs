@@ -1,7 +1,8 @@
-//! Each component as its own Kafka principal, over SASL_SSL with SCRAM, on
-//! a broker whose authorizer allows only what an ACL grants: with exactly
-//! the ACLs `docs/security.md` lists for it, each does its whole job, dead
-//! letters and transactions included.
+//! Each component as its own Kafka principal, over SASL_SSL with SCRAM (the
+//! operator's `vigie offsets` over mutual TLS, known by its client
+//! certificate), on a broker whose authorizer allows only what an ACL
+//! grants: with exactly the ACLs `docs/security.md` lists for it, each does
+//! its whole job, dead letters and transactions included.
 
 mod common;
 
@@ -52,7 +53,12 @@ fn stop(mut child: Reaped) {
 
 #[tokio::test]
 async fn each_component_does_its_job_with_exactly_its_documented_acls() {
-    let users = ["vigie-ingest", "vigie-sink", "vigie-scorer"];
+    let users = [
+        "vigie-ingest",
+        "vigie-sink",
+        "vigie-scorer",
+        "vigie-operator",
+    ];
     let passwords: Vec<String> = users.iter().map(|u| password(u)).collect();
     let k = PrivateKafka::start_with_sasl(
         &users
@@ -100,6 +106,16 @@ async fn each_component_does_its_job_with_exactly_its_documented_acls() {
         "vigie-scorer",
         &["Write", "Describe"],
         &["--transactional-id", &txn_id],
+    );
+    k.allow(
+        "vigie-operator",
+        &["Read", "Describe"],
+        &["--topic", &cases],
+    );
+    k.allow(
+        "vigie-operator",
+        &["Read", "Describe"],
+        &["--group", &sink_group],
     );
 
     // vigie ingest: the simulator's cases into the cases topic.
@@ -213,4 +229,59 @@ async fn each_component_does_its_job_with_exactly_its_documented_acls() {
     assert_eq!(letters.len(), 2, "one letter from each sink");
     stop(sink);
     stop(scorer);
+
+    // vigie offsets reset, as the operator, authenticated by its client
+    // certificate (its key's password from a `_file` key): the sink's
+    // stored offsets and the group's committed ones go back to the start.
+    let (cert, key) = k.client_cert("vigie-operator");
+    let key_password = dir.path().join("operator-key-password");
+    std::fs::write(&key_password, password("vigie-operator")).unwrap();
+    let operator = |group: &str| {
+        let mut c = vigie();
+        c.env("VIGIE__KAFKA__BROKERS", k.mtls_bootstrap())
+            .env("VIGIE__KAFKA__SECURITY__PROTOCOL", "ssl")
+            .env("VIGIE__KAFKA__SECURITY__SSL_CA_FILE", k.ca_file())
+            .env("VIGIE__KAFKA__SECURITY__SSL_CERTIFICATE_FILE", &cert)
+            .env("VIGIE__KAFKA__SECURITY__SSL_KEY_FILE", &key)
+            .env(
+                "VIGIE__KAFKA__SECURITY__SSL_KEY_PASSWORD_FILE",
+                &key_password,
+            )
+            .env("VIGIE__CONSUMERS__SINKS__POSTGRES__URL", &db.url)
+            .env("RUST_LOG", "warn")
+            .args(["offsets", "reset", "--group", group, "--topic", &cases])
+            .args(["--to-earliest", "--execute"]);
+        c.output().unwrap()
+    };
+    let out = operator(&sink_group);
+    assert!(
+        out.status.success(),
+        "offsets reset as vigie-operator: {out:?}"
+    );
+    let stored: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT next_offset, epoch FROM sink_offsets WHERE consumer_group = $1")
+            .bind(&sink_group)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, vec![(0, 1); 2], "both partitions back to 0");
+    let committed = vigie_kafka::group_lag(
+        &vigie_kafka::Cluster::new(&k.bootstrap),
+        &sink_group,
+        std::slice::from_ref(&cases),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert!(
+        committed.iter().all(|p| p.committed == Some(0)),
+        "Kafka's committed offsets follow: {committed:?}"
+    );
+    // A group it has no ACL for is refused, naming the refusal.
+    let out = operator(&scorer_group);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("Group authorization failed"),
+        "offsets reset of a group without an ACL: {err}"
+    );
 }
