@@ -5,6 +5,9 @@
 //! table, keeps the newest version of a case whatever the order, and
 //! refuses what it does not store.
 
+mod common;
+
+use common::Refused;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 
@@ -145,28 +148,6 @@ async fn the_schema_applies_twice_and_each_table_serves_its_query() {
     .await;
     assert_eq!(scores, [(0.25,)]);
     run(&session, format!("DROP KEYSPACE {ks}")).await;
-}
-
-/// Collects what the sink refuses.
-#[derive(Default)]
-struct Refused(Vec<vigie_consumers::Rejected>);
-
-#[async_trait::async_trait]
-impl vigie_consumers::Rejects for Refused {
-    async fn publish(
-        &mut self,
-        rejected: &[vigie_consumers::Rejected],
-    ) -> Result<(), vigie_consumers::SinkError> {
-        self.0.extend_from_slice(rejected);
-        Ok(())
-    }
-
-    fn letters(
-        &mut self,
-        _rejected: &[vigie_consumers::Rejected],
-    ) -> Vec<vigie_consumers::OutboxLetter> {
-        unreachable!("the scylla sink has no outbox")
-    }
 }
 
 /// 2026-01-01 at `h` o'clock.

@@ -1,6 +1,9 @@
 //! The PostgreSQL sink against a real broker and the real PostgreSQL:
 //! poison input and severed database connections, reconciled event by event.
 
+mod common;
+
+use common::Refused;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -475,44 +478,6 @@ async fn a_partition_the_store_has_no_offset_for_starts_at_the_reset_point_not_a
         summary.written, 20,
         "every record, not the 5 past Kafka's commit"
     );
-}
-
-/// Collects what the sink refuses (no broker involved).
-#[derive(Default)]
-struct Refused(Vec<vigie_consumers::Rejected>);
-
-#[async_trait::async_trait]
-impl vigie_consumers::Rejects for Refused {
-    async fn publish(
-        &mut self,
-        rejected: &[vigie_consumers::Rejected],
-    ) -> Result<(), vigie_consumers::SinkError> {
-        self.0.extend_from_slice(rejected);
-        Ok(())
-    }
-
-    /// Collects them too; the letters name partition 0 of topic `t`, the
-    /// batch index as offset.
-    fn letters(
-        &mut self,
-        rejected: &[vigie_consumers::Rejected],
-    ) -> Vec<vigie_consumers::OutboxLetter> {
-        self.0.extend_from_slice(rejected);
-        rejected
-            .iter()
-            .map(|r| vigie_consumers::OutboxLetter {
-                origin: ("t".to_owned(), 0, r.index as i64),
-                letter: vigie_kafka::dlq::Letter {
-                    topic: "t.dlq".into(),
-                    key: None,
-                    value: r.error.clone().into_bytes(),
-                    headers: vec![("vigie.dlq.reason".into(), r.reason.into())],
-                    timestamp_ms: None,
-                },
-                stored_ms: 0,
-            })
-            .collect()
-    }
 }
 
 /// PostgreSQL over TLS with the server's certificate verified

@@ -189,6 +189,30 @@ enum Values {
     Score(ScoreRow),
 }
 
+/// Serialized as the row of its table, so that one batch call writes a
+/// partition's rows whatever their table.
+impl scylla::serialize::row::SerializeRow for Values {
+    fn serialize(
+        &self,
+        ctx: &scylla::serialize::row::RowSerializationContext<'_>,
+        writer: &mut scylla::serialize::writers::RowWriter<'_>,
+    ) -> Result<(), scylla::serialize::SerializationError> {
+        match self {
+            Values::Case(v) => v.serialize(ctx, writer),
+            Values::CountryDay(v) => v.serialize(ctx, writer),
+            Values::Score(v) => v.serialize(ctx, writer),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Values::Case(v) => v.is_empty(),
+            Values::CountryDay(v) => v.is_empty(),
+            Values::Score(v) => v.is_empty(),
+        }
+    }
+}
+
 /// A row of `health_case_by_state_month`, in the order of the insert.
 #[derive(scylla::SerializeRow)]
 #[scylla(flavor = "enforce_order", skip_name_checks)]
@@ -400,38 +424,8 @@ impl ScyllaSink {
                 batch.append_statement(table.insert.clone());
             }
             let started = Instant::now();
-            let result = match &chunk[0].values {
-                Values::Case(_) => {
-                    let v: Vec<&CaseRow> = chunk
-                        .iter()
-                        .map(|r| match &r.values {
-                            Values::Case(v) => v.as_ref(),
-                            _ => unreachable!("one table per partition"),
-                        })
-                        .collect();
-                    self.session.batch(&batch, v).await
-                }
-                Values::CountryDay(_) => {
-                    let v: Vec<&CountryDayRow> = chunk
-                        .iter()
-                        .map(|r| match &r.values {
-                            Values::CountryDay(v) => v,
-                            _ => unreachable!("one table per partition"),
-                        })
-                        .collect();
-                    self.session.batch(&batch, v).await
-                }
-                Values::Score(_) => {
-                    let v: Vec<&ScoreRow> = chunk
-                        .iter()
-                        .map(|r| match &r.values {
-                            Values::Score(v) => v,
-                            _ => unreachable!("one table per partition"),
-                        })
-                        .collect();
-                    self.session.batch(&batch, v).await
-                }
-            };
+            let values: Vec<&Values> = chunk.iter().map(|r| &r.values).collect();
+            let result = self.session.batch(&batch, values).await;
             if let Err(e) = result {
                 self.metrics.errors.with_label_values(&["write"]).inc();
                 return Err(SinkError::Retryable(format!(
