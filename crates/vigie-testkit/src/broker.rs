@@ -74,7 +74,7 @@ fn scripts_kafka_with(cmd: &str, port: u16, users: &[(String, String)]) {
 
 /// Runs `command` (a script of the repository) and fails the test, with
 /// its standard error, unless it succeeds.
-fn run_ok(command: &mut Command) -> String {
+pub(crate) fn run_ok(command: &mut Command) -> String {
     let out = command
         .output()
         .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
@@ -233,7 +233,7 @@ impl Drop for PrivateKafka {
 /// A port P such that P to P+n-1 are all free now (the broker's client,
 /// controller, SASL_PLAINTEXT, SASL_SSL and SSL listeners), taken from a range
 /// no shared broker uses.
-fn free_ports(n: u16) -> u16 {
+pub(crate) fn free_ports(n: u16) -> u16 {
     for _ in 0..200 {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
         let p = l.local_addr().expect("local address").port();

@@ -39,3 +39,52 @@ pub fn cql_server() -> &'static CqlServer {
         }
     })
 }
+
+/// An Apache Cassandra node of the test's own (`scripts/cassandra` on free
+/// ports), that the test may kill and start again. Its data is removed
+/// when it is dropped.
+#[derive(Debug)]
+pub struct PrivateCql {
+    port: u16,
+    /// `host:port` for a driver's known nodes.
+    pub uri: String,
+}
+
+impl PrivateCql {
+    /// Starts a new node on free ports (CQL, storage, JMX) and waits until
+    /// it answers CQL.
+    pub fn start() -> Self {
+        let port = crate::broker::free_ports(3);
+        let node = Self {
+            port,
+            uri: format!("127.0.0.1:{port}"),
+        };
+        node.script("start");
+        node
+    }
+
+    /// Kills it (SIGKILL) and waits until the process is gone.
+    pub fn kill(&self) {
+        self.script("kill");
+    }
+
+    /// Starts it again on the same ports and data, and waits until it
+    /// answers.
+    pub fn restart(&self) {
+        self.script("start");
+    }
+
+    fn script(&self, cmd: &str) {
+        crate::broker::run_ok(
+            Command::new(repo_root().join("scripts/cassandra")).args([cmd, &self.port.to_string()]),
+        );
+    }
+}
+
+impl Drop for PrivateCql {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/cassandra"))
+            .args(["reset", &self.port.to_string()])
+            .output();
+    }
+}

@@ -23,7 +23,7 @@ mod postgres;
 mod wait;
 
 pub use broker::{Broker, PrivateKafka, broker, kafka_tool, repo_root};
-pub use cql::{CqlServer, cql_server};
+pub use cql::{CqlServer, PrivateCql, cql_server};
 pub use kafka::{
     RawInput, RawRecord, create_topic, create_topic_and_dlq, create_topic_with, end_offsets,
     produce_raw, produce_raw_at, read_to_end, read_topic, topic_len, unique_name,
