@@ -167,6 +167,42 @@ impl Under {
     }
 }
 
+impl Under {
+    /// Every row the sink stored in its table of cases, each as text,
+    /// sorted: every column compared. `None` for a sink without a table.
+    async fn contents(&self) -> Option<Vec<String>> {
+        let mut rows: Vec<String> = match self {
+            Self::Postgres(db) => sqlx::query_scalar("SELECT t::text FROM health_case t")
+                .fetch_all(&db.pool().await)
+                .await
+                .unwrap(),
+            Self::Scylla { keyspace } => {
+                let session = scylla::client::session_builder::SessionBuilder::new()
+                    .known_node(&vigie_testkit::cql_server().uri)
+                    .build()
+                    .await
+                    .unwrap();
+                session
+                    .query_unpaged(
+                        format!("SELECT * FROM {keyspace}.health_case_by_state_month"),
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .into_rows_result()
+                    .unwrap()
+                    .rows::<scylla::value::Row>()
+                    .unwrap()
+                    .map(|r| format!("{:?}", r.unwrap().columns))
+                    .collect()
+            }
+            Self::Blackhole | Self::Scorer { .. } => return None,
+        };
+        rows.sort();
+        Some(rows)
+    }
+}
+
 /// `vigie consume --sink NAME` on `topic` for `group`, its logs (JSON) in
 /// `logs`. Small batches: many commits, so that signals land mid-stream.
 fn start(
@@ -314,6 +350,29 @@ async fn contract(name: &str) {
         (POISON.len(), POISON.len()),
         "{name}: each refused record dead-lettered once"
     );
+
+    // After the kill -9 and the SIGTERM, the table holds what one clean
+    // run of the same topic into a fresh store writes, column by column.
+    if let Some(faulted) = under.contents().await {
+        let clean = Under::new(name).await;
+        let clean_group = unique_name(&format!("clean-{name}"));
+        let run = start(&clean, name, (&topic, &clean_group), &logs);
+        wait_for("the clean run to store every record", DEADLINE, || async {
+            clean
+                .resume_point(&clean_group, &topic)
+                .await
+                .filter(|n| *n >= total)
+        })
+        .await;
+        terminate(run, &logs).await;
+        let clean = clean.contents().await.unwrap();
+        assert_eq!(clean.len(), GOOD as usize, "{name}: the clean run's rows");
+        assert!(
+            clean == faulted,
+            "{name}: the faulted runs' rows differ from a clean run's, e.g. {:?}",
+            clean.iter().zip(&faulted).find(|(c, f)| c != f)
+        );
+    }
 }
 
 #[test]
