@@ -281,5 +281,24 @@ async fn the_sink_creates_its_tables_writes_each_and_keeps_the_newest_version() 
     )
     .await;
     assert_eq!(scores, [(0.75,)]);
+
+    // A write the server refuses whatever the tries (its table dropped
+    // under the running sink) stops the sink, naming the table; a node
+    // that cannot be reached is worth retrying (cql_restart.rs).
+    run(&session, "DROP TABLE health_case_by_state_month".to_owned()).await;
+    let err = sink
+        .write(
+            &[accepted(0, newer.to_json_bytes().unwrap())],
+            &ctx,
+            &mut refused,
+        )
+        .await
+        .expect_err("the table is gone");
+    assert!(
+        matches!(err, vigie_consumers::SinkError::Fatal(_))
+            && err.to_string().contains("health_case_by_state_month")
+            && err.to_string().contains("retrying cannot help"),
+        "{err:?}"
+    );
     run(&session, format!("DROP KEYSPACE {keyspace}")).await;
 }

@@ -427,12 +427,16 @@ impl ScyllaSink {
             let values: Vec<&Values> = chunk.iter().map(|r| &r.values).collect();
             let result = self.session.batch(&batch, values).await;
             if let Err(e) = result {
-                self.metrics.errors.with_label_values(&["write"]).inc();
-                return Err(SinkError::Retryable(format!(
-                    "writing {} rows to {}: {e}",
-                    chunk.len(),
-                    table.name
-                )));
+                let what = format!("writing {} rows to {}: {e}", chunk.len(), table.name);
+                return Err(if can_succeed_later(&e) {
+                    self.metrics.errors.with_label_values(&["transient"]).inc();
+                    SinkError::Retryable(what)
+                } else {
+                    self.metrics.errors.with_label_values(&["refused"]).inc();
+                    SinkError::Fatal(format!(
+                        "{what} (the server refuses the statement itself: retrying cannot help)"
+                    ))
+                });
             }
             self.metrics
                 .latency
@@ -445,6 +449,34 @@ impl ScyllaSink {
                 .inc_by(chunk.len() as u64);
         }
         Ok(())
+    }
+}
+
+/// Whether a failed write may succeed when tried again: a node down,
+/// starting, overloaded or timing out, a connection lost. A statement the
+/// server refuses (invalid, its table gone, not authorized) or values the
+/// driver cannot serialize fail the same way every time: retrying them
+/// would hold the stream forever.
+fn can_succeed_later(e: &scylla::errors::ExecutionError) -> bool {
+    use scylla::errors::{DbError, ExecutionError as E, RequestAttemptError as A};
+    let refused = |db: &DbError| {
+        matches!(
+            db,
+            DbError::SyntaxError
+                | DbError::Invalid
+                | DbError::AlreadyExists { .. }
+                | DbError::FunctionFailure { .. }
+                | DbError::AuthenticationError
+                | DbError::Unauthorized
+                | DbError::ConfigError
+                | DbError::ProtocolError
+        )
+    };
+    match e {
+        E::BadQuery(_) | E::UseKeyspaceError(_) => false,
+        E::LastAttemptError(A::DbError(db, _)) => !refused(db),
+        E::LastAttemptError(A::SerializationError(_) | A::CqlRequestSerialization(_)) => false,
+        _ => true,
     }
 }
 
