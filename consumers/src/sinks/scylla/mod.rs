@@ -454,9 +454,10 @@ impl ScyllaSink {
 
 /// Whether a failed write may succeed when tried again: a node down,
 /// starting, overloaded or timing out, a connection lost. A statement the
-/// server refuses (invalid, its table gone, not authorized) or values the
-/// driver cannot serialize fail the same way every time: retrying them
-/// would hold the stream forever.
+/// server refuses (invalid, its table gone, not authorized), values the
+/// driver cannot serialize, or a load-balancing plan with no node (a
+/// datacenter that does not exist) fail the same way every time: retrying
+/// them would hold the stream forever.
 fn can_succeed_later(e: &scylla::errors::ExecutionError) -> bool {
     use scylla::errors::{DbError, ExecutionError as E, RequestAttemptError as A};
     let refused = |db: &DbError| {
@@ -473,7 +474,7 @@ fn can_succeed_later(e: &scylla::errors::ExecutionError) -> bool {
         )
     };
     match e {
-        E::BadQuery(_) | E::UseKeyspaceError(_) => false,
+        E::BadQuery(_) | E::UseKeyspaceError(_) | E::EmptyPlan => false,
         E::LastAttemptError(A::DbError(db, _)) => !refused(db),
         E::LastAttemptError(A::SerializationError(_) | A::CqlRequestSerialization(_)) => false,
         _ => true,
@@ -747,5 +748,24 @@ mod tests {
             err.contains("'most'") && err.contains("local_quorum"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn only_failures_that_can_pass_are_retried() {
+        use scylla::errors::{DbError, ExecutionError as E, RequestAttemptError as A};
+        let server = |db: DbError| E::LastAttemptError(A::DbError(db, "said the node".into()));
+        for (e, retried) in [
+            (server(DbError::Overloaded), true),
+            (server(DbError::IsBootstrapping), true),
+            (server(DbError::ServerError), true),
+            (E::RequestTimeout(std::time::Duration::from_secs(2)), true),
+            (E::EmptyPlan, false),
+            (server(DbError::Invalid), false),
+            (server(DbError::SyntaxError), false),
+            (server(DbError::Unauthorized), false),
+            (server(DbError::ConfigError), false),
+        ] {
+            assert_eq!(can_succeed_later(&e), retried, "{e}");
+        }
     }
 }
