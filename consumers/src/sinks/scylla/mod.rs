@@ -4,8 +4,10 @@
 //!
 //! Writes are prepared statements, marked idempotent, through the driver's
 //! default policy (token- and shard-aware). The rows of a batch are grouped
-//! by partition key into unlogged batches of at most `batch_max_rows`
-//! rows, run `concurrency` at a time. Each row carries its version as its
+//! by the replica (and shard) that stores their partition, a partition's
+//! rows together, into unlogged batches of at most `batch_max_rows` rows,
+//! run `concurrency` at a time: each batch is written by the node that
+//! stores all its rows. Each row carries its version as its
 //! write timestamp (`USING TIMESTAMP`: the upstream version, else the
 //! ingestion time, in microseconds), so a replay or a late older version
 //! never overwrites a newer one. The runtime commits the consumer offsets
@@ -77,7 +79,7 @@ pub struct ScyllaConfig {
     pub ttl_seconds: u32,
     /// Unlogged batches in flight at once.
     pub concurrency: usize,
-    /// Rows per unlogged batch (one partition each), at most.
+    /// Rows per unlogged batch (one replica each), at most.
     pub batch_max_rows: usize,
     /// User name, when the cluster authenticates.
     pub username: Option<String>,
@@ -285,6 +287,7 @@ struct ScoreRow {
 /// Writes to ScyllaDB.
 pub struct ScyllaSink {
     session: std::sync::Arc<Session>,
+    keyspace: String,
     tables: Vec<Table>,
     ttl: i32,
     concurrency: usize,
@@ -402,6 +405,7 @@ impl ScyllaSink {
         }
         Ok(Self {
             session: std::sync::Arc::new(session),
+            keyspace: config.keyspace.clone(),
             tables,
             ttl: i32::try_from(config.ttl_seconds).map_err(|_| {
                 SinkError::Fatal("consumers.sinks.scylla.ttl_seconds is too large".into())
@@ -413,8 +417,9 @@ impl ScyllaSink {
         })
     }
 
-    /// Writes the rows of one partition, in unlogged batches.
-    async fn write_partition(&self, rows: Vec<Row>) -> Result<(), SinkError> {
+    /// Writes the rows of one group of [`grouped`] (one table, one
+    /// replica), in unlogged batches of at most `batch_max_rows`.
+    async fn write_group(&self, rows: Vec<Row>) -> Result<(), SinkError> {
         let table = &self.tables[rows[0].table];
         for chunk in rows.chunks(self.batch_max_rows) {
             let mut batch = Batch::new(BatchType::Unlogged);
@@ -588,17 +593,34 @@ fn row_of(event: &Event, ttl: i32) -> Result<Row, (&'static str, String)> {
     }
 }
 
-/// `rows` grouped by table and partition key: each group goes to one
-/// partition, in unlogged batches.
-fn by_partition(rows: Vec<Row>) -> Vec<Vec<Row>> {
-    let mut partitions: BTreeMap<(usize, Vec<u8>), Vec<Row>> = BTreeMap::new();
+/// `rows` grouped for unlogged batches: by table and by the replica that
+/// stores their partition (`replica_of`: its first replica and, on
+/// ScyllaDB, shard), the rows of one partition kept together. A batch then
+/// goes to the node that stores every row in it, whatever their partitions,
+/// as bulk loaders batch (cqlsh COPY FROM groups rows by replica): on a
+/// table spread over many small partitions, one request carries many rows
+/// instead of one. A row whose replica is not known (no token metadata)
+/// is grouped with its own partition only.
+fn grouped(
+    rows: Vec<Row>,
+    replica_of: impl Fn(&Row) -> Option<(uuid::Uuid, u32)>,
+) -> Vec<Vec<Row>> {
+    type Target = Result<(uuid::Uuid, u32), Vec<u8>>;
+    let mut groups: BTreeMap<(usize, Target), BTreeMap<Vec<u8>, Vec<Row>>> = BTreeMap::new();
     for mut r in rows {
-        partitions
-            .entry((r.table, std::mem::take(&mut r.partition)))
+        let partition = std::mem::take(&mut r.partition);
+        let target = replica_of(&r).ok_or_else(|| partition.clone());
+        groups
+            .entry((r.table, target))
+            .or_default()
+            .entry(partition)
             .or_default()
             .push(r);
     }
-    partitions.into_values().collect()
+    groups
+        .into_values()
+        .map(|partitions| partitions.into_values().flatten().collect())
+        .collect()
 }
 
 /// The statements of a CQL file: comments dropped, split at `;`.
@@ -637,8 +659,18 @@ impl Sink for ScyllaSink {
         }
         let written = rows.len();
         let this = &*self;
-        let mut writes = futures::stream::iter(by_partition(rows))
-            .map(|rows| this.write_partition(rows))
+        let state = self.session.get_cluster_state();
+        let groups = grouped(rows, |r| {
+            let table = &this.tables[r.table];
+            let token = table.insert.calculate_token(&r.values).ok()??;
+            let (node, shard) = state
+                .get_token_endpoints(&this.keyspace, table.name, token)
+                .into_iter()
+                .next()?;
+            Some((node.host_id, shard))
+        });
+        let mut writes = futures::stream::iter(groups)
+            .map(|rows| this.write_group(rows))
             .buffer_unordered(self.concurrency);
         while let Some(result) = writes.next().await {
             result?;
@@ -709,7 +741,8 @@ mod tests {
             })
             .collect();
         let rows: Vec<Row> = cases.iter().map(|e| row_of(e, 0).unwrap()).collect();
-        let groups = by_partition(rows);
+        // Replicas unknown: one group per partition.
+        let groups = grouped(rows, |_| None);
         assert_eq!(groups.len(), expected.len());
         assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 200);
         for group in &groups {
@@ -721,6 +754,30 @@ mod tests {
                 })
                 .collect();
             assert_eq!(keys.len(), 1, "one partition per group");
+        }
+
+        // Replicas known (two, by bucket here): one group per table and
+        // replica whatever the partitions, each partition's rows together.
+        let rows: Vec<Row> = cases.iter().map(|e| row_of(e, 0).unwrap()).collect();
+        let groups = grouped(rows, |r| match &r.values {
+            Values::Case(c) => Some((uuid::Uuid::nil(), u32::from(c.bucket as u8 % 2))),
+            _ => None,
+        });
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 200);
+        for group in &groups {
+            let mut done = std::collections::BTreeSet::new();
+            let mut current = None;
+            for r in group {
+                let Values::Case(c) = &r.values else {
+                    unreachable!()
+                };
+                let key = (c.res_state.clone(), c.case_month, c.bucket);
+                if current.as_ref() != Some(&key) {
+                    assert!(done.insert(key.clone()), "a partition's rows together");
+                    current = Some(key);
+                }
+            }
         }
 
         let news =
