@@ -30,6 +30,24 @@ kafka_java() {
     -cp "$KAFKA_LIBS/*" "$@"
 }
 
+# cql_tools — prints the python of .vigie/cql-venv, where cqlsh and the
+# Python cassandra-driver (PyPI) are installed for the sink-scylla benchmark
+# (made, or made again, when they are not the versions below).
+CQLSH_VERSION="6.2.2"
+CASSANDRA_DRIVER_VERSION="3.30.1"
+cql_tools() {
+  local venv="$VIGIE_STATE/cql-venv"
+  if ! "$venv/bin/python" -c "import cassandra, sys; sys.exit(cassandra.__version__ != '$CASSANDRA_DRIVER_VERSION')" 2>/dev/null \
+    || [[ "$("$venv/bin/pip" show cqlsh 2>/dev/null | sed -n 's/^Version: //p')" != "$CQLSH_VERSION" ]]; then
+    say "pip install cqlsh==$CQLSH_VERSION cassandra-driver==$CASSANDRA_DRIVER_VERSION into $venv"
+    python3 -m venv "$venv" >&2 \
+      && "$venv/bin/pip" install -q --disable-pip-version-check \
+        "cqlsh==$CQLSH_VERSION" "cassandra-driver==$CASSANDRA_DRIVER_VERSION" >&2 \
+      || die "could not install cqlsh and cassandra-driver into $venv"
+  fi
+  echo "$venv/bin/python"
+}
+
 # kafka_jvm — the java that runs the Kafka broker: $KAFKA_JAVA, else the
 # newest JDK (17 or later) installed under /usr/lib/jvm, else `java`. The
 # broker decrypts TLS at about half the CPU cost on JDK 25 that it does on

@@ -8,6 +8,7 @@ pub(crate) mod scorer_e2e;
 pub(crate) mod sink_postgres;
 pub(crate) mod sink_postgres_latency;
 pub(crate) mod sink_postgres_poison;
+pub(crate) mod sink_scylla;
 pub(crate) mod tls;
 
 use clap::Subcommand;
@@ -42,6 +43,11 @@ pub(crate) enum Scenario {
     /// which cases are produced at a steady rate: the p99 time from a
     /// case's produce to its row visible, against the 250 ms bar.
     SinkPostgresLatency(sink_postgres_latency::Args),
+    /// `vigie consume --sink scylla` vs `cqlsh COPY FROM` a CSV file of the
+    /// same rows, and vs the Python `cassandra-driver`'s
+    /// `execute_concurrent_with_args` of the same prepared insert, on the
+    /// same CQL server; with the sink's peak RSS.
+    SinkScylla(sink_scylla::Args),
     /// The scorer (JSON in, score out, broker excluded) vs Python
     /// onnxruntime on the same rows in batches of the same size.
     Scorer(scorer::Args),
@@ -66,6 +72,7 @@ impl Scenario {
             Self::SinkPostgres(a) => sink_postgres::run(vigie, a).await,
             Self::SinkPostgresPoison(a) => sink_postgres_poison::run(vigie, a).await,
             Self::SinkPostgresLatency(a) => sink_postgres_latency::run(vigie, a).await,
+            Self::SinkScylla(a) => sink_scylla::run(vigie, a).await,
             Self::Scorer(a) => scorer::run(&a),
             Self::ScorerE2e(a) => scorer_e2e::run(vigie, a).await,
             Self::Tls(a) => tls::run(vigie, a).await,
