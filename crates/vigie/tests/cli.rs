@@ -13,22 +13,27 @@ use std::time::Duration;
 use sqlx::{Connection, Executor};
 use vigie_testkit::{TestDb, broker, create_topic, create_topic_and_dlq, unique_name, wait_for};
 
-#[test]
-fn a_config_typo_is_an_error_naming_the_key_and_its_line() {
+/// `vigie config check` of a file holding `toml`, which it must refuse
+/// (exit 2): its standard error.
+fn refused_config(toml: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("vigie.toml");
-    std::fs::write(
-        &file,
-        "[kafka]\nbrokers = \"b:9092\"\n\n[kafka.consumer]\ngroup_id = \"g\"\nbatch_max_recrods = 5\n",
-    )
-    .unwrap();
+    std::fs::write(&file, toml).unwrap();
     let out = vigie()
         .args(["config", "check"])
         .arg(&file)
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    err
+}
+
+#[test]
+fn a_config_typo_is_an_error_naming_the_key_and_its_line() {
+    let err = refused_config(
+        "[kafka]\nbrokers = \"b:9092\"\n\n[kafka.consumer]\ngroup_id = \"g\"\nbatch_max_recrods = 5\n",
+    );
     assert!(err.contains("kafka.consumer.batch_max_recrods"), "{err}");
     assert!(err.contains("line 6"), "{err}");
     assert!(
@@ -112,36 +117,15 @@ fn config_check_prints_the_effective_config_with_secrets_redacted() {
     );
 
     // A secret written in the file is refused.
-    std::fs::write(
-        &file,
-        "[kafka.security]\nprotocol = \"sasl_ssl\"\nsasl_password = \"x\"\n",
-    )
-    .unwrap();
-    let out = vigie()
-        .args(["config", "check"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2));
+    let err = refused_config("[kafka.security]\nprotocol = \"sasl_ssl\"\nsasl_password = \"x\"\n");
     assert!(
         err.contains("kafka.security.sasl_password") && err.contains("line 3"),
         "{err}"
     );
 
     // A client certificate without its key is refused, naming both.
-    std::fs::write(
-        &file,
-        "[kafka.security]\nprotocol = \"ssl\"\nssl_certificate_file = \"c.pem\"\n",
-    )
-    .unwrap();
-    let out = vigie()
-        .args(["config", "check"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err =
+        refused_config("[kafka.security]\nprotocol = \"ssl\"\nssl_certificate_file = \"c.pem\"\n");
     assert!(
         err.contains("ssl_certificate_file") && err.contains("ssl_key_file"),
         "{err}"

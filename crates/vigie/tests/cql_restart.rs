@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{SpawnReaped, free_port, produce_sample, vigie};
+use common::{SpawnReaped, committed_total as committed, free_port, produce_sample, vigie};
 
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
@@ -16,19 +16,6 @@ use vigie_testkit::{PrivateCql, broker, create_topic_and_dlq, read_topic, unique
 
 const CASES: u64 = 3_000;
 const DEADLINE: Duration = Duration::from_secs(240);
-
-/// The sum over the partitions of `group`'s committed offsets on `topic`.
-async fn committed(group: &str, topic: &str) -> Option<i64> {
-    let lags = vigie_kafka::group_lag(
-        &vigie_kafka::Cluster::new(&broker().bootstrap),
-        group,
-        &[topic.to_owned()],
-        Duration::from_secs(10),
-    )
-    .await
-    .ok()?;
-    Some(lags.iter().map(|l| l.committed.unwrap_or(0)).sum())
-}
 
 #[tokio::test]
 async fn a_cql_server_killed_mid_stream_loses_no_case_once_it_is_back() {
@@ -105,24 +92,14 @@ async fn a_cql_server_killed_mid_stream_loses_no_case_once_it_is_back() {
     })
     .collect();
     assert_eq!(ids.len(), CASES as usize, "distinct sample cases");
-    let session = scylla::client::session_builder::SessionBuilder::new()
-        .known_node(&node.uri)
-        .build()
-        .await
-        .unwrap();
-    let stored: Vec<String> = session
-        .query_unpaged(
-            format!("SELECT event_id FROM {keyspace}.health_case_by_state_month"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .into_rows_result()
-        .unwrap()
-        .rows::<(uuid::Uuid,)>()
-        .unwrap()
-        .map(|r| r.unwrap().0.to_string())
-        .collect();
+    let stored: Vec<String> = common::cql_rows::<(uuid::Uuid,)>(
+        &node.uri,
+        format!("SELECT event_id FROM {keyspace}.health_case_by_state_month"),
+    )
+    .await
+    .into_iter()
+    .map(|(id,)| id.to_string())
+    .collect();
     assert_eq!(stored.len(), CASES as usize, "one row per case");
     assert_eq!(
         stored.into_iter().collect::<HashSet<_>>(),

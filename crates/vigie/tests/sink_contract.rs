@@ -99,17 +99,7 @@ impl Under {
                 pool.close().await;
                 Some(n.unwrap_or(0))
             }
-            _ => {
-                let lags = vigie_kafka::group_lag(
-                    &vigie_kafka::Cluster::new(&broker().bootstrap),
-                    group,
-                    &[topic.to_owned()],
-                    Duration::from_secs(10),
-                )
-                .await
-                .ok()?;
-                Some(lags.iter().map(|l| l.committed.unwrap_or(0)).sum())
-            }
+            _ => common::committed_total(group, topic).await,
         }
     }
 
@@ -141,28 +131,16 @@ impl Under {
                         .collect(),
                 )
             }
-            Self::Scylla { keyspace } => {
-                let session = scylla::client::session_builder::SessionBuilder::new()
-                    .known_node(&vigie_testkit::cql_server().uri)
-                    .build()
-                    .await
-                    .unwrap();
-                let rows = session
-                    .query_unpaged(
-                        format!("SELECT event_id FROM {keyspace}.health_case_by_state_month"),
-                        &[],
-                    )
-                    .await
-                    .unwrap()
-                    .into_rows_result()
-                    .unwrap();
-                Some(
-                    rows.rows::<(uuid::Uuid,)>()
-                        .unwrap()
-                        .map(|r| r.unwrap().0.to_string())
-                        .collect(),
+            Self::Scylla { keyspace } => Some(
+                common::cql_rows::<(uuid::Uuid,)>(
+                    &vigie_testkit::cql_server().uri,
+                    format!("SELECT event_id FROM {keyspace}.health_case_by_state_month"),
                 )
-            }
+                .await
+                .into_iter()
+                .map(|(id,)| id.to_string())
+                .collect(),
+            ),
         }
     }
 }
@@ -176,26 +154,14 @@ impl Under {
                 .fetch_all(&db.pool().await)
                 .await
                 .unwrap(),
-            Self::Scylla { keyspace } => {
-                let session = scylla::client::session_builder::SessionBuilder::new()
-                    .known_node(&vigie_testkit::cql_server().uri)
-                    .build()
-                    .await
-                    .unwrap();
-                session
-                    .query_unpaged(
-                        format!("SELECT * FROM {keyspace}.health_case_by_state_month"),
-                        &[],
-                    )
-                    .await
-                    .unwrap()
-                    .into_rows_result()
-                    .unwrap()
-                    .rows::<scylla::value::Row>()
-                    .unwrap()
-                    .map(|r| format!("{:?}", r.unwrap().columns))
-                    .collect()
-            }
+            Self::Scylla { keyspace } => common::cql_rows::<scylla::value::Row>(
+                &vigie_testkit::cql_server().uri,
+                format!("SELECT * FROM {keyspace}.health_case_by_state_month"),
+            )
+            .await
+            .into_iter()
+            .map(|r| format!("{:?}", r.columns))
+            .collect(),
             Self::Blackhole | Self::Scorer { .. } => return None,
         };
         rows.sort();

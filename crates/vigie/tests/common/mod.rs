@@ -211,3 +211,47 @@ pub(crate) async fn stored_offsets(pool: &sqlx::PgPool, group: &str) -> Option<i
     .ok()
     .flatten()
 }
+
+/// The sum over the partitions of `group`'s committed offsets on `topic`
+/// (0 where none) on the shared broker; `None` while they cannot be read.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all use it"
+)]
+pub(crate) async fn committed_total(group: &str, topic: &str) -> Option<i64> {
+    let lags = vigie_kafka::group_lag(
+        &vigie_kafka::Cluster::new(&vigie_testkit::broker().bootstrap),
+        group,
+        &[topic.to_owned()],
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .ok()?;
+    Some(lags.iter().map(|l| l.committed.unwrap_or(0)).sum())
+}
+
+/// Every row `cql` selects on the CQL server at `uri`.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all use it"
+)]
+pub(crate) async fn cql_rows<R>(uri: &str, cql: String) -> Vec<R>
+where
+    R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+{
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_node(uri)
+        .build()
+        .await
+        .unwrap();
+    session
+        .query_unpaged(cql, &[])
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .rows::<R>()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
