@@ -25,7 +25,7 @@ pub(crate) fn defaults_toml() -> String {
 const FIRST_CONTACT: Duration = Duration::from_secs(5);
 
 /// Keys that may only come from the environment or a `<key>_file`: the
-/// Kafka password and every sink's own secrets.
+/// Kafka passwords (SASL, the client key's) and every sink's own secrets.
 pub(crate) fn secret_keys() -> Vec<String> {
     let mut keys = vec![
         "kafka.security.sasl_password".to_owned(),
