@@ -93,10 +93,26 @@ async fn login_as(db: &TestDb, role: &str) -> (String, String) {
 }
 
 async fn drop_login(db: &TestDb, login: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP ROLE {login}")))
-        .execute(&db.pool().await)
+    let pool = db.pool().await;
+    // The sink's sessions may outlive its run by a moment, each owning
+    // its temporary staging tables until it ends: end them, then drop the
+    // role once nothing of theirs is left.
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
+        .bind(login)
+        .execute(&pool)
         .await
         .unwrap();
+    wait_for(
+        "the login's sessions to end",
+        Duration::from_secs(30),
+        || async {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP ROLE {login}")))
+                .execute(&pool)
+                .await
+                .ok()
+        },
+    )
+    .await;
 }
 
 /// Runs `s` until `done` holds on the database, then stops it.
