@@ -51,8 +51,9 @@ async fn a_cql_server_killed_mid_stream_loses_no_case_once_it_is_back() {
     })
     .await;
     node.kill();
-    // Nothing is committed while the node is down: the sink's writes fail
-    // and are retried, they are not skipped.
+    // While the node is down the sink's writes fail and are retried, not
+    // skipped (the table is checked below); what was committed by then
+    // goes into the failure message.
     let during = committed(&group, &topic).await.unwrap_or(0);
     assert!(
         sink.try_wait().unwrap().is_none(),
