@@ -56,6 +56,17 @@ pub enum KafkaError {
         /// librdkafka's error.
         source: rdkafka::error::KafkaError,
     },
+    /// A transaction step did not return long after its own timeout: the
+    /// producer is wedged (librdkafka can wait forever for a group
+    /// coordinator that came back while it was not looking:
+    /// confluentinc/librdkafka#5456). It can only be replaced.
+    #[error("{step} did not return within {after:?}: the transactional producer is stuck")]
+    Stuck {
+        /// What was being done.
+        step: &'static str,
+        /// How long it was given.
+        after: std::time::Duration,
+    },
     /// Any other client error.
     #[error(transparent)]
     Client(#[from] rdkafka::error::KafkaError),
@@ -85,7 +96,7 @@ impl KafkaError {
             Self::Admin { .. } => "admin",
             Self::Unreachable { .. } => "unreachable",
             Self::Refused { .. } => "refused",
-            Self::Transaction { .. } => "transaction",
+            Self::Transaction { .. } | Self::Stuck { .. } => "transaction",
             Self::Client(_) => "client",
         }
     }

@@ -27,6 +27,12 @@ use crate::producer::EventProducer;
 /// How long a transaction step (start, offsets, commit, abort) may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long past [`STEP_TIMEOUT`] a step may go on before its producer is
+/// deemed stuck ([`KafkaError::Stuck`]): librdkafka's own timeout does not
+/// always fire (confluentinc/librdkafka#5456: `send_offsets_to_transaction`
+/// waiting forever on a group coordinator after a broker restart).
+const STUCK_AFTER: Duration = Duration::from_secs(40);
+
 /// The transactional settings of a producer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transactions {
@@ -93,6 +99,8 @@ impl KafkaError {
         let err = match self {
             Self::Transaction { source, .. } | Self::Delivery { source, .. } => source,
             Self::Client(e) => e,
+            // Only a new registration of the id gets a usable producer.
+            Self::Stuck { .. } => return TxnFailure::Fatal,
             _ => return TxnFailure::Abortable,
         };
         let group_fenced = matches!(
@@ -233,15 +241,88 @@ impl EventProducer {
         .await
     }
 
-    /// Runs a blocking librdkafka call off the async workers.
+    /// Runs a blocking librdkafka call off the async workers, for at most
+    /// [`STUCK_AFTER`].
     async fn blocking<F>(&self, step: &'static str, call: F) -> Result<(), KafkaError>
     where
         F: FnOnce(&crate::producer::Client) -> rdkafka::error::KafkaResult<()> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || call(&inner))
-            .await
+        within(STUCK_AFTER, step, Arc::clone(&self.inner), call).await
+    }
+}
+
+/// Runs `call` on `client` in a blocking thread; a call still running
+/// after `limit` is left to finish on its own, and is [`KafkaError::Stuck`]:
+/// the caller replaces the producer (a new registration of its
+/// `transactional.id` fences the stuck one).
+async fn within<C, F>(
+    limit: Duration,
+    step: &'static str,
+    client: Arc<C>,
+    call: F,
+) -> Result<(), KafkaError>
+where
+    C: Send + Sync + 'static,
+    F: FnOnce(&C) -> rdkafka::error::KafkaResult<()> + Send + 'static,
+{
+    let running = tokio::task::spawn_blocking(move || call(&client));
+    match tokio::time::timeout(limit, running).await {
+        Ok(joined) => joined
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-            .map_err(|source| KafkaError::Transaction { step, source })
+            .map_err(|source| KafkaError::Transaction { step, source }),
+        Err(_) => {
+            tracing::error!(step, after = ?limit, "Transaction step stuck past its timeout; the producer will be replaced (confluentinc/librdkafka#5456)");
+            Err(KafkaError::Stuck { step, after: limit })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_step_stuck_past_its_limit_is_fatal_and_a_prompt_one_is_not() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let stuck = within(
+            Duration::from_millis(50),
+            "adding the consumed offsets to the transaction",
+            Arc::new(std::sync::Mutex::new(rx)),
+            |rx| {
+                // Returns once the test lets it, after the verdict (or
+                // after 10 s, when no verdict came in time).
+                let _ = rx.lock().unwrap().recv_timeout(Duration::from_secs(10));
+                Ok(())
+            },
+        )
+        .await
+        .unwrap_err();
+        tx.send(()).unwrap();
+        assert!(matches!(stuck, KafkaError::Stuck { .. }), "{stuck}");
+        assert_eq!(stuck.txn_failure(), TxnFailure::Fatal);
+        assert!(
+            stuck.to_string().contains("adding the consumed offsets"),
+            "{stuck}"
+        );
+
+        // A call that returns in time keeps its own error, and its verdict.
+        let refused = within(Duration::from_secs(60), "committing", Arc::new(()), |_| {
+            Err(rdkafka::error::KafkaError::Canceled)
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(
+            refused,
+            KafkaError::Transaction {
+                step: "committing",
+                ..
+            }
+        ));
+        assert_eq!(refused.txn_failure(), TxnFailure::Abortable);
+        within(Duration::from_secs(60), "committing", Arc::new(()), |_| {
+            Ok(())
+        })
+        .await
+        .unwrap();
     }
 }

@@ -654,7 +654,8 @@ impl ScorerSink {
     /// After the producer was fenced (`e`): the broker timed its
     /// transaction out (this member was paused or cut off longer than
     /// `transaction_timeout_ms`), or another process registered its
-    /// `transactional.id`. Nothing of the batch is committed. A new
+    /// `transactional.id`; or after it got stuck in a step (a librdkafka
+    /// bug after a broker restart), which a new registration fences. Nothing of the batch is committed. A new
     /// registration gets a new epoch, and the batch is tried again with
     /// the group membership it was read under, so a member whose
     /// partitions moved on is then refused as group-fenced.
@@ -662,7 +663,7 @@ impl ScorerSink {
         let Some((clients, txn)) = &self.renew else {
             return SinkError::Fatal(format!("transaction: {e}"));
         };
-        error!(transactional_id = %txn.id, error = %e, "Producer fenced; registering it again (if this repeats, two members share this transactional.id)");
+        error!(transactional_id = %txn.id, error = %e, "Producer fenced or stuck; registering it again (if fencing repeats, two members share this transactional.id)");
         match clients.transactional(txn).await {
             Ok(producer) => {
                 self.producer = producer;
