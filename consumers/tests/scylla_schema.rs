@@ -302,3 +302,83 @@ async fn the_sink_creates_its_tables_writes_each_and_keeps_the_newest_version() 
     );
     run(&session, format!("DROP KEYSPACE {keyspace}")).await;
 }
+
+#[tokio::test]
+async fn batches_stay_under_the_servers_size_limit_whatever_their_row_count() {
+    use std::collections::BTreeMap;
+    use vigie_consumers::Sink;
+    use vigie_consumers::sinks::scylla::{ScyllaConfig, ScyllaSink};
+
+    const CASES: usize = 2_000;
+    let keyspace = vigie_testkit::unique_name("vigie_batch").replace('-', "_");
+    let config = |max_bytes| ScyllaConfig {
+        nodes: vigie_testkit::cql_server().uri.clone(),
+        keyspace: keyspace.clone(),
+        // Rows alone would put every case of a replica in one batch.
+        batch_max_rows: 100_000,
+        batch_max_bytes: max_bytes,
+        ..ScyllaConfig::default()
+    };
+    let cases = vigie_simulator::CaseGenerator::new(Default::default()).unwrap();
+    let batch: Vec<_> = (0..CASES)
+        .map(|i| {
+            let e = vigie_simulator::case_envelope(&cases, i as u64, hour(1));
+            accepted(i, e.to_json_bytes().unwrap())
+        })
+        .collect();
+    let offsets = BTreeMap::new();
+    let ctx = vigie_consumers::BatchContext {
+        group: "g",
+        next_offsets: &offsets,
+        dead_letters: &[],
+        group_metadata: None,
+    };
+
+    // Without a byte limit, the one node's batch is refused as too large
+    // (Cassandra's batch_size_fail_threshold, 50 KiB).
+    let mut unbounded = ScyllaSink::connect(&config(usize::MAX), &prometheus::Registry::new())
+        .await
+        .unwrap();
+    let err = unbounded
+        .write(&batch, &ctx, &mut Refused::default())
+        .await
+        .expect_err("a batch of 2,000 cases is over the server's limit");
+    assert!(
+        matches!(err, vigie_consumers::SinkError::Fatal(_))
+            && err.to_string().contains("too large"),
+        "{err}"
+    );
+
+    // With the default limit, every case is written, in batches under it.
+    let registry = prometheus::Registry::new();
+    let mut sink = ScyllaSink::connect(&config(ScyllaConfig::default().batch_max_bytes), &registry)
+        .await
+        .unwrap();
+    let mut refused = Refused::default();
+    sink.write(&batch, &ctx, &mut refused).await.unwrap();
+    assert!(refused.0.is_empty(), "{:?}", refused.0);
+    let counted = |name: &str| -> f64 {
+        registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value()))
+            .sum()
+    };
+    assert_eq!(counted("vigie_scylla_rows_total"), CASES as f64);
+    // A case row's values are about 300 bytes: some 50 per 16 KiB batch.
+    assert!(counted("vigie_scylla_batches_total") >= 30.0);
+
+    let session = SessionBuilder::new()
+        .known_node(&vigie_testkit::cql_server().uri)
+        .build()
+        .await
+        .unwrap();
+    let stored: Vec<(i64,)> = rows(
+        &session,
+        &format!("SELECT count(*) FROM {keyspace}.health_case_by_state_month"),
+    )
+    .await;
+    assert_eq!(stored, [(CASES as i64,)]);
+    run(&session, format!("DROP KEYSPACE {keyspace}")).await;
+}

@@ -22,6 +22,8 @@ use futures::StreamExt;
 use prometheus::{HistogramVec, IntCounterVec, Registry};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use scylla::serialize::row::{RowSerializationContext, SerializeRow};
+use scylla::serialize::writers::RowWriter;
 use scylla::statement::Consistency;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
@@ -81,6 +83,12 @@ pub struct ScyllaConfig {
     pub concurrency: usize,
     /// Rows per unlogged batch (one replica each), at most.
     pub batch_max_rows: usize,
+    /// Bytes of bound values per unlogged batch, at most (a single larger
+    /// row goes alone). The server refuses a batch whose mutations are
+    /// over its `batch_size_fail_threshold` (50 KiB on Cassandra, 1 MiB on
+    /// ScyllaDB); a mutation takes more than its values (on Cassandra 5,
+    /// 32 KiB of case values were refused as over 50 KiB).
+    pub batch_max_bytes: usize,
     /// User name, when the cluster authenticates.
     pub username: Option<String>,
     /// Password: only from `VIGIE__CONSUMERS__SINKS__SCYLLA__PASSWORD` or
@@ -99,6 +107,7 @@ impl Default for ScyllaConfig {
             ttl_seconds: 0,
             concurrency: 16,
             batch_max_rows: 50,
+            batch_max_bytes: 16 * 1024,
             username: None,
             password: None,
         }
@@ -292,6 +301,7 @@ pub struct ScyllaSink {
     ttl: i32,
     concurrency: usize,
     batch_max_rows: usize,
+    batch_max_bytes: usize,
     consistency: Consistency,
     metrics: Metrics,
 }
@@ -412,16 +422,28 @@ impl ScyllaSink {
             })?,
             concurrency: config.concurrency.max(1),
             batch_max_rows: config.batch_max_rows.max(1),
+            batch_max_bytes: config.batch_max_bytes.max(1),
             consistency,
             metrics: Metrics::register(registry)?,
         })
     }
 
     /// Writes the rows of one group of [`grouped`] (one table, one
-    /// replica), in unlogged batches of at most `batch_max_rows`.
+    /// replica), in unlogged batches of at most `batch_max_rows` rows and
+    /// `batch_max_bytes` bytes of values.
     async fn write_group(&self, rows: Vec<Row>) -> Result<(), SinkError> {
         let table = &self.tables[rows[0].table];
-        for chunk in rows.chunks(self.batch_max_rows) {
+        let specs = table.insert.get_variable_col_specs();
+        let ctx = RowSerializationContext::from_specs(specs.as_slice());
+        let mut buf = Vec::new();
+        let size = |r: &Row| {
+            buf.clear();
+            // A row that cannot be serialized fails its batch, below.
+            let _ = r.values.serialize(&ctx, &mut RowWriter::new(&mut buf));
+            buf.len()
+        };
+        for range in batches(&rows, self.batch_max_rows, self.batch_max_bytes, size) {
+            let chunk = &rows[range];
             let mut batch = Batch::new(BatchType::Unlogged);
             batch.set_is_idempotent(true);
             batch.set_consistency(self.consistency);
@@ -623,6 +645,31 @@ fn grouped(
         .collect()
 }
 
+/// `rows` cut, in order, into the ranges of unlogged batches: each holds
+/// at most `max_rows` rows and `max_bytes` bytes (by `size`), except a
+/// single row larger than `max_bytes`, which goes alone.
+fn batches<T>(
+    rows: &[T],
+    max_rows: usize,
+    max_bytes: usize,
+    mut size: impl FnMut(&T) -> usize,
+) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, r) in rows.iter().enumerate() {
+        let b = size(r);
+        if i > start && (i - start == max_rows || bytes + b > max_bytes) {
+            out.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += b;
+    }
+    if start < rows.len() {
+        out.push(start..rows.len());
+    }
+    out
+}
+
 /// The statements of a CQL file: comments dropped, split at `;`.
 pub fn statements(cql: &str) -> Vec<String> {
     let code: Vec<&str> = cql
@@ -792,6 +839,39 @@ mod tests {
         };
         assert_eq!(reason, REASON_UNSUPPORTED);
         assert!(error.contains("health.outbreak_news"), "{error}");
+    }
+
+    #[test]
+    fn batches_hold_at_most_their_rows_and_bytes_and_a_big_row_goes_alone() {
+        let cut = |sizes: &[usize], rows, bytes| batches(sizes, rows, bytes, |b| *b);
+        assert_eq!(cut(&[], 3, 100), Vec::<std::ops::Range<usize>>::new());
+        // By rows: 7 rows, 3 at most.
+        assert_eq!(cut(&[1; 7], 3, 100), vec![0..3, 3..6, 6..7]);
+        // By bytes: 40 + 40 fit in 100, a third does not.
+        assert_eq!(cut(&[40, 40, 40, 40, 40], 10, 100), vec![0..2, 2..4, 4..5]);
+        // Exactly the limit fits.
+        assert_eq!(cut(&[50, 50, 50], 10, 100), vec![0..2, 2..3]);
+        // A row over the limit goes alone, its neighbours around it.
+        assert_eq!(cut(&[10, 500, 10, 10], 10, 100), vec![0..1, 1..2, 2..4]);
+        // Whatever the sizes: every row once, in order, within both limits.
+        let sizes: Vec<usize> = (0..1000).map(|i| (i * 7919) % 230 + 1).collect();
+        let ranges = cut(&sizes, 16, 1000);
+        assert_eq!(ranges.first().unwrap().start, 0);
+        assert_eq!(ranges.last().unwrap().end, sizes.len());
+        for w in ranges.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+        }
+        for r in &ranges {
+            let bytes: usize = sizes[r.clone()].iter().sum();
+            assert!(
+                r.len() <= 16 && (bytes <= 1000 || r.len() == 1),
+                "{r:?}: {bytes}"
+            );
+            // Not cut early: the next row would not have fitted.
+            if r.end < sizes.len() {
+                assert!(r.len() == 16 || bytes + sizes[r.end] > 1000, "{r:?}");
+            }
+        }
     }
 
     #[test]
