@@ -284,7 +284,7 @@ impl BuildArgs<'_> {
 }
 
 /// A section as `T`; the error says what was wrong.
-fn parse<T: serde::de::DeserializeOwned>(section: &toml::Table) -> Result<T, String> {
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(section: &toml::Table) -> Result<T, String> {
     T::deserialize(toml::Value::Table(section.clone())).map_err(|e| e.to_string().trim().to_owned())
 }
 

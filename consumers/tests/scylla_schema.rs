@@ -382,3 +382,83 @@ async fn batches_stay_under_the_servers_size_limit_whatever_their_row_count() {
     assert_eq!(stored, [(CASES as i64,)]);
     run(&session, format!("DROP KEYSPACE {keyspace}")).await;
 }
+
+#[tokio::test]
+async fn over_tls_the_sink_trusts_the_nodes_ca_and_refuses_another() {
+    use vigie_consumers::sinks::scylla::{ScyllaConfig, ScyllaSink};
+
+    let server = vigie_testkit::cql_server();
+    let Some(ca) = server.ca.clone() else {
+        eprintln!("SCYLLA_URI without SCYLLA_CA_FILE: the node's TLS is not known, not tested");
+        return;
+    };
+    let keyspace = vigie_testkit::unique_name("vigie_tls").replace('-', "_");
+    let config = |tls, ca: Option<&std::path::Path>| ScyllaConfig {
+        nodes: server.uri.clone(),
+        keyspace: keyspace.clone(),
+        tls,
+        tls_ca_file: ca.map(Into::into),
+        ..ScyllaConfig::default()
+    };
+    let refused = |r: Result<ScyllaSink, vigie_consumers::SinkError>| match r {
+        Ok(_) => panic!("the sink connected"),
+        Err(e) => e.to_string(),
+    };
+
+    // The node's CA: every connection of the sink is encrypted (the
+    // node's own list of its clients says so, by their keyspace).
+    let sink = ScyllaSink::connect(&config(true, Some(&ca)), &prometheus::Registry::new())
+        .await
+        .expect("the sink connects over TLS");
+    let session = SessionBuilder::new()
+        .known_node(&server.uri)
+        .build()
+        .await
+        .unwrap();
+    let clients: Vec<(Option<String>, Option<bool>)> = rows(
+        &session,
+        "SELECT keyspace_name, ssl_enabled FROM system_views.clients",
+    )
+    .await;
+    let tls: Vec<Option<bool>> = clients
+        .into_iter()
+        .filter(|(ks, _)| ks.as_deref() == Some(keyspace.as_str()))
+        .map(|(_, tls)| tls)
+        .collect();
+    assert!(
+        !tls.is_empty() && tls.iter().all(|t| *t == Some(true)),
+        "{tls:?}"
+    );
+    drop(sink);
+
+    // A CA that did not sign the node's certificate.
+    let other = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .self_signed(&rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, other.pem()).unwrap();
+    let err = refused(
+        ScyllaSink::connect(&config(true, Some(&other_ca)), &prometheus::Registry::new()).await,
+    );
+    assert!(err.contains("certificate verify failed"), "{err}");
+
+    // A CA file without TLS, and a CA file that is not there, are refused
+    // before connecting, naming the key.
+    let err =
+        refused(ScyllaSink::connect(&config(false, Some(&ca)), &prometheus::Registry::new()).await);
+    assert!(
+        err.contains("tls_ca_file") && err.contains("tls is false"),
+        "{err}"
+    );
+    let missing = dir.path().join("missing.pem");
+    let err = refused(
+        ScyllaSink::connect(&config(true, Some(&missing)), &prometheus::Registry::new()).await,
+    );
+    assert!(
+        err.contains("tls_ca_file") && err.contains("missing.pem"),
+        "{err}"
+    );
+    run(&session, format!("DROP KEYSPACE IF EXISTS {keyspace}")).await;
+}

@@ -13,6 +13,10 @@ use crate::broker::{port_open, repo_root};
 pub struct CqlServer {
     /// `host:port` for a driver's known nodes.
     pub uri: String,
+    /// PEM file of the CA that signs the node's TLS certificate: the
+    /// Cassandra node's own, else `SCYLLA_CA_FILE` (none: the ScyllaDB
+    /// node takes no TLS, and the TLS test says so and stops).
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// The shared CQL server.
@@ -20,7 +24,8 @@ pub fn cql_server() -> &'static CqlServer {
     static S: OnceLock<CqlServer> = OnceLock::new();
     S.get_or_init(|| {
         if let Ok(uri) = std::env::var("SCYLLA_URI") {
-            return CqlServer { uri };
+            let ca = std::env::var_os("SCYLLA_CA_FILE").map(Into::into);
+            return CqlServer { uri, ca };
         }
         let addr = "127.0.0.1:19042";
         if !port_open(addr) {
@@ -36,6 +41,7 @@ pub fn cql_server() -> &'static CqlServer {
         }
         CqlServer {
             uri: addr.to_owned(),
+            ca: Some(crate::state_dir().join("cassandra-19042/tls/ca.pem")),
         }
     })
 }

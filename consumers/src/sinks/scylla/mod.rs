@@ -19,7 +19,9 @@ use std::time::Instant;
 
 use chrono::{DateTime, Datelike, Utc};
 use futures::StreamExt;
+use openssl::ssl::{SslConnector, SslMethod};
 use prometheus::{HistogramVec, IntCounterVec, Registry};
+use scylla::client::session::OpenSsl010Config;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::serialize::row::{RowSerializationContext, SerializeRow};
@@ -41,7 +43,10 @@ pub const SPEC: SinkSpec = SinkSpec {
     name: "scylla",
     about: "ScyllaDB (CQL): cases, country days and scores, idempotent by primary key",
     secrets: &["password"],
-    check: crate::sink::check_section::<ScyllaConfig>,
+    check: |section| {
+        let config: ScyllaConfig = crate::sink::parse(section)?;
+        config.tls_context().map(drop).map_err(|e| e.to_string())
+    },
     build: |args| {
         Box::pin(async move {
             let config: ScyllaConfig = args.config()?;
@@ -94,6 +99,12 @@ pub struct ScyllaConfig {
     /// Password: only from `VIGIE__CONSUMERS__SINKS__SCYLLA__PASSWORD` or
     /// `password_file`.
     pub password: Option<Secret>,
+    /// Connect over TLS, verifying each node's certificate against the
+    /// node's IP address (the driver reaches nodes by address).
+    pub tls: bool,
+    /// PEM file of the CAs that sign the nodes' certificates, trusted
+    /// instead of the system's; only with `tls`.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ScyllaConfig {
@@ -110,11 +121,58 @@ impl Default for ScyllaConfig {
             batch_max_bytes: 16 * 1024,
             username: None,
             password: None,
+            tls: false,
+            tls_ca_file: None,
         }
     }
 }
 
 impl ScyllaConfig {
+    /// The TLS context of the connections, `None` without `tls`.
+    fn tls_context(&self) -> Result<Option<OpenSsl010Config>, SinkError> {
+        let fatal = |what: String| SinkError::Fatal(format!("consumers.sinks.scylla.{what}"));
+        if !self.tls {
+            return match &self.tls_ca_file {
+                Some(path) => Err(fatal(format!(
+                    "tls_ca_file is set ({}) but tls is false: set tls = true to connect over TLS",
+                    path.display()
+                ))),
+                None => Ok(None),
+            };
+        }
+        let mut builder = SslConnector::builder(SslMethod::tls_client())
+            .map_err(|e| fatal(format!("tls: OpenSSL: {e}")))?;
+        if let Some(path) = &self.tls_ca_file {
+            // OpenSSL's own error names neither the file nor the cause.
+            let pem = std::fs::read(path)
+                .map_err(|e| fatal(format!("tls_ca_file {}: {e}", path.display())))?;
+            let cas = openssl::x509::X509::stack_from_pem(&pem).map_err(|e| {
+                fatal(format!(
+                    "tls_ca_file {}: not PEM certificates: {e}",
+                    path.display()
+                ))
+            })?;
+            if cas.is_empty() {
+                return Err(fatal(format!(
+                    "tls_ca_file {}: holds no PEM certificate",
+                    path.display()
+                )));
+            }
+            // Only these CAs, not the system's.
+            let mut store = openssl::x509::store::X509StoreBuilder::new()
+                .map_err(|e| fatal(format!("tls: OpenSSL: {e}")))?;
+            for ca in cas {
+                store
+                    .add_cert(ca)
+                    .map_err(|e| fatal(format!("tls_ca_file {}: {e}", path.display())))?;
+            }
+            builder
+                .set_verify_cert_store(store.build())
+                .map_err(|e| fatal(format!("tls: OpenSSL: {e}")))?;
+        }
+        Ok(Some(OpenSsl010Config::new(builder)))
+    }
+
     fn consistency(&self) -> Result<Consistency, SinkError> {
         Ok(match self.consistency.to_ascii_lowercase().as_str() {
             "one" => Consistency::One,
@@ -330,7 +388,9 @@ impl ScyllaSink {
             )));
         }
         let nodes: Vec<&str> = config.nodes.split(',').map(str::trim).collect();
-        let mut builder = SessionBuilder::new().known_nodes(&nodes);
+        let mut builder = SessionBuilder::new()
+            .known_nodes(&nodes)
+            .tls_context(config.tls_context()?);
         if let (Some(user), Some(password)) = (&config.username, &config.password) {
             builder = builder.user(user, password.expose());
         }
