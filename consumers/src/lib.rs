@@ -8,6 +8,7 @@
 pub mod runtime;
 pub mod sink;
 pub mod sinks;
+pub mod transaction;
 
 pub use runtime::{ConsumerMetrics, RunError, RunSummary, Runtime};
 pub use sink::{

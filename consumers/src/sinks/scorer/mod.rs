@@ -28,11 +28,10 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 use vigie_core::{Case, CaseScore, Envelope, Event, Payload};
 use vigie_kafka::dlq::Letter;
-use vigie_kafka::{EventProducer, OutRecord, TxnFailure};
+use vigie_kafka::{EventProducer, OutRecord};
 
-use crate::sink::{
-    Accepted, BatchContext, KafkaClients, Rejected, Rejects, Sink, SinkError, SinkSpec,
-};
+use crate::sink::{Accepted, BatchContext, Rejected, Rejects, Sink, SinkError, SinkSpec};
+use crate::transaction::TxnCommits;
 
 pub mod model;
 
@@ -56,7 +55,7 @@ pub const SPEC: SinkSpec = SinkSpec {
             let txn = config.transactions(&args.kafka.group);
             let producer = args.kafka.transactional(&txn).await?;
             let mut sink = ScorerSink::new(&config, producer, args.registry)?;
-            sink.renew = Some((args.kafka.clone(), txn));
+            sink.txn = sink.txn.renewing(args.kafka.clone(), txn);
             Ok(Box::new(sink) as Box<dyn Sink>)
         })
     },
@@ -95,19 +94,12 @@ pub struct ScorerConfig {
 impl ScorerConfig {
     /// The transactional settings of a member of `group`.
     pub fn transactions(&self, group: &str) -> vigie_kafka::Transactions {
-        let id = self.transactional_id.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .or_else(|| std::env::var("HOSTNAME").ok())
-                .map(|h| h.trim().to_owned())
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "localhost".into());
-            format!("vigie-scorer-{group}-{host}")
-        });
-        vigie_kafka::Transactions {
-            id,
-            timeout: Duration::from_millis(self.transaction_timeout_ms),
-        }
+        crate::transaction::member_transactions(
+            "scorer",
+            self.transactional_id.as_deref(),
+            group,
+            self.transaction_timeout_ms,
+        )
     }
 }
 
@@ -270,10 +262,9 @@ pub struct ScorerSink {
     producer: EventProducer,
     scores: Histogram,
     info: IntGaugeVec,
+    /// The transactions of a transactional `producer`, and
     /// `vigie_scorer_transactions_aborted_total{cause}`.
-    aborted: IntCounterVec,
-    /// How to register the transactional producer again once it is fenced.
-    renew: Option<(KafkaClients, vigie_kafka::Transactions)>,
+    txn: TxnCommits,
     loader: Loader,
     last_check: Instant,
     hangup: Arc<AtomicBool>,
@@ -322,17 +313,11 @@ impl ScorerSink {
         for reason in Refusal::ALL {
             refused_total.with_label_values(&[reason.as_str()]);
         }
-        let aborted = IntCounterVec::new(
-            Opts::new(
-                "vigie_scorer_transactions_aborted_total",
-                "Transactions of the scorer aborted (nothing of their batch visible to read_committed readers), by cause.",
-            ),
-            &["cause"],
-        )
-        .map_err(|e| fatal(&e))?;
-        for cause in TxnFailure::ALL {
-            aborted.with_label_values(&[cause.as_str()]);
-        }
+        let txn = TxnCommits::register(
+            registry,
+            "vigie_scorer_transactions_aborted_total",
+            "Transactions of the scorer aborted (nothing of their batch visible to read_committed readers), by cause.",
+        )?;
         registry
             .register(Box::new(info.clone()))
             .map_err(|e| fatal(&e))?;
@@ -341,9 +326,6 @@ impl ScorerSink {
             .map_err(|e| fatal(&e))?;
         registry
             .register(Box::new(refused_total.clone()))
-            .map_err(|e| fatal(&e))?;
-        registry
-            .register(Box::new(aborted.clone()))
             .map_err(|e| fatal(&e))?;
         let mut loader = Loader {
             ort_dylib: config.ort_dylib.clone(),
@@ -389,8 +371,7 @@ impl ScorerSink {
             producer,
             scores,
             info,
-            aborted,
-            renew: None,
+            txn,
             loader,
             last_check: Instant::now(),
             hangup,
@@ -571,7 +552,11 @@ impl Sink for ScorerSink {
             let mut letters: Vec<Letter> =
                 ctx.dead_letters.iter().map(|l| l.letter.clone()).collect();
             letters.extend(rejects.letters(&refused).into_iter().map(|l| l.letter));
-            return self.commit(&out, &letters, ctx).await;
+            let records = records(&self.config.output_topic, &out);
+            self.txn
+                .commit(&mut self.producer, records, &letters, ctx)
+                .await?;
+            return Ok(out.len());
         }
         if !refused.is_empty() {
             rejects.publish(&refused).await?;
@@ -589,91 +574,20 @@ impl Sink for ScorerSink {
 impl ScorerSink {
     /// Publishes scores, keyed, and waits for every acknowledgement.
     async fn publish(&self, out: &[(String, Vec<u8>)]) -> Result<(), vigie_kafka::KafkaError> {
-        let records: Vec<OutRecord<'_>> = out
-            .iter()
-            .map(|(k, v)| OutRecord {
-                topic: &self.config.output_topic,
-                key: Some(k.as_bytes()),
-                payload: v,
-                headers: &[],
-                timestamp_ms: None,
-            })
-            .collect();
+        let records = records(&self.config.output_topic, out);
         self.producer.send_all(records).await.map(drop)
     }
+}
 
-    /// In one transaction: the scores, the dead letters and the batch's
-    /// offsets. A failed step aborts it: the broker refusing the offsets
-    /// because the group rebalanced is [`SinkError::Fenced`]; a fenced
-    /// producer is registered again ([`renew`](Self::renew)); the batch is
-    /// tried again after any other failure.
-    async fn commit(
-        &mut self,
-        out: &[(String, Vec<u8>)],
-        letters: &[Letter],
-        ctx: &BatchContext<'_>,
-    ) -> Result<usize, SinkError> {
-        let Some(group) = ctx.group_metadata else {
-            return Err(SinkError::Fatal(
-                "exactly_once needs the batch's group membership; the consumer has none".into(),
-            ));
-        };
-        let attempt = async {
-            self.producer.begin_transaction()?;
-            self.publish(out).await?;
-            vigie_kafka::dlq::send_letters(&self.producer, letters).await?;
-            self.producer
-                .commit_transaction(ctx.next_offsets, group)
-                .await
-        };
-        let Err(e) = attempt.await else {
-            return Ok(out.len());
-        };
-        let failure = e.txn_failure();
-        self.aborted.with_label_values(&[failure.as_str()]).inc();
-        if failure == TxnFailure::Fatal {
-            return Err(self.renew(&e).await);
-        }
-        if let Err(abort) = self.producer.abort_transaction().await {
-            if abort.txn_failure() == TxnFailure::Fatal {
-                return Err(self.renew(&abort).await);
-            }
-            // The broker unreachable, say: the next attempt aborts first.
-            return Err(SinkError::Retryable(format!(
-                "transaction: {e}; then aborting it failed: {abort}"
-            )));
-        }
-        match failure {
-            TxnFailure::GroupFenced => Err(SinkError::Fenced(format!(
-                "the group rebalanced since the batch was read; its transaction is aborted: {e}"
-            ))),
-            _ => Err(SinkError::Retryable(format!("transaction aborted: {e}"))),
-        }
-    }
-
-    /// After the producer was fenced (`e`): the broker timed its
-    /// transaction out (this member was paused or cut off longer than
-    /// `transaction_timeout_ms`), or another process registered its
-    /// `transactional.id`; or after it got stuck in a step (a librdkafka
-    /// bug after a broker restart), which a new registration fences. Nothing of the batch is committed. A new
-    /// registration gets a new epoch, and the batch is tried again with
-    /// the group membership it was read under, so a member whose
-    /// partitions moved on is then refused as group-fenced.
-    async fn renew(&mut self, e: &vigie_kafka::KafkaError) -> SinkError {
-        let Some((clients, txn)) = &self.renew else {
-            return SinkError::Fatal(format!("transaction: {e}"));
-        };
-        error!(transactional_id = %txn.id, error = %e, "Producer fenced or stuck; registering it again (if fencing repeats, two members share this transactional.id)");
-        match clients.transactional(txn).await {
-            Ok(producer) => {
-                self.producer = producer;
-                SinkError::Retryable(format!("producer fenced, registered again: {e}"))
-            }
-            // The broker unreachable, say: the next attempt finds the old
-            // producer fenced again and tries once more.
-            Err(again) => SinkError::Retryable(format!(
-                "producer fenced ({e}); registering it again failed: {again}"
-            )),
-        }
-    }
+/// The scores of `out` as records of `topic`, keyed.
+fn records<'a>(topic: &'a str, out: &'a [(String, Vec<u8>)]) -> Vec<OutRecord<'a>> {
+    out.iter()
+        .map(|(k, v)| OutRecord {
+            topic,
+            key: Some(k.as_bytes()),
+            payload: v,
+            headers: &[],
+            timestamp_ms: None,
+        })
+        .collect()
 }

@@ -34,9 +34,13 @@ use serde::{Deserialize, Serialize};
 use vigie_config::Secret;
 use vigie_core::Event;
 
+use vigie_kafka::EventProducer;
+use vigie_kafka::dlq::Letter;
+
 use crate::sink::{
     Accepted, BatchContext, HealthProbe, Rejected, Rejects, Sink, SinkError, SinkSpec,
 };
+use crate::transaction::TxnCommits;
 
 /// The registry entry.
 pub const SPEC: SinkSpec = SinkSpec {
@@ -50,7 +54,24 @@ pub const SPEC: SinkSpec = SinkSpec {
     build: |args| {
         Box::pin(async move {
             let config: ScyllaConfig = args.config()?;
-            Ok(Box::new(ScyllaSink::connect(&config, args.registry).await?) as Box<dyn Sink>)
+            let mut sink = ScyllaSink::connect(&config, args.registry).await?;
+            if config.exactly_once {
+                let txn = crate::transaction::member_transactions(
+                    "scylla",
+                    config.transactional_id.as_deref(),
+                    &args.kafka.group,
+                    config.transaction_timeout_ms,
+                );
+                let producer = args.kafka.transactional(&txn).await?;
+                let commits = TxnCommits::register(
+                    args.registry,
+                    "vigie_scylla_transactions_aborted_total",
+                    "Transactions of the ScyllaDB sink's dead letters and offsets aborted, by cause.",
+                )?
+                .renewing(args.kafka.clone(), txn);
+                sink.txn = Some((producer, commits));
+            }
+            Ok(Box::new(sink) as Box<dyn Sink>)
         })
     },
 };
@@ -105,6 +126,17 @@ pub struct ScyllaConfig {
     /// PEM file of the CAs that sign the nodes' certificates, trusted
     /// instead of the system's; only with `tls`.
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Dead letters and consumed offsets of a batch commit in one Kafka
+    /// transaction, after its rows are written: each refused record
+    /// reaches the DLQ once, across crashes. `false`: letters published,
+    /// then offsets committed (at least once).
+    pub exactly_once: bool,
+    /// The producer's `transactional.id`: stable across restarts of a
+    /// member, distinct between members. Default `vigie-scylla-<group>-<host
+    /// name>`.
+    pub transactional_id: Option<String>,
+    /// How long the broker keeps a transaction open before aborting it.
+    pub transaction_timeout_ms: u64,
 }
 
 impl Default for ScyllaConfig {
@@ -123,6 +155,9 @@ impl Default for ScyllaConfig {
             password: None,
             tls: false,
             tls_ca_file: None,
+            exactly_once: true,
+            transactional_id: None,
+            transaction_timeout_ms: 10_000,
         }
     }
 }
@@ -362,6 +397,9 @@ pub struct ScyllaSink {
     batch_max_bytes: usize,
     consistency: Consistency,
     metrics: Metrics,
+    /// With `exactly_once`: the transactional producer of the dead letters
+    /// and the offsets.
+    txn: Option<(EventProducer, TxnCommits)>,
 }
 
 fn micros(t: DateTime<Utc>) -> i64 {
@@ -485,6 +523,7 @@ impl ScyllaSink {
             batch_max_bytes: config.batch_max_bytes.max(1),
             consistency,
             metrics: Metrics::register(registry)?,
+            txn: None,
         })
     }
 
@@ -749,7 +788,7 @@ impl Sink for ScyllaSink {
     async fn write(
         &mut self,
         events: &[Accepted],
-        _ctx: &BatchContext<'_>,
+        ctx: &BatchContext<'_>,
         rejects: &mut dyn Rejects,
     ) -> Result<usize, SinkError> {
         let mut rows = Vec::with_capacity(events.len());
@@ -783,9 +822,21 @@ impl Sink for ScyllaSink {
             result?;
         }
         drop(writes);
+        if let Some((producer, commits)) = &mut self.txn {
+            // The rows are written: the letters and the offsets, together.
+            let mut letters: Vec<Letter> =
+                ctx.dead_letters.iter().map(|l| l.letter.clone()).collect();
+            letters.extend(rejects.letters(&rejected).into_iter().map(|l| l.letter));
+            commits.commit(producer, Vec::new(), &letters, ctx).await?;
+            return Ok(written);
+        }
         // The refused events reach the DLQ before the runtime commits.
         rejects.publish(&rejected).await?;
         Ok(written)
+    }
+
+    fn commits_in_transaction(&self) -> bool {
+        self.txn.is_some()
     }
 
     fn health_probe(&self) -> Option<HealthProbe> {
