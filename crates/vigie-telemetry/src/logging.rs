@@ -5,7 +5,9 @@ use std::io::IsTerminal;
 use serde::{Deserialize, Serialize};
 use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::FilterFn;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Log line format.
@@ -64,10 +66,23 @@ where
         .with_env_filter(filter)
         .with_writer(writer)
         .with_ansi(ansi);
+    let quiet = FilterFn::new(|meta| !is_cql_server_warning(meta));
     match format {
-        LogFormat::Pretty => Box::new(builder.pretty().finish()),
-        LogFormat::Json => Box::new(builder.json().flatten_event(true).finish()),
+        LogFormat::Pretty => Box::new(builder.pretty().finish().with(quiet)),
+        LogFormat::Json => Box::new(builder.json().flatten_event(true).finish().with(quiet)),
     }
+}
+
+/// The CQL driver's event for each warning a server attaches to a response
+/// (`scylla::network::connection`, with a `warning` field). A bulk writer
+/// gets one per request (Cassandra warns about every batch over 5 KiB or
+/// 10 partitions), so the ScyllaDB sink counts them
+/// (`vigie_scylla_server_warnings_total{kind}`) and logs the first of each
+/// kind itself, instead of a log line per request.
+fn is_cql_server_warning(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_event()
+        && meta.target() == "scylla::network::connection"
+        && meta.fields().field("warning").is_some()
 }
 
 #[cfg(test)]
@@ -122,6 +137,28 @@ mod tests {
             !text.contains('\u{1b}'),
             "no colour codes without a terminal"
         );
+    }
+
+    #[test]
+    fn the_cql_drivers_per_response_server_warnings_are_left_out() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let s = subscriber(LogFormat::Json, EnvFilter::new("warn"), false, move || {
+            writer.clone()
+        });
+        tracing::subscriber::with_default(s, || {
+            tracing::warn!(
+                target: "scylla::network::connection",
+                warning = "Batch for [ks.t] is of size 15KiB, exceeding specified threshold of 5KiB",
+                "Response from the database contains a warning",
+            );
+            tracing::warn!(target: "scylla::network::connection", "Could not allocate stream id");
+            tracing::warn!(warning = "kept", "Another component's warning");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains("Batch for"), "{text}");
+        assert!(text.contains("Could not allocate stream id"), "{text}");
+        assert!(text.contains("Another component's warning"), "{text}");
     }
 
     #[test]

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use vigie_config::Secret;
 use vigie_core::Event;
 
+use tracing::warn;
 use vigie_kafka::EventProducer;
 use vigie_kafka::dlq::Letter;
 
@@ -233,6 +234,7 @@ struct Metrics {
     batches: IntCounterVec,
     errors: IntCounterVec,
     latency: HistogramVec,
+    warnings: IntCounterVec,
 }
 
 impl Metrics {
@@ -254,6 +256,14 @@ impl Metrics {
                 &["kind"],
             )
             .map_err(fatal)?,
+            warnings: IntCounterVec::new(
+                prometheus::Opts::new(
+                    "vigie_scylla_server_warnings_total",
+                    "Warnings the CQL server attached to the sink's writes, by kind",
+                ),
+                &["kind"],
+            )
+            .map_err(fatal)?,
             latency: HistogramVec::new(
                 prometheus::HistogramOpts::new(
                     "vigie_scylla_write_seconds",
@@ -263,7 +273,10 @@ impl Metrics {
             )
             .map_err(fatal)?,
         };
-        for c in [&m.rows, &m.batches, &m.errors] {
+        for kind in WarningKind::ALL {
+            m.warnings.with_label_values(&[kind.as_str()]);
+        }
+        for c in [&m.rows, &m.batches, &m.errors, &m.warnings] {
             registry.register(Box::new(c.clone())).map_err(fatal)?;
         }
         registry
@@ -400,6 +413,8 @@ pub struct ScyllaSink {
     /// With `exactly_once`: the transactional producer of the dead letters
     /// and the offsets.
     txn: Option<(EventProducer, TxnCommits)>,
+    /// The kinds of server warnings logged already.
+    warned: std::sync::Mutex<std::collections::BTreeSet<WarningKind>>,
 }
 
 fn micros(t: DateTime<Utc>) -> i64 {
@@ -497,7 +512,8 @@ impl ScyllaSink {
             let marks = vec!["?"; columns.split(',').count()].join(", ");
             let mut insert = session
                 .prepare(format!(
-                    "INSERT INTO {name} ({columns}) VALUES ({marks}) USING TTL ? AND TIMESTAMP ?"
+                    "INSERT INTO {ks}.{name} ({columns}) VALUES ({marks}) USING TTL ? AND TIMESTAMP ?",
+                    ks = config.keyspace
                 ))
                 .await
                 .map_err(|e| {
@@ -524,6 +540,7 @@ impl ScyllaSink {
             consistency,
             metrics: Metrics::register(registry)?,
             txn: None,
+            warned: Default::default(),
         })
     }
 
@@ -552,6 +569,9 @@ impl ScyllaSink {
             let started = Instant::now();
             let values: Vec<&Values> = chunk.iter().map(|r| &r.values).collect();
             let result = self.session.batch(&batch, values).await;
+            if let Ok(r) = &result {
+                self.server_warned(r.warnings());
+            }
             if let Err(e) = result {
                 let what = format!("writing {} rows to {}: {e}", chunk.len(), table.name);
                 return Err(if can_succeed_later(&e) {
@@ -575,6 +595,80 @@ impl ScyllaSink {
                 .inc_by(chunk.len() as u64);
         }
         Ok(())
+    }
+}
+
+/// What a CQL server warns about in its answer to a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum WarningKind {
+    /// A batch over the server's `batch_size_warn_threshold` (Cassandra:
+    /// 5 KiB; ScyllaDB: 128 KiB).
+    BatchSize,
+    /// An unlogged batch over `unlogged_batch_across_partitions_warn_threshold`
+    /// partitions (Cassandra: 10).
+    BatchPartitions,
+    /// Anything else.
+    Other,
+}
+
+impl WarningKind {
+    const ALL: [Self; 3] = [Self::BatchSize, Self::BatchPartitions, Self::Other];
+
+    fn of(warning: &str) -> Self {
+        if warning.starts_with("Batch for ") && warning.contains("exceeding specified threshold") {
+            Self::BatchSize
+        } else if warning.starts_with("Unlogged batch covering ") {
+            Self::BatchPartitions
+        } else {
+            Self::Other
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::BatchSize => "batch_size",
+            Self::BatchPartitions => "batch_partitions",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl ScyllaSink {
+    /// Counts the server's `warnings` about a write, and logs the first of
+    /// each kind: Cassandra warns about nearly every batch of a bulk
+    /// writer, which the driver's own log line per answer would flood the
+    /// log with (it is left out, see `vigie_telemetry`).
+    fn server_warned<'a>(&self, warnings: impl Iterator<Item = &'a str>) {
+        for warning in warnings {
+            let kind = WarningKind::of(warning);
+            self.metrics
+                .warnings
+                .with_label_values(&[kind.as_str()])
+                .inc();
+            let first = self
+                .warned
+                .lock()
+                .map(|mut seen| seen.insert(kind))
+                .unwrap_or(false);
+            if !first {
+                continue;
+            }
+            match kind {
+                WarningKind::Other => {
+                    warn!(
+                        warning,
+                        "The CQL server warns about a write (logged once; counted in vigie_scylla_server_warnings_total{{kind=\"other\"}})"
+                    );
+                }
+                _ => {
+                    warn!(
+                        warning,
+                        kind = kind.as_str(),
+                        "The CQL server warns about the sink's batches, which group a replica's rows as bulk loaders do (logged once; counted in vigie_scylla_server_warnings_total): raise batch_size_warn_threshold and unlogged_batch_across_partitions_warn_threshold on the server, or lower batch_max_rows and batch_max_bytes"
+                    );
+                }
+            }
+        }
     }
 }
 
