@@ -448,13 +448,8 @@ async fn over_tls_the_sink_trusts_the_nodes_ca_and_refuses_another() {
     drop(sink);
 
     // A CA that did not sign the node's certificate.
-    let other = rcgen::CertificateParams::new(Vec::<String>::new())
-        .unwrap()
-        .self_signed(&rcgen::KeyPair::generate().unwrap())
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let other_ca = dir.path().join("other-ca.pem");
-    std::fs::write(&other_ca, other.pem()).unwrap();
+    let other_ca = common::unrelated_ca(dir.path());
     let err = refused(
         ScyllaSink::connect(&config(true, Some(&other_ca)), &prometheus::Registry::new()).await,
     );

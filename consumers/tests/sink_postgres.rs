@@ -537,13 +537,8 @@ async fn the_sink_connects_with_verify_full_and_refuses_an_unknown_ca() {
     assert!(encrypted && rows == 1, "{encrypted} {rows}");
 
     // A CA that did not sign the server's certificate.
-    let other = rcgen::CertificateParams::new(Vec::<String>::new())
-        .unwrap()
-        .self_signed(&rcgen::KeyPair::generate().unwrap())
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let other_ca = dir.path().join("other-ca.pem");
-    std::fs::write(&other_ca, other.pem()).unwrap();
+    let other_ca = common::unrelated_ca(dir.path());
     let attempt = PostgresSink::connect(&PostgresConfig {
         url: tls(&other_ca),
         ..PostgresConfig::default()

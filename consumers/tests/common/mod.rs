@@ -37,3 +37,19 @@ impl vigie_consumers::Rejects for Refused {
             .collect()
     }
 }
+
+/// A PEM file in `dir` holding a CA of its own, one that signed no
+/// server's certificate: what a client trusting it must refuse.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all use it"
+)]
+pub(crate) fn unrelated_ca(dir: &std::path::Path) -> std::path::PathBuf {
+    let ca = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .self_signed(&rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let path = dir.join("other-ca.pem");
+    std::fs::write(&path, ca.pem()).unwrap();
+    path
+}

@@ -101,6 +101,23 @@ pub async fn produce_raw_at(
 /// A record read back by [`read_topic`].
 pub type RawRecord = (i32, i64, Option<Vec<u8>>, Vec<u8>, Vec<(String, Vec<u8>)>);
 
+/// Where a dead letter's record came from: its `vigie.dlq.origin.partition`
+/// and `vigie.dlq.origin.offset` headers (empty when missing).
+pub fn dlq_origin(letter: &RawRecord) -> (String, String) {
+    let header = |k: &str| {
+        letter
+            .4
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    (
+        header("vigie.dlq.origin.partition"),
+        header("vigie.dlq.origin.offset"),
+    )
+}
+
 /// Reads exactly `expected` records from every partition of `topic`, from
 /// the beginning, without a consumer group: `(partition, offset, key, value,
 /// headers)`. Panics if they do not arrive within `deadline`.

@@ -25,8 +25,8 @@ mod wait;
 pub use broker::{Broker, PrivateKafka, broker, kafka_tool, repo_root};
 pub use cql::{CqlServer, PrivateCql, cql_server};
 pub use kafka::{
-    RawInput, RawRecord, create_topic, create_topic_and_dlq, create_topic_with, end_offsets,
-    produce_raw, produce_raw_at, read_to_end, read_topic, topic_len, unique_name,
+    RawInput, RawRecord, create_topic, create_topic_and_dlq, create_topic_with, dlq_origin,
+    end_offsets, produce_raw, produce_raw_at, read_to_end, read_topic, topic_len, unique_name,
 };
 pub use onnx::ort_dylib;
 pub use postgres::{TestDb, admin_url, postgres_ca};

@@ -24,7 +24,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use vigie_testkit::{
-    RawInput, broker, create_topic_and_dlq, produce_raw, read_to_end, unique_name, wait_for,
+    RawInput, broker, create_topic_and_dlq, dlq_origin, produce_raw, read_to_end, unique_name,
+    wait_for,
 };
 
 const ROUNDS: u64 = 6;
@@ -173,20 +174,8 @@ async fn drain_with_kills(exactly_once: bool) -> (BTreeMap<(String, String), usi
     .await
     .unwrap();
     let mut per_origin = BTreeMap::new();
-    for (_, _, _, _, headers) in &letters {
-        let h = |k: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default()
-        };
-        *per_origin
-            .entry((
-                h("vigie.dlq.origin.partition"),
-                h("vigie.dlq.origin.offset"),
-            ))
-            .or_insert(0) += 1;
+    for letter in &letters {
+        *per_origin.entry(dlq_origin(letter)).or_insert(0) += 1;
     }
     let rows: Vec<(i64,)> = common::cql_rows(
         &vigie_testkit::cql_server().uri,

@@ -17,8 +17,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use vigie_testkit::{
-    TestDb, broker, create_topic_and_dlq, ort_dylib, produce_raw, read_to_end, unique_name,
-    wait_for,
+    TestDb, broker, create_topic_and_dlq, dlq_origin, ort_dylib, produce_raw, read_to_end,
+    unique_name, wait_for,
 };
 
 /// Good cases, in two halves with poison after each.
@@ -295,22 +295,7 @@ async fn contract(name: &str) {
     })
     .await
     .unwrap();
-    let origins: BTreeSet<(String, String)> = letters
-        .iter()
-        .map(|(_, _, _, _, headers)| {
-            let h = |k: &str| {
-                headers
-                    .iter()
-                    .find(|(n, _)| n == k)
-                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                    .unwrap_or_default()
-            };
-            (
-                h("vigie.dlq.origin.partition"),
-                h("vigie.dlq.origin.offset"),
-            )
-        })
-        .collect();
+    let origins: BTreeSet<(String, String)> = letters.iter().map(dlq_origin).collect();
     assert_eq!(
         (letters.len(), origins.len()),
         (POISON.len(), POISON.len()),
