@@ -5,14 +5,16 @@
 //! Writes are prepared statements, marked idempotent, through the driver's
 //! default policy (token- and shard-aware). The rows of a batch are grouped
 //! by the replica (and shard) that stores their partition, a partition's
-//! rows together, into unlogged batches of at most `batch_max_rows` rows,
-//! run `concurrency` at a time: each batch is written by the node that
-//! stores all its rows. Each row carries its version as its
-//! write timestamp (`USING TIMESTAMP`: the upstream version, else the
-//! ingestion time, in microseconds), so a replay or a late older version
-//! never overwrites a newer one. The runtime commits the consumer offsets
-//! only after every write of the batch is acknowledged: at least once,
-//! idempotent, so replays converge.
+//! rows together, into unlogged batches of at most `batch_max_rows` rows
+//! and `batch_max_bytes` bytes, the groups run `concurrency` at a time:
+//! each batch is written by the node that stores all its rows. Each row
+//! carries its version as its write timestamp (`USING TIMESTAMP`: the
+//! upstream version, else the ingestion time, in microseconds), so a
+//! replay or a late older version never overwrites a newer one. The
+//! batch's offsets are committed only after every write of it is
+//! acknowledged (rows at least once, idempotent, so replays converge);
+//! with `exactly_once` they commit in one Kafka transaction with the
+//! batch's dead letters, so each refused record reaches the DLQ once.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
