@@ -168,7 +168,6 @@ fn accepted(index: usize, json: Vec<u8>) -> vigie_consumers::Accepted {
 
 #[tokio::test]
 async fn the_sink_creates_its_tables_writes_each_and_keeps_the_newest_version() {
-    use std::collections::BTreeMap;
     use vigie_consumers::Sink;
     use vigie_consumers::sinks::scylla::{ScyllaConfig, ScyllaSink};
 
@@ -215,13 +214,7 @@ async fn the_sink_creates_its_tables_writes_each_and_keeps_the_newest_version() 
         },
         hour(3),
     );
-    let offsets = BTreeMap::new();
-    let ctx = vigie_consumers::BatchContext {
-        group: "g",
-        next_offsets: &offsets,
-        dead_letters: &[],
-        group_metadata: None,
-    };
+    let ctx = common::no_offsets();
     let mut refused = Refused::default();
     for batch in [
         vec![
@@ -305,7 +298,6 @@ async fn the_sink_creates_its_tables_writes_each_and_keeps_the_newest_version() 
 
 #[tokio::test]
 async fn batches_stay_under_the_servers_size_limit_whatever_their_row_count() {
-    use std::collections::BTreeMap;
     use vigie_consumers::Sink;
     use vigie_consumers::sinks::scylla::{ScyllaConfig, ScyllaSink};
 
@@ -326,13 +318,7 @@ async fn batches_stay_under_the_servers_size_limit_whatever_their_row_count() {
             accepted(i, e.to_json_bytes().unwrap())
         })
         .collect();
-    let offsets = BTreeMap::new();
-    let ctx = vigie_consumers::BatchContext {
-        group: "g",
-        next_offsets: &offsets,
-        dead_letters: &[],
-        group_metadata: None,
-    };
+    let ctx = common::no_offsets();
 
     // Without a byte limit, the one node's batch is refused as too large
     // (Cassandra's batch_size_fail_threshold, 50 KiB).

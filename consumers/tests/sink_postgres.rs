@@ -521,7 +521,7 @@ async fn the_sink_connects_with_verify_full_and_refuses_an_unknown_ca() {
     let mut refused = Refused::default();
     s.write(
         &[case_version("No", Some(1), 1)],
-        &no_offsets(),
+        &common::no_offsets(),
         &mut refused,
     )
     .await
@@ -571,24 +571,13 @@ fn case_version(hosp: &str, upstream: Option<u32>, ingested: u32) -> vigie_consu
     }
 }
 
-/// A batch context without offsets (the sink is called directly).
-fn no_offsets() -> vigie_consumers::BatchContext<'static> {
-    static OFFSETS: BTreeMap<vigie_kafka::consumer::TopicPartition, i64> = BTreeMap::new();
-    vigie_consumers::BatchContext {
-        group: "g",
-        next_offsets: &OFFSETS,
-        dead_letters: &[],
-        group_metadata: None,
-    }
-}
-
 #[tokio::test]
 async fn a_newer_version_of_an_id_wins_and_an_older_one_does_not_overwrite() {
     let db = TestDb::create().await;
     let mut s = sink(&db).await;
     let at = hour;
     let version = |hosp: &str, h: u32| case_version(hosp, None, h);
-    let ctx = no_offsets();
+    let ctx = common::no_offsets();
     let pool = db.pool().await;
     let stored = || async {
         sqlx::query_as::<_, (String, chrono::DateTime<Utc>)>(
@@ -646,7 +635,7 @@ async fn the_upstreams_version_decides_before_the_time_of_ingestion() {
     let mut s = sink(&db).await;
     let at = hour;
     let version = case_version;
-    let ctx = no_offsets();
+    let ctx = common::no_offsets();
     let pool = db.pool().await;
     let stored = || async {
         sqlx::query_as::<_, (String, Option<chrono::DateTime<Utc>>)>(
@@ -1038,9 +1027,13 @@ async fn the_reader_role_only_reads_the_data_and_the_sink_role_changes_no_schema
     .await
     .unwrap();
     let mut refused = Refused::default();
-    s.write(&[case_version("No", None, 1)], &no_offsets(), &mut refused)
-        .await
-        .expect("the sink writes as vigie_sink");
+    s.write(
+        &[case_version("No", None, 1)],
+        &common::no_offsets(),
+        &mut refused,
+    )
+    .await
+    .expect("the sink writes as vigie_sink");
     drop(s);
 
     let as_reader = sqlx::PgPool::connect(&reader_url).await.unwrap();

@@ -53,3 +53,15 @@ pub(crate) fn unrelated_ca(dir: &std::path::Path) -> std::path::PathBuf {
     std::fs::write(&path, ca.pem()).unwrap();
     path
 }
+
+/// A batch context without offsets (the sink is called directly).
+pub(crate) fn no_offsets() -> vigie_consumers::BatchContext<'static> {
+    static OFFSETS: std::collections::BTreeMap<vigie_kafka::consumer::TopicPartition, i64> =
+        std::collections::BTreeMap::new();
+    vigie_consumers::BatchContext {
+        group: "g",
+        next_offsets: &OFFSETS,
+        dead_letters: &[],
+        group_metadata: None,
+    }
+}

@@ -14,8 +14,8 @@ pub struct CqlServer {
     /// `host:port` for a driver's known nodes.
     pub uri: String,
     /// PEM file of the CA that signs the node's TLS certificate: the
-    /// Cassandra node's own, else `SCYLLA_CA_FILE` (none: the ScyllaDB
-    /// node takes no TLS, and the TLS test says so and stops).
+    /// Cassandra node's own when this checkout runs it, else
+    /// `SCYLLA_CA_FILE` (none: the TLS test says so and stops).
     pub ca: Option<std::path::PathBuf>,
 }
 
@@ -39,9 +39,15 @@ pub fn cql_server() -> &'static CqlServer {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        // The node's CA is this checkout's only when this checkout's
+        // scripts/cassandra runs the node (another checkout's node on the
+        // same port has a CA of its own).
+        let dir = crate::state_dir().join("cassandra-19042");
+        let ours = std::fs::read_to_string(dir.join("cassandra.pid"))
+            .is_ok_and(|pid| std::path::Path::new("/proc").join(pid.trim()).exists());
         CqlServer {
             uri: addr.to_owned(),
-            ca: Some(crate::state_dir().join("cassandra-19042/tls/ca.pem")),
+            ca: ours.then(|| dir.join("tls/ca.pem")),
         }
     })
 }

@@ -212,7 +212,7 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
         let started = Instant::now();
         cql.cqlsh(&format!(
             "CONSISTENCY LOCAL_QUORUM; COPY {}.{TABLE} FROM '{}' WITH HEADER = true \
-             AND NUMPROCESSES = {p} AND INGESTRATE = 10000000",
+             AND NUMPROCESSES = {p} AND INGESTRATE = 10000000 AND MAXATTEMPTS = 20",
             ks("cqlsh"),
             rows_csv.display()
         ))?;
@@ -254,7 +254,7 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
         "vigie_peak_rss_mib": peaks,
         "vigie_settings": "defaults: concurrency 16, batch_max_rows 50, batch_max_bytes 16384, consistency local_quorum, exactly_once (each batch's dead letters and offsets in one Kafka transaction)",
         "warm_up": "one unmeasured run of the sink first (its rows are the baselines' CSV), so that the node's JIT is warm for every side; each side starts once the node runs no compaction (system_views.sstable_tasks empty)",
-        "cqlsh_settings": format!("cqlsh 6.2.2: COPY FROM ... WITH HEADER = true AND NUMPROCESSES = {p} AND INGESTRATE = 10000000, CONSISTENCY LOCAL_QUORUM"),
+        "cqlsh_settings": format!("cqlsh 6.2.2: COPY FROM ... WITH HEADER = true AND NUMPROCESSES = {p} AND INGESTRATE = 10000000 AND MAXATTEMPTS = 20 (its default, 5, gave up on write timeouts of the loaded node), CONSISTENCY LOCAL_QUORUM"),
         "python_driver_settings": format!("cassandra-driver 3.30.1: execute_concurrent_with_args, concurrency {p}, the sink's prepared insert (USING TTL ? AND TIMESTAMP ?), idempotent, LOCAL_QUORUM"),
     });
     record(
