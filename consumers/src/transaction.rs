@@ -9,7 +9,7 @@ use tracing::error;
 use vigie_kafka::dlq::Letter;
 use vigie_kafka::{EventProducer, OutRecord, TxnFailure};
 
-use crate::sink::{BatchContext, KafkaClients, SinkError};
+use crate::sink::{BatchContext, KafkaClients, Rejected, Rejects, SinkError};
 
 /// The transactional settings of a member of `group` of `component`:
 /// `id`, else `vigie-<component>-<group>-<host name>` (stable across
@@ -71,8 +71,9 @@ impl TxnCommits {
         self
     }
 
-    /// In one transaction of `producer`: `records`, `letters` and the
-    /// batch's offsets (`ctx`). A failed step aborts it: the broker
+    /// In one transaction of `producer`: `records`, the batch's dead
+    /// letters (the runtime's, in `ctx`, and the sink's own `refused`,
+    /// addressed by `rejects`) and the batch's offsets (`ctx`). A failed step aborts it: the broker
     /// refusing the offsets because the group rebalanced is
     /// [`SinkError::Fenced`]; a fenced producer is registered again (and
     /// replaces `producer`); the batch is tried again after any other
@@ -81,7 +82,8 @@ impl TxnCommits {
         &self,
         producer: &mut EventProducer,
         records: Vec<OutRecord<'_>>,
-        letters: &[Letter],
+        refused: &[Rejected],
+        rejects: &mut dyn Rejects,
         ctx: &BatchContext<'_>,
     ) -> Result<(), SinkError> {
         let Some(group) = ctx.group_metadata else {
@@ -89,12 +91,14 @@ impl TxnCommits {
                 "a transaction needs the batch's group membership; the consumer has none".into(),
             ));
         };
+        let mut letters: Vec<Letter> = ctx.dead_letters.iter().map(|l| l.letter.clone()).collect();
+        letters.extend(rejects.letters(refused).into_iter().map(|l| l.letter));
         let attempt = async {
             producer.begin_transaction()?;
             if !records.is_empty() {
                 producer.send_all(records).await?;
             }
-            vigie_kafka::dlq::send_letters(producer, letters).await?;
+            vigie_kafka::dlq::send_letters(producer, &letters).await?;
             producer.commit_transaction(ctx.next_offsets, group).await
         };
         let Err(e) = attempt.await else {

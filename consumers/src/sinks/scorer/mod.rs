@@ -27,7 +27,6 @@ use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Reg
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 use vigie_core::{Case, CaseScore, Envelope, Event, Payload};
-use vigie_kafka::dlq::Letter;
 use vigie_kafka::{EventProducer, OutRecord};
 
 use crate::sink::{Accepted, BatchContext, Rejected, Rejects, Sink, SinkError, SinkSpec};
@@ -549,12 +548,9 @@ impl Sink for ScorerSink {
             }
         }
         if self.producer.is_transactional() {
-            let mut letters: Vec<Letter> =
-                ctx.dead_letters.iter().map(|l| l.letter.clone()).collect();
-            letters.extend(rejects.letters(&refused).into_iter().map(|l| l.letter));
             let records = records(&self.config.output_topic, &out);
             self.txn
-                .commit(&mut self.producer, records, &letters, ctx)
+                .commit(&mut self.producer, records, &refused, rejects, ctx)
                 .await?;
             return Ok(out.len());
         }

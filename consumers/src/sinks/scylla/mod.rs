@@ -38,7 +38,6 @@ use vigie_core::Event;
 
 use tracing::warn;
 use vigie_kafka::EventProducer;
-use vigie_kafka::dlq::Letter;
 
 use crate::sink::{
     Accepted, BatchContext, HealthProbe, Rejected, Rejects, Sink, SinkError, SinkSpec,
@@ -920,10 +919,9 @@ impl Sink for ScyllaSink {
         drop(writes);
         if let Some((producer, commits)) = &mut self.txn {
             // The rows are written: the letters and the offsets, together.
-            let mut letters: Vec<Letter> =
-                ctx.dead_letters.iter().map(|l| l.letter.clone()).collect();
-            letters.extend(rejects.letters(&rejected).into_iter().map(|l| l.letter));
-            commits.commit(producer, Vec::new(), &letters, ctx).await?;
+            commits
+                .commit(producer, Vec::new(), &rejected, rejects, ctx)
+                .await?;
             return Ok(written);
         }
         // The refused events reach the DLQ before the runtime commits.
