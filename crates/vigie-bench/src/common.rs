@@ -435,7 +435,7 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
 }
 
 /// The last lines of a child's stderr, for an error message.
-fn tail(path: &Path) -> String {
+pub(crate) fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")

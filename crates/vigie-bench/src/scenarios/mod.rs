@@ -6,6 +6,7 @@ pub(crate) mod producer_perf_test;
 pub(crate) mod scorer;
 pub(crate) mod scorer_e2e;
 pub(crate) mod sink_postgres;
+pub(crate) mod sink_postgres_connect;
 pub(crate) mod sink_postgres_latency;
 pub(crate) mod sink_postgres_poison;
 pub(crate) mod sink_scylla;
@@ -34,6 +35,12 @@ pub(crate) enum Scenario {
     /// \copy` + the same upsert, and vs `psql \copy` of the final rows from
     /// a file; with the sink's peak RSS.
     SinkPostgres(sink_postgres::Args),
+    /// `vigie consume --sink postgres` vs Kafka Connect standalone running
+    /// the Debezium JDBC sink connector (upsert on the record key) into the
+    /// same table, on the same backlog (as JSON with its schema for
+    /// Connect); with each one's peak RSS, then duplicate writes and losses
+    /// of each after `kill -9`s at the same points.
+    SinkPostgresConnect(sink_postgres_connect::Args),
     /// `vigie consume --sink postgres` on a backlog with 10 % poison
     /// records (every kind the sink refuses, at the edge and in PostgreSQL,
     /// dead-lettered through its outbox) vs the same good events without
@@ -70,6 +77,7 @@ impl Scenario {
             Self::ProducerPerfTest(a) => producer_perf_test::run(vigie, a).await,
             Self::ProducerHttp(a) => producer_http::run(vigie, a).await,
             Self::SinkPostgres(a) => sink_postgres::run(vigie, a).await,
+            Self::SinkPostgresConnect(a) => sink_postgres_connect::run(vigie, a).await,
             Self::SinkPostgresPoison(a) => sink_postgres_poison::run(vigie, a).await,
             Self::SinkPostgresLatency(a) => sink_postgres_latency::run(vigie, a).await,
             Self::SinkScylla(a) => sink_scylla::run(vigie, a).await,

@@ -114,6 +114,22 @@ impl Db {
             .await?)
     }
 
+    /// The first column of the first row of `sql`, a `float8`.
+    pub(crate) async fn scalar_f64(&self, sql: &str) -> anyhow::Result<f64> {
+        let mut c = PgConnection::connect(&self.url()).await?;
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&mut c)
+            .await?)
+    }
+
+    /// Runs the statements of `sql`.
+    pub(crate) async fn execute(&self, sql: &str) -> anyhow::Result<()> {
+        let mut c = PgConnection::connect(&self.url()).await?;
+        c.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())))
+            .await?;
+        Ok(())
+    }
+
     pub(crate) async fn drop_db(self) -> anyhow::Result<()> {
         let mut c = PgConnection::connect(&self.admin).await?;
         c.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
