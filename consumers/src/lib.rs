@@ -5,6 +5,7 @@
 //! Adding a sink is one folder under `sinks/` and one line in
 //! [`sink::REGISTRY`].
 
+pub mod drift;
 pub mod runtime;
 pub mod sink;
 pub mod sinks;

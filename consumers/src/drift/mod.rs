@@ -1,0 +1,12 @@
+//! Drift of the cases and scores a model sees against the reference
+//! profile it was trained with: the profile and its bins (`profile`) and
+//! the statistics of a window's histogram against the reference's
+//! (`stats`), as Evidently defines them.
+
+pub mod profile;
+pub mod stats;
+
+pub use profile::{
+    CategoricalProfile, NumericProfile, ProfileError, ReferenceProfile, ScoreProfile,
+};
+pub use stats::{Ks, jensen_shannon, kolmogorov_sf, ks, psi};
