@@ -23,12 +23,28 @@ use crate::scenarios::tls::Secure;
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     #[command(flatten)]
-    pub(crate) load: Load,
-    #[command(flatten)]
-    pub(crate) tools: Tools,
+    pub(crate) backlog: Backlog,
     /// Record only the peak-RSS bar (for a large backlog).
     #[arg(long)]
     pub(crate) rss_only: bool,
+}
+
+/// Options of the scenarios that drain a backlog into PostgreSQL: its size
+/// and the tools.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Backlog {
+    #[command(flatten)]
+    pub(crate) load: Load,
+    #[command(flatten)]
+    pub(crate) tools: Tools,
+}
+
+impl Backlog {
+    /// Events, partitions and runs.
+    pub(crate) fn size(&self) -> (u64, i32, usize) {
+        let l = &self.load;
+        (l.events, l.partitions, l.common.runs)
+    }
 }
 
 /// Options of the PostgreSQL sink scenarios besides the load: the kcat
@@ -152,6 +168,17 @@ fn psql(url: &str, command: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The sink's progress for `group`: the sum of the offsets it stored,
+/// -1 while dead letters wait in its outbox. One statement, one snapshot:
+/// the offsets and the outbox as of the same commit.
+pub(crate) fn progress_sql(group: &str) -> String {
+    format!(
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM dlq_outbox) THEN -1 ELSE \
+         (SELECT coalesce(sum(next_offset), 0)::bigint FROM sink_offsets \
+          WHERE consumer_group = '{group}') END"
+    )
+}
+
 /// One drain of a backlog by the sink.
 pub(crate) struct Drained {
     /// From the start of `vigie consume` to every record committed.
@@ -202,13 +229,7 @@ pub(crate) async fn run_vigie_over(
     let db = Db::create(admin, "vigie").await?.migrated().await?;
     let logs = tempfile::tempdir()?;
     let group = format!("bench-{}", db.name);
-    // One statement, one snapshot: the offsets and the outbox as of the
-    // same commit (-1 while letters wait in the outbox).
-    let progress = format!(
-        "SELECT CASE WHEN EXISTS (SELECT 1 FROM dlq_outbox) THEN -1 ELSE \
-         (SELECT coalesce(sum(next_offset), 0)::bigint FROM sink_offsets \
-          WHERE consumer_group = '{group}') END"
-    );
+    let progress = progress_sql(&group);
     let mut env = vec![("VIGIE__CONSUMERS__SINKS__POSTGRES__URL", db.url())];
     let mut sink_brokers = brokers;
     if let Some(tls) = tls {
@@ -261,8 +282,9 @@ pub(crate) async fn run_vigie_over(
 }
 
 pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
-    let (events, partitions, runs) = (a.load.events, a.load.partitions, a.load.common.runs);
-    let (docs, kcat, admin) = (&a.load.common.docs, &a.tools.kcat, a.tools.pg.as_str());
+    let (events, partitions, runs) = a.backlog.size();
+    let Backlog { load, tools } = &a.backlog;
+    let (docs, kcat, admin) = (&load.common.docs, &tools.kcat, tools.pg.as_str());
     let s = vigie.settings()?;
     let brokers = s.kafka.brokers.clone();
     let topic = format!("bench.sink.{}", chrono::Utc::now().format("%Y%m%d%H%M%S%f"));

@@ -21,18 +21,16 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 
 use crate::common::{
-    BROKER, Bar, Consumer, Launch, Load, Vigie, committed, create_topics, median, peak_rss_mib,
+    BROKER, Bar, Consumer, Launch, Vigie, committed, create_topics, median, peak_rss_mib,
     produce_backlog, record, tail,
 };
-use crate::scenarios::sink_postgres::{BACKLOG_SEED, Db, Tools, run_vigie};
+use crate::scenarios::sink_postgres::{BACKLOG_SEED, Backlog, Db, progress_sql, run_vigie};
 
 /// Options of `sink-postgres-connect`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     #[command(flatten)]
-    pub(crate) load: Load,
-    #[command(flatten)]
-    pub(crate) tools: Tools,
+    pub(crate) backlog: Backlog,
     /// The connector's `batch.size`, and the `max.poll.records` of its
     /// consumers (Connect's defaults: 500 each).
     #[arg(long, default_value_t = 4000)]
@@ -53,22 +51,8 @@ pub(crate) struct Args {
 }
 
 /// `health_case`'s columns taken as they are from the case's `data`.
-const DATA_TEXT: [&str; 14] = [
-    "row_id",
-    "res_state",
-    "age_group",
-    "sex",
-    "race",
-    "ethnicity",
-    "process",
-    "exposure_yn",
-    "current_status",
-    "symptom_status",
-    "hosp_yn",
-    "icu_yn",
-    "death_yn",
-    "underlying_conditions_yn",
-];
+const DATA_TEXT: &str = "row_id res_state age_group sex race ethnicity process exposure_yn \
+    current_status symptom_status hosp_yn icu_yn death_yn underlying_conditions_yn";
 /// `health_case`'s integer columns, from the case's `data`.
 const DATA_INT: [&str; 2] = ["case_positive_specimen_interval", "case_onset_interval"];
 
@@ -78,7 +62,11 @@ const DATA_INT: [&str; 2] = ["case_positive_specimen_interval", "case_onset_inte
 fn connect_schema() -> Value {
     let field = |name: &str, ty: &str, optional: bool| json!({"field": name, "type": ty, "optional": optional});
     let mut fields = vec![field("event_id", "string", false)];
-    fields.extend(DATA_TEXT.iter().map(|c| field(c, "string", false)));
+    fields.extend(
+        DATA_TEXT
+            .split_whitespace()
+            .map(|c| field(c, "string", false)),
+    );
     fields.extend(DATA_INT.iter().map(|c| field(c, "int32", true)));
     fields.extend([
         field("case_month", "string", false),
@@ -113,8 +101,8 @@ fn connect_record(
     let month = d["case_month"].as_str().context("a case without a month")?;
     let mut row = Map::new();
     row.insert("event_id".into(), json!(id));
-    for c in DATA_TEXT.iter().chain(&DATA_INT) {
-        row.insert((*c).into(), d[*c].clone());
+    for c in DATA_TEXT.split_whitespace().chain(DATA_INT) {
+        row.insert(c.into(), d[c].clone());
     }
     row.insert("case_month".into(), json!(format!("{month}-01")));
     row.insert("county_fips".into(), d["county_fips_code"].clone());
@@ -460,77 +448,71 @@ async fn kill_at<S: Killable>(
     Ok(secs)
 }
 
-/// Vigie's sink over `topic` (`events` records), killed with `kill -9` at
-/// `points` (see [`kill_at`]) until its stored offsets cover the topic.
-async fn kill_vigie(
-    vigie: &Vigie,
-    brokers: &str,
-    topic: &str,
+/// One sink's run of the kill comparison: its backlog's size, where
+/// PostgreSQL is, and the kill points (in rows written).
+struct KillRun<'a> {
     events: u64,
-    admin: &str,
-    points: &[u64],
-) -> anyhow::Result<Killed> {
-    let db = Db::create(admin, "vigie_kill").await?.migrated().await?;
-    audit(&db).await?;
-    let logs = tempfile::tempdir()?;
-    let group = format!("bench-{}", db.name);
-    let env = [("VIGIE__CONSUMERS__SINKS__POSTGRES__URL", db.url())];
-    let launch = Launch {
-        vigie,
-        brokers,
-        sink: "postgres",
-        topic,
-        group: &group,
-        port: 0,
-        env: &env,
-        logs: logs.path(),
-    };
-    let offsets = format!(
-        "SELECT CASE WHEN EXISTS (SELECT 1 FROM dlq_outbox) THEN -1 ELSE \
-         (SELECT coalesce(sum(next_offset), 0)::bigint FROM sink_offsets \
-          WHERE consumer_group = '{group}') END"
-    );
-    let secs = kill_at(
-        &db,
-        points,
-        || Consumer::spawn(&launch),
-        async || Ok(db.scalar(&offsets).await.unwrap_or(-1) >= events as i64),
-    )
-    .await?;
-    let k = reconcile(&db, events, points.len(), secs).await?;
-    db.drop_db().await?;
-    Ok(k)
+    admin: &'a str,
+    points: &'a [u64],
 }
 
-/// Connect over `topic` (`events` records), killed and restarted at the
-/// same points as [`kill_vigie`], until every row is there and its
-/// committed offsets cover the topic: rows reach the backlog's count while
-/// a task may still be rewriting what it read again, and those rewrites
-/// count.
-async fn kill_connect(
-    s: &ConnectSettings<'_>,
-    events: u64,
-    admin: &str,
-    points: &[u64],
-) -> anyhow::Result<Killed> {
-    let db = Db::create(admin, "connect_kill").await?.migrated().await?;
-    audit(&db).await?;
-    let dir = tempfile::tempdir()?;
-    let name = format!("bench-{}", db.name);
-    let group = format!("connect-{name}");
-    let secs = kill_at(
-        &db,
-        points,
-        || Connect::spawn(s, &name, &db, dir.path()),
-        async || {
-            Ok(rows(&db).await as u64 >= events
-                && committed(s.brokers, &group, s.topic).await? >= events as i64)
-        },
-    )
-    .await?;
-    let k = reconcile(&db, events, points.len(), secs).await?;
-    db.drop_db().await?;
-    Ok(k)
+impl KillRun<'_> {
+    /// Runs `drive` on a database of its own, migrated, with the audit of
+    /// [`audit`], a scratch directory and a name for the sink
+    /// (`bench-<db>`); `drive` returns its seconds. Then reconciles the
+    /// audit.
+    async fn audited(
+        &self,
+        tag: &str,
+        drive: impl AsyncFnOnce(&Db, &Path, String) -> anyhow::Result<f64>,
+    ) -> anyhow::Result<Killed> {
+        let db = Db::create(self.admin, tag).await?.migrated().await?;
+        audit(&db).await?;
+        let dir = tempfile::tempdir()?;
+        let name = format!("bench-{}", db.name);
+        let secs = drive(&db, dir.path(), name).await?;
+        let k = reconcile(&db, self.events, self.points.len(), secs).await?;
+        db.drop_db().await?;
+        Ok(k)
+    }
+
+    /// Vigie's sink over `topic`, killed with `kill -9` at the points (see
+    /// [`kill_at`]) until its stored offsets cover the topic.
+    async fn vigie(&self, vigie: &Vigie, brokers: &str, topic: &str) -> anyhow::Result<Killed> {
+        self.audited("vigie_kill", async |db, dir, group| {
+            let env = [("VIGIE__CONSUMERS__SINKS__POSTGRES__URL", db.url())];
+            let launch = Launch {
+                vigie,
+                brokers,
+                sink: "postgres",
+                topic,
+                group: &group,
+                port: 0,
+                env: &env,
+                logs: dir,
+            };
+            let offsets = progress_sql(&group);
+            let done = async || Ok(db.scalar(&offsets).await.unwrap_or(-1) >= self.events as i64);
+            kill_at(db, self.points, || Consumer::spawn(&launch), done).await
+        })
+        .await
+    }
+
+    /// Connect over its topic, killed and restarted at the same points,
+    /// until every row is there and its committed offsets cover the topic:
+    /// rows reach the backlog's count while a task may still be rewriting
+    /// what it read again, and those rewrites count.
+    async fn connect(&self, s: &ConnectSettings<'_>) -> anyhow::Result<Killed> {
+        self.audited("connect_kill", async |db, dir, name| {
+            let group = format!("connect-{name}");
+            let done = async || {
+                Ok(rows(db).await as u64 >= self.events
+                    && committed(s.brokers, &group, s.topic).await? >= self.events as i64)
+            };
+            kill_at(db, self.points, || Connect::spawn(s, &name, db, dir), done).await
+        })
+        .await
+    }
 }
 
 /// Creates `topic` and `peer_topic` and fills them with the same `events`
@@ -570,8 +552,8 @@ fn kill_points(n: usize, events: u64, seed: u64) -> Vec<u64> {
 }
 
 pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
-    let (events, partitions, runs) = (a.load.events, a.load.partitions, a.load.common.runs);
-    let admin = a.tools.pg.as_str();
+    let (events, partitions, runs) = a.backlog.size();
+    let admin = a.backlog.tools.pg.as_str();
     let brokers = vigie.settings()?.kafka.brokers;
     let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S%f");
     let (topic, peer_topic) = (
@@ -618,18 +600,19 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
         );
         backlogs(vigie, (&kt, &kpt), a.kill_events, partitions).await?;
         let points = kill_points(a.kills, a.kill_events, a.kill_seed);
-        let v = kill_vigie(vigie, &brokers, &kt, a.kill_events, admin, &points).await?;
+        let run = KillRun {
+            events: a.kill_events,
+            admin,
+            points: &points,
+        };
+        let v = run.vigie(vigie, &brokers, &kt).await?;
         eprintln!("vigie under kill -9 at rows {points:?}: {v:?}");
-        let c = kill_connect(
-            &ConnectSettings {
+        let c = run
+            .connect(&ConnectSettings {
                 topic: &kpt,
                 ..connect
-            },
-            a.kill_events,
-            admin,
-            &points,
-        )
-        .await?;
+            })
+            .await?;
         eprintln!("Kafka Connect under kill -9 at rows {points:?}: {c:?}");
         killed = json!({"events": a.kill_events, "kill_points_rows": points, "vigie": v, "kafka_connect": c});
     }
@@ -649,7 +632,7 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
         "kill_9": killed,
     });
     record(
-        &a.load.common.docs,
+        &a.backlog.load.common.docs,
         Bar::rate(
             "sink_postgres_vs_kafka_connect_jdbc",
             "exactly-once sink (Kafka -> health_case, offsets in the same transaction) vs Kafka Connect standalone with the Debezium JDBC sink (upsert on the record key) into the same table, from the same backlog (JSON with its schema for Connect) to every row committed",
@@ -661,7 +644,7 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
     )?;
     let (vp, cp) = (median(&mut v_peaks.clone()), median(&mut c_peaks.clone()));
     record(
-        &a.load.common.docs,
+        &a.backlog.load.common.docs,
         Bar {
             name: "sink_postgres_vs_kafka_connect_jdbc_peak_rss".to_owned(),
             description: "peak RSS (VmHWM, median of the runs) of vigie consume --sink postgres vs the Kafka Connect worker running the Debezium JDBC sink, draining the same backlog".to_owned(),

@@ -17,9 +17,9 @@ use serde_json::{Value, json};
 use vigie_kafka::EventProducer;
 use vigie_simulator::{case_generator, case_lines};
 
-use super::sink_postgres::{BACKLOG_SEED, Tools, run_vigie};
+use super::sink_postgres::{BACKLOG_SEED, Backlog, run_vigie};
 use crate::common::{
-    BROKER, Bar, Load, Vigie, alternate, count_records, create_topics, kcat_read, median,
+    BROKER, Bar, Vigie, alternate, count_records, create_topics, kcat_read, median,
     produce_backlog, record, uuid_like,
 };
 
@@ -29,9 +29,7 @@ pub(crate) struct Args {
     /// `--events`: the good events of each backlog; the poisoned one holds
     /// one poison record more per 9 of them.
     #[command(flatten)]
-    pub(crate) load: Load,
-    #[command(flatten)]
-    pub(crate) tools: Tools,
+    pub(crate) backlog: Backlog,
 }
 
 /// Good records per poison record: poison is 10 % of the poisoned backlog.
@@ -161,8 +159,9 @@ fn check_dead_letters(
 }
 
 pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
-    let (events, partitions, runs) = (a.load.events, a.load.partitions, a.load.common.runs);
-    let (docs, kcat, admin) = (&a.load.common.docs, &a.tools.kcat, a.tools.pg.as_str());
+    let (events, partitions, runs) = a.backlog.size();
+    let Backlog { load, tools } = &a.backlog;
+    let (docs, kcat, admin) = (&load.common.docs, &tools.kcat, tools.pg.as_str());
     let poison = events / GOOD_PER_POISON;
     let records = events + poison;
     let s = vigie.settings()?;

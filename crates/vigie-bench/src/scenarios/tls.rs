@@ -12,19 +12,17 @@ use std::process::Command;
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use super::sink_postgres::{BACKLOG_SEED, Tools, run_vigie_over};
+use super::sink_postgres::{BACKLOG_SEED, Backlog, run_vigie_over};
 use crate::common::{
-    BROKER, Bar, Events, Load, Vigie, alternate, count_records, create_topics, median,
-    produce_backlog, record, uuid_like,
+    BROKER, Bar, Events, Vigie, alternate, count_records, create_topics, median, produce_backlog,
+    record, uuid_like,
 };
 
 /// Options of `tls`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     #[command(flatten)]
-    pub(crate) load: Load,
-    #[command(flatten)]
-    pub(crate) tools: Tools,
+    pub(crate) backlog: Backlog,
     /// The broker's SASL_SSL listener (scripts/bench starts the broker with one).
     #[arg(long, env = "VIGIE_BENCH_SASL_SSL")]
     pub(crate) sasl_ssl: String,
@@ -106,8 +104,8 @@ fn grant(kafka_cli: &PathBuf, brokers: &str, user: &str) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
-    let (events, partitions, runs) = (a.load.events, a.load.partitions, a.load.common.runs);
-    let docs = &a.load.common.docs;
+    let (events, partitions, runs) = a.backlog.size();
+    let docs = &a.backlog.load.common.docs;
     let s = vigie.settings()?;
     let brokers = s.kafka.brokers.clone();
     let tls = Secure::new(&a)?;
@@ -140,7 +138,7 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
         plain_secs.push(p.secs);
         tls_secs.push(t.secs);
         for topic in [&pt, &tt] {
-            let n = count_records(&a.tools.kcat, &brokers, topic)?;
+            let n = count_records(&a.backlog.tools.kcat, &brokers, topic)?;
             anyhow::ensure!(n == events, "{topic} holds {n} records, not {events}");
         }
         eprintln!(
@@ -178,7 +176,7 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
     create_topics(&brokers, &[&topic], partitions, true).await?;
     let producer = s.producer()?;
     produce_backlog(&producer, &topic, BACKLOG_SEED, events, |_, _| Ok(())).await?;
-    let admin = a.tools.pg.as_str();
+    let admin = a.backlog.tools.pg.as_str();
     let (mut plain_secs, mut tls_secs) = (Vec::new(), Vec::new());
     for r in 0..runs {
         let counts = (events, events);
