@@ -131,7 +131,12 @@ struct ConnectSettings<'a> {
 impl ConnectSettings<'_> {
     /// The worker's and the connector's properties, writing into `db`.
     fn properties(&self, name: &str, db: &Db, dir: &Path) -> anyhow::Result<(String, String)> {
-        let plugins = std::env::current_dir()?.join(".vigie/connect-plugins");
+        // Where scripts/setup installs the plugin (scripts/lib.sh).
+        let state = match std::env::var_os("VIGIE_STATE") {
+            Some(dir) => PathBuf::from(dir),
+            None => std::env::current_dir()?.join(".vigie"),
+        };
+        let plugins = state.join("connect-plugins");
         let worker = format!(
             "bootstrap.servers={brokers}\n\
              key.converter=org.apache.kafka.connect.json.JsonConverter\n\
