@@ -5,8 +5,10 @@
 
 pub mod profile;
 pub mod stats;
+pub mod window;
 
 pub use profile::{
     CategoricalProfile, NumericProfile, ProfileError, ReferenceProfile, ScoreProfile,
 };
 pub use stats::{Ks, jensen_shannon, kolmogorov_sf, ks, psi};
+pub use window::{FeatureStatistics, Kind, Window};

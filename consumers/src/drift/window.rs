@@ -1,0 +1,281 @@
+//! One window of cases and scores binned as the reference profile bins
+//! them, and its statistics against the reference.
+
+use crate::drift::profile::ReferenceProfile;
+use crate::drift::stats::{self, Ks};
+use crate::sinks::scorer::FeatureSource;
+
+/// What a window holds, feature by feature, in the profile's bins.
+#[derive(Debug, Clone)]
+pub struct Window<'p> {
+    profile: &'p ReferenceProfile,
+    /// Per categorical feature of the profile (its order): count per bin.
+    categorical: Vec<Vec<u64>>,
+    /// Per numeric feature: count per bin of the present values
+    /// (underflow, bins, overflow), and the absent ones.
+    numeric: Vec<(Vec<u64>, u64)>,
+    /// Count per score bin.
+    score: Vec<u64>,
+    cases: u64,
+    scores: u64,
+}
+
+/// Which reference a statistic compares against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A categorical feature of the cases.
+    Categorical,
+    /// A numeric feature of the cases.
+    Numeric,
+    /// The model's score.
+    Score,
+}
+
+/// The statistics of one feature (or of the score) in one window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureStatistics {
+    /// The feature's name; `score` for the score.
+    pub feature: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// Values in the window.
+    pub n: u64,
+    /// Population stability index over every bin (a numeric feature's
+    /// absent values in a bin of their own); `None` for an empty window.
+    pub psi: Option<f64>,
+    /// Jensen-Shannon distance over the same bins.
+    pub jensen_shannon: Option<f64>,
+    /// Kolmogorov-Smirnov over the ordered bins of the present values, for
+    /// a numeric feature and the score.
+    pub ks: Option<Ks>,
+}
+
+fn floats(counts: &[u64]) -> Vec<f64> {
+    counts.iter().map(|&c| c as f64).collect()
+}
+
+impl<'p> Window<'p> {
+    /// An empty window over the bins of `profile`.
+    #[must_use]
+    pub fn new(profile: &'p ReferenceProfile) -> Self {
+        Self {
+            profile,
+            categorical: profile
+                .categorical
+                .values()
+                .map(|p| vec![0; p.counts.len()])
+                .collect(),
+            numeric: profile
+                .numeric
+                .values()
+                .map(|p| (vec![0; p.counts.len() + 2], 0))
+                .collect(),
+            score: vec![0; profile.score.bins],
+            cases: 0,
+            scores: 0,
+        }
+    }
+
+    /// Counts a case's features.
+    pub fn add_case(&mut self, case: &impl FeatureSource) {
+        for ((name, p), counts) in self.profile.categorical.iter().zip(&mut self.categorical) {
+            counts[p.bin(case.category(name))] += 1;
+        }
+        for ((name, p), (counts, missing)) in self.profile.numeric.iter().zip(&mut self.numeric) {
+            match case.number(name) {
+                Some(v) => counts[p.bin(v)] += 1,
+                None => *missing += 1,
+            }
+        }
+        self.cases += 1;
+    }
+
+    /// Counts a score.
+    pub fn add_score(&mut self, score: f64) {
+        self.score[self.profile.score.bin(score)] += 1;
+        self.scores += 1;
+    }
+
+    /// Cases counted.
+    #[must_use]
+    pub fn cases(&self) -> u64 {
+        self.cases
+    }
+
+    /// Scores counted.
+    #[must_use]
+    pub fn scores(&self) -> u64 {
+        self.scores
+    }
+
+    /// Every statistic of the window: the categorical features, then the
+    /// numeric ones, in the profile's order, then the score.
+    #[must_use]
+    pub fn statistics(&self) -> Vec<FeatureStatistics> {
+        let mut out = Vec::new();
+        for ((name, p), counts) in self.profile.categorical.iter().zip(&self.categorical) {
+            let (r, c) = (p.reference(), floats(counts));
+            out.push(FeatureStatistics {
+                feature: name.clone(),
+                kind: Kind::Categorical,
+                n: self.cases,
+                psi: stats::psi(&r, &c),
+                jensen_shannon: stats::jensen_shannon(&r, &c),
+                ks: None,
+            });
+        }
+        for ((name, p), (counts, missing)) in self.profile.numeric.iter().zip(&self.numeric) {
+            let (present_r, present_c) = (p.reference(), floats(counts));
+            let with_missing = |mut h: Vec<f64>, m: u64| {
+                h.push(m as f64);
+                h
+            };
+            let (r, c) = (
+                with_missing(present_r.clone(), p.missing),
+                with_missing(present_c.clone(), *missing),
+            );
+            out.push(FeatureStatistics {
+                feature: name.clone(),
+                kind: Kind::Numeric,
+                n: self.cases,
+                psi: stats::psi(&r, &c),
+                jensen_shannon: stats::jensen_shannon(&r, &c),
+                ks: stats::ks(&present_r, &present_c),
+            });
+        }
+        let (r, c) = (self.profile.score.reference(), floats(&self.score));
+        out.push(FeatureStatistics {
+            feature: "score".to_owned(),
+            kind: Kind::Score,
+            n: self.scores,
+            psi: stats::psi(&r, &c),
+            jensen_shannon: stats::jensen_shannon(&r, &c),
+            ks: stats::ks(&r, &c),
+        });
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use vigie_simulator::{CaseGenConfig, CaseGenerator, Drift};
+
+    use super::*;
+
+    fn shipped() -> ReferenceProfile {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/hosp_risk/1.0.0/metadata.json");
+        ReferenceProfile::load(&path).unwrap()
+    }
+
+    /// The statistics of `n` cases of the simulator with `drift`.
+    fn window(profile: &ReferenceProfile, drift: Option<Drift>, n: u64) -> Vec<FeatureStatistics> {
+        let g = CaseGenerator::new(CaseGenConfig {
+            seed: 11,
+            drift,
+            ..CaseGenConfig::default()
+        })
+        .unwrap();
+        let mut w = Window::new(profile);
+        for case in g.rows(0..n) {
+            w.add_case(&case);
+        }
+        assert_eq!(w.cases(), n);
+        w.statistics()
+    }
+
+    fn psi_of(stats: &[FeatureStatistics], feature: &str) -> f64 {
+        stats
+            .iter()
+            .find(|s| s.feature == feature)
+            .and_then(|s| s.psi)
+            .unwrap()
+    }
+
+    /// The simulator's stable stream against the profile trained on it,
+    /// and the same stream with its population older
+    /// (`Drift::AgeShiftOlder`). The figures of docs/drift.md: `cargo test
+    /// -p vigie-consumers --lib drift::window -- --nocapture`.
+    #[test]
+    fn a_stable_stream_stays_near_zero_and_an_older_one_drifts_in_age() {
+        let p = shipped();
+        for n in [1_000, 5_000, 20_000] {
+            let stable = window(&p, None, n);
+            let older = window(&p, Some(Drift::AgeShiftOlder { from_index: 0 }), n);
+            for (s, o) in stable.iter().zip(&older) {
+                eprintln!(
+                    "{n:>6} {:<25} psi {:.5} (older {:.5})  js {:.5}  ks p {}",
+                    s.feature,
+                    s.psi.unwrap_or(f64::NAN),
+                    o.psi.unwrap_or(f64::NAN),
+                    s.jensen_shannon.unwrap_or(f64::NAN),
+                    s.ks.map_or("-".to_owned(), |k| format!("{:.4}", k.p_value)),
+                );
+            }
+            if n < 5_000 {
+                continue;
+            }
+            for s in stable.iter().filter(|s| s.kind != Kind::Score) {
+                assert!(s.psi.unwrap() < 0.02, "{n} stable {s:?}");
+                assert!(s.jensen_shannon.unwrap() < 0.05, "{n} stable {s:?}");
+                if let Some(ks) = s.ks {
+                    assert!(ks.p_value > 0.05, "{n} stable {s:?}");
+                }
+            }
+            assert!(psi_of(&older, "age_group") > 0.1, "{n} {older:?}");
+            for f in ["sex", "race", "res_state", "ethnicity"] {
+                assert!(psi_of(&older, f) < 0.02, "{n} {f}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_window_without_scores_has_no_score_statistic_and_scores_are_binned() {
+        let p = shipped();
+        let mut w = Window::new(&p);
+        let score = |w: &Window<'_>| w.statistics().pop().unwrap();
+        let empty = score(&w);
+        assert_eq!((empty.feature.as_str(), empty.n), ("score", 0));
+        assert_eq!(
+            (empty.psi, empty.jensen_shannon, empty.ks),
+            (None, None, None)
+        );
+        // Every score in the top bin, which the reference holds none of.
+        for _ in 0..100 {
+            w.add_score(0.99);
+        }
+        let s = score(&w);
+        assert_eq!((s.n, w.scores()), (100, 100));
+        assert!(
+            s.psi.unwrap() > 1.0 && s.ks.unwrap().statistic > 0.99,
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn absent_and_unseen_values_have_their_bins() {
+        let p = shipped();
+        let mut w = Window::new(&p);
+        let mut case = serde_json::Map::new();
+        case.insert("age_group".into(), "120+ years".into());
+        w.add_case(&case);
+        let (age, onset) = {
+            let s = w.statistics();
+            (
+                s.iter().find(|s| s.feature == "age_group").unwrap().clone(),
+                s.iter()
+                    .find(|s| s.feature == "case_onset_interval")
+                    .unwrap()
+                    .clone(),
+            )
+        };
+        // One unknown age and one absent onset: every statistic defined.
+        assert_eq!(age.n, 1);
+        assert!(age.psi.unwrap() > 0.0);
+        assert!(onset.psi.unwrap() > 0.0);
+        // No present onset: no KS.
+        assert_eq!(onset.ks, None);
+    }
+}
