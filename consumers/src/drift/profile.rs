@@ -12,6 +12,11 @@ pub const MISSING: &str = "__missing__";
 /// The category of a value the reference never saw.
 pub const UNKNOWN: &str = "__unknown__";
 
+/// Counts as the statistics take them.
+pub(crate) fn histogram<'a>(counts: impl IntoIterator<Item = &'a u64>) -> Vec<f64> {
+    counts.into_iter().map(|&c| c as f64).collect()
+}
+
 /// `reference_profile` of a model's `metadata.json`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ReferenceProfile {
@@ -134,7 +139,7 @@ impl CategoricalProfile {
     /// The reference histogram, categories in their sorted order.
     #[must_use]
     pub fn reference(&self) -> Vec<f64> {
-        self.counts.values().map(|&c| c as f64).collect()
+        histogram(self.counts.values())
     }
 }
 
@@ -169,11 +174,11 @@ impl NumericProfile {
     /// overflow.
     #[must_use]
     pub fn reference(&self) -> Vec<f64> {
-        std::iter::once(self.underflow)
-            .chain(self.counts.iter().copied())
-            .chain(std::iter::once(self.overflow))
-            .map(|c| c as f64)
-            .collect()
+        histogram(
+            std::iter::once(&self.underflow)
+                .chain(&self.counts)
+                .chain(std::iter::once(&self.overflow)),
+        )
     }
 }
 
@@ -198,15 +203,16 @@ impl ScoreProfile {
     /// The reference histogram.
     #[must_use]
     pub fn reference(&self) -> Vec<f64> {
-        self.counts.iter().map(|&c| c as f64).collect()
+        histogram(&self.counts)
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn shipped() -> ReferenceProfile {
+    /// The profile of the shipped model.
+    pub(crate) fn shipped() -> ReferenceProfile {
         let path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/hosp_risk/1.0.0/metadata.json");
         ReferenceProfile::load(&path).unwrap()

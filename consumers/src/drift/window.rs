@@ -1,7 +1,7 @@
 //! One window of cases and scores binned as the reference profile bins
 //! them, and its statistics against the reference.
 
-use crate::drift::profile::ReferenceProfile;
+use crate::drift::profile::{ReferenceProfile, histogram};
 use crate::drift::stats::{self, Ks};
 use crate::sinks::scorer::FeatureSource;
 
@@ -50,8 +50,23 @@ pub struct FeatureStatistics {
     pub ks: Option<Ks>,
 }
 
-fn floats(counts: &[u64]) -> Vec<f64> {
-    counts.iter().map(|&c| c as f64).collect()
+impl FeatureStatistics {
+    /// PSI and Jensen-Shannon of `current` against `reference` (counts
+    /// over the same bins), with `ks` computed apart.
+    fn of(
+        (feature, kind, n): (&str, Kind, u64),
+        (reference, current): (&[f64], &[f64]),
+        ks: Option<Ks>,
+    ) -> Self {
+        Self {
+            feature: feature.to_owned(),
+            kind,
+            n,
+            psi: stats::psi(reference, current),
+            jensen_shannon: stats::jensen_shannon(reference, current),
+            ks,
+        }
+    }
 }
 
 impl<'p> Window<'p> {
@@ -114,61 +129,42 @@ impl<'p> Window<'p> {
     pub fn statistics(&self) -> Vec<FeatureStatistics> {
         let mut out = Vec::new();
         for ((name, p), counts) in self.profile.categorical.iter().zip(&self.categorical) {
-            let (r, c) = (p.reference(), floats(counts));
-            out.push(FeatureStatistics {
-                feature: name.clone(),
-                kind: Kind::Categorical,
-                n: self.cases,
-                psi: stats::psi(&r, &c),
-                jensen_shannon: stats::jensen_shannon(&r, &c),
-                ks: None,
-            });
+            let (r, c) = (p.reference(), histogram(counts));
+            out.push(FeatureStatistics::of(
+                (name, Kind::Categorical, self.cases),
+                (&r, &c),
+                None,
+            ));
         }
         for ((name, p), (counts, missing)) in self.profile.numeric.iter().zip(&self.numeric) {
-            let (present_r, present_c) = (p.reference(), floats(counts));
-            let with_missing = |mut h: Vec<f64>, m: u64| {
-                h.push(m as f64);
-                h
-            };
-            let (r, c) = (
-                with_missing(present_r.clone(), p.missing),
-                with_missing(present_c.clone(), *missing),
-            );
-            out.push(FeatureStatistics {
-                feature: name.clone(),
-                kind: Kind::Numeric,
-                n: self.cases,
-                psi: stats::psi(&r, &c),
-                jensen_shannon: stats::jensen_shannon(&r, &c),
-                ks: stats::ks(&present_r, &present_c),
-            });
+            // KS over the present values; PSI and JS with the absent ones
+            // in a bin of their own.
+            let (mut r, mut c) = (p.reference(), histogram(counts));
+            let ks = stats::ks(&r, &c);
+            r.push(p.missing as f64);
+            c.push(*missing as f64);
+            out.push(FeatureStatistics::of(
+                (name, Kind::Numeric, self.cases),
+                (&r, &c),
+                ks,
+            ));
         }
-        let (r, c) = (self.profile.score.reference(), floats(&self.score));
-        out.push(FeatureStatistics {
-            feature: "score".to_owned(),
-            kind: Kind::Score,
-            n: self.scores,
-            psi: stats::psi(&r, &c),
-            jensen_shannon: stats::jensen_shannon(&r, &c),
-            ks: stats::ks(&r, &c),
-        });
+        let (r, c) = (self.profile.score.reference(), histogram(&self.score));
+        out.push(FeatureStatistics::of(
+            ("score", Kind::Score, self.scores),
+            (&r, &c),
+            stats::ks(&r, &c),
+        ));
         out
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use vigie_simulator::{CaseGenConfig, CaseGenerator, Drift};
 
     use super::*;
-
-    fn shipped() -> ReferenceProfile {
-        let path =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/hosp_risk/1.0.0/metadata.json");
-        ReferenceProfile::load(&path).unwrap()
-    }
+    use crate::drift::profile::tests::shipped;
 
     /// The statistics of `n` cases of the simulator with `drift`.
     fn window(profile: &ReferenceProfile, drift: Option<Drift>, n: u64) -> Vec<FeatureStatistics> {

@@ -511,10 +511,7 @@ impl Consumer {
 
     /// SIGTERM, then waits: the process must exit cleanly.
     pub(crate) fn stop(mut self) -> anyhow::Result<()> {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()?;
-        let status = self.child.wait()?;
+        let status = terminate(&mut self.child)?;
         ensure!(
             status.success(),
             "{} did not stop cleanly ({status}):\n{}",
@@ -523,6 +520,14 @@ impl Consumer {
         );
         Ok(())
     }
+}
+
+/// SIGTERM to `child`, then waits for it to exit.
+pub(crate) fn terminate(child: &mut Child) -> anyhow::Result<std::process::ExitStatus> {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    Ok(child.wait()?)
 }
 
 /// Creates `topics` with `partitions` each, with or without their DLQ.

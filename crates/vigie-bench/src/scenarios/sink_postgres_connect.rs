@@ -21,8 +21,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 
 use crate::common::{
-    BROKER, Bar, Consumer, Launch, Vigie, committed, create_topics, median, peak_rss_mib,
-    produce_backlog, record, tail,
+    BROKER, Bar, Consumer, Launch, Settings, Vigie, committed, create_topics, median, peak_rss_mib,
+    produce_backlog, record, tail, terminate,
 };
 use crate::scenarios::sink_postgres::{BACKLOG_SEED, Backlog, Db, progress_sql, run_vigie};
 
@@ -247,13 +247,6 @@ impl Connect {
     }
 }
 
-fn signal(child: &Child, sig: &str) -> anyhow::Result<()> {
-    Command::new("kill")
-        .args([&format!("-{sig}"), &child.id().to_string()])
-        .status()?;
-    Ok(())
-}
-
 /// Gives `health_case` of `db` a `written_at` column that each row write
 /// stamps with the time it ran: when the peer wrote its last row.
 async fn stamp_writes(db: &Db) -> anyhow::Result<()> {
@@ -375,21 +368,24 @@ async fn rows(db: &Db) -> i64 {
 
 /// A sink process of the kill comparison.
 trait Killable: Sized {
+    fn child(&mut self) -> &mut Child;
     fn check_alive(&mut self) -> anyhow::Result<()>;
-    /// `kill -9`, then waits for it.
-    fn kill(self) -> anyhow::Result<()>;
     /// Stops it cleanly.
     fn stop(self) -> anyhow::Result<()>;
+    /// `kill -9`, then waits for it.
+    fn kill(mut self) -> anyhow::Result<()> {
+        self.child().kill()?;
+        self.child().wait()?;
+        Ok(())
+    }
 }
 
 impl Killable for Consumer {
+    fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
     fn check_alive(&mut self) -> anyhow::Result<()> {
         Consumer::check_alive(self)
-    }
-    fn kill(mut self) -> anyhow::Result<()> {
-        signal(&self.child, "KILL")?;
-        self.child.wait()?;
-        Ok(())
     }
     fn stop(self) -> anyhow::Result<()> {
         Consumer::stop(self)
@@ -397,6 +393,9 @@ impl Killable for Consumer {
 }
 
 impl Killable for Connect {
+    fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
     fn check_alive(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {
             bail!(
@@ -406,15 +405,10 @@ impl Killable for Connect {
         }
         Ok(())
     }
-    fn kill(mut self) -> anyhow::Result<()> {
-        signal(&self.child, "KILL")?;
-        self.child.wait()?;
-        Ok(())
-    }
-    /// SIGTERM, then waits for it to stop.
+    /// SIGTERM, then waits for it to stop (the JVM's exit status after
+    /// SIGTERM is not a success).
     fn stop(mut self) -> anyhow::Result<()> {
-        signal(&self.child, "TERM")?;
-        self.child.wait()?;
+        terminate(&mut self.child)?;
         Ok(())
     }
 }
@@ -523,12 +517,11 @@ impl KillRun<'_> {
 /// Creates `topic` and `peer_topic` and fills them with the same `events`
 /// cases: envelopes for Vigie, Connect records for the peer.
 async fn backlogs(
-    vigie: &Vigie,
+    s: &Settings,
     (topic, peer_topic): (&str, &str),
     events: u64,
     partitions: i32,
 ) -> anyhow::Result<()> {
-    let s = vigie.settings()?;
     create_topics(&s.kafka.brokers, &[topic], partitions, true).await?;
     create_topics(&s.kafka.brokers, &[peer_topic], partitions, false).await?;
     let producer = s.producer()?;
@@ -559,13 +552,14 @@ fn kill_points(n: usize, events: u64, seed: u64) -> Vec<u64> {
 pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
     let (events, partitions, runs) = a.backlog.size();
     let admin = a.backlog.tools.pg.as_str();
-    let brokers = vigie.settings()?.kafka.brokers;
+    let settings = vigie.settings()?;
+    let brokers = settings.kafka.brokers.clone();
     let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S%f");
     let (topic, peer_topic) = (
         format!("bench.sink.{stamp}"),
         format!("bench.connect.{stamp}"),
     );
-    backlogs(vigie, (&topic, &peer_topic), events, partitions).await?;
+    backlogs(&settings, (&topic, &peer_topic), events, partitions).await?;
     let connect = ConnectSettings {
         brokers: &brokers,
         topic: &peer_topic,
@@ -603,7 +597,7 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
             format!("bench.sink.kill.{kill_stamp}"),
             format!("bench.connect.kill.{kill_stamp}"),
         );
-        backlogs(vigie, (&kt, &kpt), a.kill_events, partitions).await?;
+        backlogs(&settings, (&kt, &kpt), a.kill_events, partitions).await?;
         let points = kill_points(a.kills, a.kill_events, a.kill_seed);
         let run = KillRun {
             events: a.kill_events,
