@@ -40,6 +40,17 @@ const AGES: &[(AgeGroup, u32)] = &[
     (AgeGroup::NA, 10),
 ];
 
+/// Age mix under [`Drift::AgeShiftModerate`] (per thousand): against
+/// [`AGES`], a population stability index of about 0.1.
+const MODERATE_AGES: &[(AgeGroup, u32)] = &[
+    (AgeGroup::Age0To17, 100),
+    (AgeGroup::Age18To49, 420),
+    (AgeGroup::Age50To64, 200),
+    (AgeGroup::Age65Plus, 260),
+    (AgeGroup::Missing, 10),
+    (AgeGroup::NA, 10),
+];
+
 /// Age mix under [`Drift::AgeShiftOlder`] (per thousand).
 const OLDER_AGES: &[(AgeGroup, u32)] = &[
     (AgeGroup::Age0To17, 80),
@@ -243,6 +254,13 @@ pub enum Drift {
         /// First row index affected.
         from_index: u64,
     },
+    /// From row `from_index` on, 65+ rises from about 14% to about 26% of
+    /// rows, at the expense of 0 to 49: a moderate drift, whose
+    /// `age_group` population stability index is about 0.1.
+    AgeShiftModerate {
+        /// First row index affected.
+        from_index: u64,
+    },
     /// From row `from_index` on, the probability of hospitalisation doubles
     /// (capped at 95%) for residents of the listed states, whatever their
     /// age; deaths follow, since they depend on hospitalisation.
@@ -259,6 +277,7 @@ impl Drift {
     pub fn from_index(&self) -> u64 {
         match self {
             Self::AgeShiftOlder { from_index }
+            | Self::AgeShiftModerate { from_index }
             | Self::HospitalisationDoubles { from_index, .. } => *from_index,
         }
     }
@@ -314,7 +333,6 @@ pub struct CaseGenerator {
     months: Vec<CaseMonth>,
     month_pick: Weighted<usize>,
     ages: Weighted<AgeGroup>,
-    older_ages: Weighted<AgeGroup>,
     sexes: Weighted<Sex>,
     races: Weighted<Race>,
     ethnicities: Weighted<Ethnicity>,
@@ -330,7 +348,8 @@ pub struct CaseGenerator {
     hosp_doubled_ppm: [[u32; 5]; 6],
     icu: Vec<Weighted<YesNo>>,
     survivor_death: Vec<Weighted<YesNo>>,
-    age_shift_from: Option<u64>,
+    /// First index and age mix of an age drift.
+    age_shift: Option<(u64, Weighted<AgeGroup>)>,
     /// First index and, per state slot, whether hospitalisation doubles.
     hosp_double: Option<(u64, Vec<bool>)>,
 }
@@ -384,11 +403,16 @@ impl CaseGenerator {
                 .map(|(i, s)| (i, u64::from(s.population_k))),
         );
 
-        let mut age_shift_from = None;
+        let mut age_shift = None;
         let mut hosp_double = None;
         match &config.drift {
             None => {}
-            Some(Drift::AgeShiftOlder { from_index }) => age_shift_from = Some(*from_index),
+            Some(Drift::AgeShiftOlder { from_index }) => {
+                age_shift = Some((*from_index, Weighted::of(OLDER_AGES)));
+            }
+            Some(Drift::AgeShiftModerate { from_index }) => {
+                age_shift = Some((*from_index, Weighted::of(MODERATE_AGES)));
+            }
             Some(Drift::HospitalisationDoubles { from_index, states }) => {
                 let mut affected = vec![false; US_STATES.len()];
                 for code in states {
@@ -410,7 +434,6 @@ impl CaseGenerator {
             months,
             month_pick,
             ages: Weighted::of(AGES),
-            older_ages: Weighted::of(OLDER_AGES),
             sexes: Weighted::of(SEXES),
             races: Weighted::of(RACES),
             ethnicities: Weighted::of(ETHNICITIES),
@@ -430,7 +453,7 @@ impl CaseGenerator {
                 .iter()
                 .map(|t| Weighted::of(t))
                 .collect(),
-            age_shift_from,
+            age_shift,
             hosp_double,
             config,
         })
@@ -461,8 +484,8 @@ impl CaseGenerator {
             Some(&state.counties[state.county_pick.pick(&mut d)])
         };
         let case_month = self.months[self.month_pick.pick(&mut d)];
-        let ages = match self.age_shift_from {
-            Some(from) if index >= from => &self.older_ages,
+        let ages = match &self.age_shift {
+            Some((from, shifted)) if index >= *from => shifted,
             _ => &self.ages,
         };
         let age_group = ages.pick(&mut d);

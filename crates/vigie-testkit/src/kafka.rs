@@ -7,8 +7,10 @@ use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 /// A name no other test uses: `<prefix>-<uuid>`.
@@ -78,7 +80,9 @@ pub async fn produce_raw_at(
         .set("message.max.bytes", "10000000")
         .create()
         .expect("producer");
-    let mut futs = Vec::new();
+    // Every record enqueued at once (`send` would wait for each delivery
+    // before enqueuing the next), the oldest awaited when the queue is full.
+    let mut futs = std::collections::VecDeque::new();
     for (k, v, hs) in records {
         let mut h = OwnedHeaders::new();
         for (hk, hv) in hs {
@@ -91,10 +95,30 @@ pub async fn produce_raw_at(
         if let Some(t) = timestamp_ms {
             rec = rec.timestamp(t);
         }
-        futs.push(p.send(rec, Duration::from_secs(30)));
+        loop {
+            match p.send_result(rec) {
+                Ok(f) => {
+                    futs.push_back(f);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    rec = back;
+                    let oldest = futs.pop_front().expect("a full queue holds a record");
+                    oldest
+                        .await
+                        .expect("delivery")
+                        .map_err(|(e, _)| e)
+                        .expect("delivery");
+                }
+                Err((e, _)) => panic!("producing to {topic}: {e}"),
+            }
+        }
     }
     for f in futs {
-        f.await.map_err(|(e, _)| e).expect("delivery");
+        f.await
+            .expect("delivery")
+            .map_err(|(e, _)| e)
+            .expect("delivery");
     }
 }
 

@@ -10,86 +10,14 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Reaped, SpawnReaped, free_port, metric, produce_sample, vigie};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use common::{
+    OpenTransactions, SpawnReaped, free_port, metric, produce_sample, signal, stop, vigie,
+};
 use vigie_kafka::Cluster;
 use vigie_testkit::{
     PrivateKafka, broker, create_topic_and_dlq, kafka_tool, ort_dylib, read_to_end, unique_name,
     wait_for,
 };
-
-/// Tells when a transaction is open on a topic: records on the broker that
-/// a `read_committed` reader cannot see yet (a partition's high watermark
-/// past its last stable offset).
-struct OpenTransactions {
-    topic: String,
-    committed: BaseConsumer,
-    uncommitted: BaseConsumer,
-    partitions: Vec<i32>,
-}
-
-impl OpenTransactions {
-    fn new(bootstrap: &str, topic: &str) -> Self {
-        let client = |isolation| -> BaseConsumer {
-            ClientConfig::new()
-                .set("bootstrap.servers", bootstrap)
-                .set("isolation.level", isolation)
-                .create()
-                .unwrap()
-        };
-        let committed = client("read_committed");
-        let partitions = committed
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .unwrap()
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        Self {
-            topic: topic.to_owned(),
-            committed,
-            uncommitted: client("read_uncommitted"),
-            partitions,
-        }
-    }
-
-    /// Per partition, the high watermark and the last stable offset.
-    fn ends(&self) -> Vec<(i64, i64)> {
-        let end = |c: &BaseConsumer, p| {
-            c.fetch_watermarks(&self.topic, p, Duration::from_secs(5))
-                .map_or(0, |(_, high)| high)
-        };
-        self.partitions
-            .iter()
-            .map(|p| (end(&self.uncommitted, *p), end(&self.committed, *p)))
-            .collect()
-    }
-
-    /// A transaction is open now.
-    fn any(&self) -> bool {
-        self.ends().iter().any(|(high, stable)| high > stable)
-    }
-
-    /// Waits until a transaction is open with more records on the topic
-    /// than `since`; returns how many there are. Polls without a pause:
-    /// a transaction lasts milliseconds.
-    fn wait(&self, since: i64) -> i64 {
-        let start = std::time::Instant::now();
-        loop {
-            let ends = self.ends();
-            let total = ends.iter().map(|(high, _)| high).sum();
-            if total > since && ends.iter().any(|(high, stable)| high > stable) {
-                return total;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "no transaction open on {} past {since} records: {ends:?}",
-                self.topic
-            );
-        }
-    }
-}
 
 /// A scorer member of `group`, publishing in transactions under `txn_id`.
 fn scorer(
@@ -159,19 +87,6 @@ async fn committed_at_least(bootstrap: &str, group: &str, topic: &str, n: i64) {
         || async move { (committed(bootstrap, group, topic).await >= n).then_some(()) },
     )
     .await;
-}
-
-fn signal(child: &Reaped, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {sig}");
-}
-
-fn stop(mut child: Reaped) {
-    signal(&child, "-TERM");
-    assert!(child.wait().unwrap().success(), "clean exit after SIGTERM");
 }
 
 /// Scores per case id, as a reader of `isolation` sees the topic.

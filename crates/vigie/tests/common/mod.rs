@@ -1,6 +1,9 @@
 //! Helpers shared by the binary's integration tests.
 
 use std::process::{Child, Command};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 /// The `vigie` binary, with none of the developer's own `VIGIE__`
 /// variables: only what a test sets.
@@ -254,4 +257,107 @@ where
         .unwrap()
         .map(Result::unwrap)
         .collect()
+}
+
+/// Tells when a transaction is open on a topic: records on the broker that
+/// a `read_committed` reader cannot see yet (a partition's high watermark
+/// past its last stable offset).
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all use it"
+)]
+pub(crate) struct OpenTransactions {
+    topic: String,
+    committed: BaseConsumer,
+    uncommitted: BaseConsumer,
+    partitions: Vec<i32>,
+}
+
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all use it"
+)]
+impl OpenTransactions {
+    pub(crate) fn new(bootstrap: &str, topic: &str) -> Self {
+        let client = |isolation| -> BaseConsumer {
+            rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", bootstrap)
+                .set("isolation.level", isolation)
+                .create()
+                .unwrap()
+        };
+        let committed = client("read_committed");
+        let partitions = committed
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap()
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        Self {
+            topic: topic.to_owned(),
+            committed,
+            uncommitted: client("read_uncommitted"),
+            partitions,
+        }
+    }
+
+    /// Per partition, the high watermark and the last stable offset.
+    fn ends(&self) -> Vec<(i64, i64)> {
+        let end = |c: &BaseConsumer, p| {
+            c.fetch_watermarks(&self.topic, p, Duration::from_secs(5))
+                .map_or(0, |(_, high)| high)
+        };
+        self.partitions
+            .iter()
+            .map(|p| (end(&self.uncommitted, *p), end(&self.committed, *p)))
+            .collect()
+    }
+
+    /// A transaction is open now.
+    pub(crate) fn any(&self) -> bool {
+        self.ends().iter().any(|(high, stable)| high > stable)
+    }
+
+    /// Waits until a transaction is open with more records on the topic
+    /// than `since`; returns how many there are. Polls without a pause:
+    /// a transaction lasts milliseconds.
+    pub(crate) fn wait(&self, since: i64) -> i64 {
+        let start = std::time::Instant::now();
+        loop {
+            let ends = self.ends();
+            let total = ends.iter().map(|(high, _)| high).sum();
+            if total > since && ends.iter().any(|(high, stable)| high > stable) {
+                return total;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "no transaction open on {} past {since} records: {ends:?}",
+                self.topic
+            );
+        }
+    }
+}
+
+/// Sends `sig` (`-TERM`, `-STOP`) to the child.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all use it"
+)]
+pub(crate) fn signal(child: &Reaped, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig}");
+}
+
+/// Stops the child with SIGTERM; it must exit cleanly.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all use it"
+)]
+pub(crate) fn stop(mut child: Reaped) {
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success(), "clean exit after SIGTERM");
 }
