@@ -46,6 +46,9 @@ pub struct BatchContext<'a> {
     /// ([`Sink::commits_in_transaction`]): to publish in it. Empty for
     /// other sinks (the runtime publishes those letters itself).
     pub dead_letters: &'a [OutboxLetter],
+    /// The partitions the member held when the batch was collected (a
+    /// sink that orders events across partitions waits for each).
+    pub assigned: &'a BTreeSet<TopicPartition>,
     /// The member's group membership when the batch was collected, for a
     /// sink that commits the batch's offsets in its own Kafka transaction.
     pub group_metadata: Option<&'a GroupMetadata>,
@@ -327,6 +330,7 @@ impl std::fmt::Debug for SinkSpec {
 /// here.
 pub const REGISTRY: &[SinkSpec] = &[
     crate::sinks::blackhole::SPEC,
+    crate::sinks::drift::SPEC,
     crate::sinks::postgres::SPEC,
     crate::sinks::scorer::SPEC,
     crate::sinks::scylla::SPEC,
@@ -410,7 +414,10 @@ mod tests {
         let e = sinks("[postgress]\nurl = \"x\"").check().unwrap_err();
         assert_eq!(e.section, "consumers.sinks.postgress");
         assert!(e.message.contains("unknown sink `postgress`"), "{e}");
-        assert!(e.message.contains("blackhole, postgres, scorer"), "{e}");
+        assert!(
+            e.message.contains("blackhole, drift, postgres, scorer"),
+            "{e}"
+        );
         let e = sinks("[postgres]\nurll = \"x\"").check().unwrap_err();
         assert_eq!(e.section, "consumers.sinks.postgres");
         assert!(e.message.contains("unknown field `urll`"), "{e}");

@@ -281,6 +281,7 @@ async fn write(
     let ctx = BatchContext {
         group: "g",
         next_offsets: &offsets,
+        assigned: &std::collections::BTreeSet::new(),
         dead_letters: &[],
         group_metadata: None,
     };

@@ -82,6 +82,7 @@ async fn a_new_version_is_picked_up_between_batches_and_a_corrupt_one_is_refused
     let ctx = BatchContext {
         group: "g",
         next_offsets: &offsets,
+        assigned: &std::collections::BTreeSet::new(),
         dead_letters: &[],
         group_metadata: None,
     };

@@ -743,6 +743,7 @@ async fn values_postgresql_refuses_are_isolated_row_by_row_and_never_fatal() {
     let ctx = vigie_consumers::BatchContext {
         group: "g",
         next_offsets: &next_offsets,
+        assigned: &common::NONE_ASSIGNED,
         dead_letters: &[],
         group_metadata: None,
     };
@@ -796,6 +797,7 @@ async fn a_stale_writer_is_fenced_and_stored_offsets_never_go_backwards() {
     let ctx = vigie_consumers::BatchContext {
         group: "g",
         next_offsets: &ahead,
+        assigned: &common::NONE_ASSIGNED,
         dead_letters: &[],
         group_metadata: None,
     };
@@ -809,6 +811,7 @@ async fn a_stale_writer_is_fenced_and_stored_offsets_never_go_backwards() {
     let ctx = vigie_consumers::BatchContext {
         group: "g",
         next_offsets: &stale,
+        assigned: &common::NONE_ASSIGNED,
         dead_letters: &[],
         group_metadata: None,
     };
@@ -839,6 +842,7 @@ async fn a_stale_writer_is_fenced_and_stored_offsets_never_go_backwards() {
     let ctx = vigie_consumers::BatchContext {
         group: "g",
         next_offsets: &same,
+        assigned: &common::NONE_ASSIGNED,
         dead_letters: &[],
         group_metadata: None,
     };
@@ -851,6 +855,7 @@ async fn a_stale_writer_is_fenced_and_stored_offsets_never_go_backwards() {
     let ctx = vigie_consumers::BatchContext {
         group: "g",
         next_offsets: &later,
+        assigned: &common::NONE_ASSIGNED,
         dead_letters: &[],
         group_metadata: None,
     };
@@ -885,6 +890,7 @@ async fn a_who_entity_that_is_not_a_country_is_stored_with_its_own_code() {
     let ctx = vigie_consumers::BatchContext {
         group: "g",
         next_offsets: &BTreeMap::new(),
+        assigned: &common::NONE_ASSIGNED,
         dead_letters: &[],
         group_metadata: None,
     };
@@ -960,6 +966,7 @@ async fn a_reset_starts_a_new_epoch_that_fences_the_old_ones_writers_and_replays
     let ctx = BatchContext {
         group: &group,
         next_offsets: &later,
+        assigned: &common::NONE_ASSIGNED,
         dead_letters: &[],
         group_metadata: None,
     };

@@ -1,14 +1,17 @@
 //! One window of cases and scores binned as the reference profile bins
 //! them, and its statistics against the reference.
 
+use serde::{Deserialize, Serialize};
+
 use crate::drift::profile::{ReferenceProfile, histogram};
 use crate::drift::stats::{self, Ks};
 use crate::sinks::scorer::FeatureSource;
 
-/// What a window holds, feature by feature, in the profile's bins.
-#[derive(Debug, Clone)]
-pub struct Window<'p> {
-    profile: &'p ReferenceProfile,
+/// What a window holds, feature by feature, in the bins of the profile it
+/// was made for (which every method takes): counts only, so that a
+/// window is stored and restored as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
     /// Per categorical feature of the profile (its order): count per bin.
     categorical: Vec<Vec<u64>>,
     /// Per numeric feature: count per bin of the present values
@@ -20,16 +23,9 @@ pub struct Window<'p> {
     scores: u64,
 }
 
-/// Which reference a statistic compares against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// A categorical feature of the cases.
-    Categorical,
-    /// A numeric feature of the cases.
-    Numeric,
-    /// The model's score.
-    Score,
-}
+/// Which reference a statistic compares against: a categorical or a
+/// numeric feature of the cases, or the score.
+pub use vigie_core::health::FeatureKind as Kind;
 
 /// The statistics of one feature (or of the score) in one window.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,12 +65,11 @@ impl FeatureStatistics {
     }
 }
 
-impl<'p> Window<'p> {
+impl Window {
     /// An empty window over the bins of `profile`.
     #[must_use]
-    pub fn new(profile: &'p ReferenceProfile) -> Self {
+    pub fn new(profile: &ReferenceProfile) -> Self {
         Self {
-            profile,
             categorical: profile
                 .categorical
                 .values()
@@ -91,12 +86,27 @@ impl<'p> Window<'p> {
         }
     }
 
+    /// Whether the window has the bins of `profile` (a stored window of
+    /// another model version has not).
+    #[must_use]
+    pub fn fits(&self, profile: &ReferenceProfile) -> bool {
+        let empty = Self::new(profile);
+        let shape = |w: &Self| {
+            (
+                w.categorical.iter().map(Vec::len).collect::<Vec<_>>(),
+                w.numeric.iter().map(|(c, _)| c.len()).collect::<Vec<_>>(),
+                w.score.len(),
+            )
+        };
+        shape(self) == shape(&empty)
+    }
+
     /// Counts a case's features.
-    pub fn add_case(&mut self, case: &impl FeatureSource) {
-        for ((name, p), counts) in self.profile.categorical.iter().zip(&mut self.categorical) {
+    pub fn add_case(&mut self, profile: &ReferenceProfile, case: &(impl FeatureSource + ?Sized)) {
+        for ((name, p), counts) in profile.categorical.iter().zip(&mut self.categorical) {
             counts[p.bin(case.category(name))] += 1;
         }
-        for ((name, p), (counts, missing)) in self.profile.numeric.iter().zip(&mut self.numeric) {
+        for ((name, p), (counts, missing)) in profile.numeric.iter().zip(&mut self.numeric) {
             match case.number(name) {
                 Some(v) => counts[p.bin(v)] += 1,
                 None => *missing += 1,
@@ -106,8 +116,8 @@ impl<'p> Window<'p> {
     }
 
     /// Counts a score.
-    pub fn add_score(&mut self, score: f64) {
-        self.score[self.profile.score.bin(score)] += 1;
+    pub fn add_score(&mut self, profile: &ReferenceProfile, score: f64) {
+        self.score[profile.score.bin(score)] += 1;
         self.scores += 1;
     }
 
@@ -126,9 +136,9 @@ impl<'p> Window<'p> {
     /// Every statistic of the window: the categorical features, then the
     /// numeric ones, in the profile's order, then the score.
     #[must_use]
-    pub fn statistics(&self) -> Vec<FeatureStatistics> {
+    pub fn statistics(&self, profile: &ReferenceProfile) -> Vec<FeatureStatistics> {
         let mut out = Vec::new();
-        for ((name, p), counts) in self.profile.categorical.iter().zip(&self.categorical) {
+        for ((name, p), counts) in profile.categorical.iter().zip(&self.categorical) {
             let (r, c) = (p.reference(), histogram(counts));
             out.push(FeatureStatistics::of(
                 (name, Kind::Categorical, self.cases),
@@ -136,7 +146,7 @@ impl<'p> Window<'p> {
                 None,
             ));
         }
-        for ((name, p), (counts, missing)) in self.profile.numeric.iter().zip(&self.numeric) {
+        for ((name, p), (counts, missing)) in profile.numeric.iter().zip(&self.numeric) {
             // KS over the present values; PSI and JS with the absent ones
             // in a bin of their own.
             let (mut r, mut c) = (p.reference(), histogram(counts));
@@ -149,7 +159,7 @@ impl<'p> Window<'p> {
                 ks,
             ));
         }
-        let (r, c) = (self.profile.score.reference(), histogram(&self.score));
+        let (r, c) = (profile.score.reference(), histogram(&self.score));
         out.push(FeatureStatistics::of(
             ("score", Kind::Score, self.scores),
             (&r, &c),
@@ -176,10 +186,10 @@ mod tests {
         .unwrap();
         let mut w = Window::new(profile);
         for case in g.rows(0..n) {
-            w.add_case(&case);
+            w.add_case(profile, &case);
         }
         assert_eq!(w.cases(), n);
-        w.statistics()
+        w.statistics(profile)
     }
 
     fn psi_of(stats: &[FeatureStatistics], feature: &str) -> f64 {
@@ -231,7 +241,7 @@ mod tests {
     fn a_window_without_scores_has_no_score_statistic_and_scores_are_binned() {
         let p = shipped();
         let mut w = Window::new(&p);
-        let score = |w: &Window<'_>| w.statistics().pop().unwrap();
+        let score = |w: &Window| w.statistics(&p).pop().unwrap();
         let empty = score(&w);
         assert_eq!((empty.feature.as_str(), empty.n), ("score", 0));
         assert_eq!(
@@ -240,7 +250,7 @@ mod tests {
         );
         // Every score in the top bin, which the reference holds none of.
         for _ in 0..100 {
-            w.add_score(0.99);
+            w.add_score(&p, 0.99);
         }
         let s = score(&w);
         assert_eq!((s.n, w.scores()), (100, 100));
@@ -256,9 +266,9 @@ mod tests {
         let mut w = Window::new(&p);
         let mut case = serde_json::Map::new();
         case.insert("age_group".into(), "120+ years".into());
-        w.add_case(&case);
+        w.add_case(&p, &case);
         let (age, onset) = {
-            let s = w.statistics();
+            let s = w.statistics(&p);
             (
                 s.iter().find(|s| s.feature == "age_group").unwrap().clone(),
                 s.iter()

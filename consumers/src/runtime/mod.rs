@@ -499,9 +499,11 @@ impl Runtime {
             Vec::new()
         };
         let next_offsets = batch.next_offsets();
+        let assigned = consumer.assigned();
         let ctx = BatchContext {
             group,
             next_offsets: &next_offsets,
+            assigned: &assigned,
             dead_letters: &letters,
             group_metadata: batch.group.as_ref(),
         };

@@ -2,6 +2,7 @@
 //! them.
 
 pub mod blackhole;
+pub mod drift;
 pub mod postgres;
 pub mod scorer;
 pub mod scylla;

@@ -54,6 +54,14 @@ pub(crate) fn unrelated_ca(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+/// No partition: the sink is called directly.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all use it"
+)]
+pub(crate) static NONE_ASSIGNED: std::collections::BTreeSet<vigie_kafka::consumer::TopicPartition> =
+    std::collections::BTreeSet::new();
+
 /// A batch context without offsets (the sink is called directly).
 pub(crate) fn no_offsets() -> vigie_consumers::BatchContext<'static> {
     static OFFSETS: std::collections::BTreeMap<vigie_kafka::consumer::TopicPartition, i64> =
@@ -61,6 +69,7 @@ pub(crate) fn no_offsets() -> vigie_consumers::BatchContext<'static> {
     vigie_consumers::BatchContext {
         group: "g",
         next_offsets: &OFFSETS,
+        assigned: &NONE_ASSIGNED,
         dead_letters: &[],
         group_metadata: None,
     }

@@ -19,7 +19,7 @@ pub use envelope::{
     event_id,
 };
 pub use event::Event;
-pub use health::{Case, CaseScore, CountryDay, InvalidValue, OutbreakNews};
+pub use health::{Case, CaseScore, CountryDay, DriftReport, InvalidValue, OutbreakNews};
 pub use registry::{
     RegistryError, SchemaRegistry, ValidationError, ValidationErrorKind, Violation,
 };

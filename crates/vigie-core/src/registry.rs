@@ -50,6 +50,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         "health.case_score.v1.json",
         include_str!("../../../schemas/health.case_score.v1.json"),
     ),
+    (
+        "health.drift_report.v1.json",
+        include_str!("../../../schemas/health.drift_report.v1.json"),
+    ),
 ];
 
 /// Compiled validators for the envelope and every payload schema, keyed by

@@ -4,6 +4,7 @@
 //! against Apache Kafka; nothing is specific to one broker.
 
 pub mod admin;
+pub mod changelog;
 pub mod cluster;
 pub mod config;
 pub mod consumer;

@@ -709,6 +709,12 @@ async fn the_commands_work_over_sasl_ssl_and_a_wrong_password_stops_consume_at_o
             &["Create", "Write", "Describe"][..],
             &["--topic", "health.", "--resource-pattern-type", "prefixed"][..],
         ),
+        (
+            // The internal topics (the drift component's state).
+            "vigie-admin",
+            &["Create", "Describe"][..],
+            &["--topic", "vigie.", "--resource-pattern-type", "prefixed"][..],
+        ),
         ("vigie-sink", &["Read", "Describe"], &["--topic", topic]),
         ("vigie-sink", &["Read"], &["--group", &group]),
     ] {

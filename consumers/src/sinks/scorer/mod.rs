@@ -119,7 +119,7 @@ impl Default for ScorerConfig {
 /// The model versions under `dir`, newest first: `dir` itself when it
 /// holds a model, else its subdirectories named `major.minor.patch` (any
 /// number of dot-separated integers) that hold a `model.onnx`.
-fn versions(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn versions(dir: &Path) -> Vec<PathBuf> {
     if dir.join("model.onnx").is_file() {
         return vec![dir.to_path_buf()];
     }

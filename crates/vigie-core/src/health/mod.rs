@@ -10,6 +10,7 @@
 mod case;
 mod case_score;
 mod country_day;
+mod drift_report;
 mod outbreak_news;
 mod text;
 mod vocab;
@@ -20,6 +21,7 @@ pub use smol_str::SmolStr;
 pub use case::Case;
 pub use case_score::CaseScore;
 pub use country_day::CountryDay;
+pub use drift_report::{DriftReport, DriftStatus, DriftThresholds, FeatureDrift, FeatureKind};
 pub use outbreak_news::OutbreakNews;
 pub use text::{
     CaseMonth, ContentHash, CountryCode, CountyFips, HttpUrl, InvalidValue, RowId, StateCode,
