@@ -915,6 +915,77 @@ async fn a_who_entity_that_is_not_a_country_is_stored_with_its_own_code() {
     );
 }
 
+/// A drift report, as the drift component publishes it, for the window
+/// starting at `minute` with verdict `status`; received at `ingested`.
+fn drift_report(minute: u32, status: &str, ingested: u32) -> vigie_consumers::Accepted {
+    use chrono::TimeZone;
+    let at = |m: u32| Utc.with_ymd_and_hms(2026, 1, 1, 0, m, 0).unwrap();
+    let report: vigie_core::DriftReport = serde_json::from_value(serde_json::json!({
+        "model_name": "hosp_risk", "model_version": "1.0.0",
+        "window_start": "2026-01-01T00:00:00Z", "window_end": "2026-01-01T00:01:00Z",
+        "cases": 6000, "scores": 0, "status": status,
+        "thresholds": {"psi_warn": 0.03, "psi_alert": 0.05, "min_cases": 5000},
+        "features": [{"feature": "age_group", "kind": "categorical", "n": 6000,
+                      "psi": 0.1, "jensen_shannon": 0.15, "status": status}],
+    }))
+    .unwrap();
+    let report = vigie_core::DriftReport {
+        window_start: at(minute),
+        window_end: at(minute + 1),
+        ..report
+    };
+    let bytes = vigie_core::Envelope::new("drift", report, at(ingested))
+        .to_json_bytes()
+        .unwrap();
+    let event = SchemaRegistry::embedded().unwrap().parse(&bytes).unwrap();
+    vigie_consumers::Accepted {
+        index: 0,
+        partition: 0,
+        event,
+    }
+}
+
+/// The drift reports' history: one row per window, whose features are
+/// queryable; the same window received again with a later verdict
+/// replaces its row, an older copy does not.
+#[tokio::test]
+async fn drift_reports_are_stored_one_row_per_window() {
+    let db = TestDb::create().await;
+    let mut s = sink(&db).await;
+    let ctx = common::no_offsets();
+    let mut refused = Refused::default();
+    let batch = [drift_report(0, "ok", 5), drift_report(1, "alert", 5)];
+    assert_eq!(s.write(&batch, &ctx, &mut refused).await.unwrap(), 2);
+    s.write(&[drift_report(1, "warn", 9)], &ctx, &mut refused)
+        .await
+        .unwrap();
+    s.write(&[drift_report(0, "alert", 1)], &ctx, &mut refused)
+        .await
+        .unwrap();
+    assert!(refused.0.is_empty(), "{:?}", refused.0);
+    let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
+        "SELECT to_char(window_start AT TIME ZONE 'UTC', 'HH24:MI'), status, cases,
+                f->>'psi'
+         FROM drift_report, jsonb_array_elements(features) f
+         WHERE f->>'feature' = 'age_group' ORDER BY window_start",
+    )
+    .fetch_all(&db.pool().await)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("00:00".to_owned(), "ok".to_owned(), 6000, "0.1".to_owned()),
+            (
+                "00:01".to_owned(),
+                "warn".to_owned(),
+                6000,
+                "0.1".to_owned()
+            ),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_reset_starts_a_new_epoch_that_fences_the_old_ones_writers_and_replays_from_its_offset() {
     use vigie_consumers::sinks::postgres::OffsetReset;

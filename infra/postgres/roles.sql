@@ -38,7 +38,7 @@ GRANT USAGE ON SCHEMA public TO vigie_sink, vigie_reader;
 -- No DDL, no TRUNCATE, no DELETE of data.
 GRANT SELECT, INSERT, UPDATE ON
   health_case, country_day, outbreak_news, outbreak_news_version, case_score,
-  dim_state, dim_county, dim_country, sink_offsets
+  drift_report, dim_state, dim_county, dim_country, sink_offsets
   TO vigie_sink;
 GRANT SELECT, INSERT, DELETE ON dlq_outbox TO vigie_sink;
 
@@ -46,5 +46,5 @@ GRANT SELECT, INSERT, DELETE ON dlq_outbox TO vigie_sink;
 -- sinks' bookkeeping (offsets, outbox).
 GRANT SELECT ON
   health_case, country_day, outbreak_news, outbreak_news_version, case_score,
-  dim_state, dim_county, dim_country
+  drift_report, dim_state, dim_county, dim_country
   TO vigie_reader;

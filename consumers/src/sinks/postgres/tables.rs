@@ -6,10 +6,16 @@
 //! rows are isolated.
 
 use chrono::SecondsFormat;
-use vigie_core::{Case, Envelope, Event};
+use vigie_core::{Case, Envelope, Event, Payload};
 
 use super::binary::Tuple;
 use super::csv::Line;
+
+/// The schema and version of the drift reports.
+const DRIFT_REPORT: (&str, u32) = (
+    vigie_core::DriftReport::SCHEMA,
+    vigie_core::DriftReport::VERSION,
+);
 
 /// One target of the sink: a family of event types and its tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -22,6 +28,8 @@ pub(crate) enum Target {
     OutbreakNews,
     /// `health.case_score` -> `case_score`.
     CaseScore,
+    /// `health.drift_report` -> `drift_report`.
+    DriftReport,
 }
 
 impl Target {
@@ -32,6 +40,10 @@ impl Target {
             Event::CountryDay(_) => Some(Target::CountryDay),
             Event::OutbreakNews(_) => Some(Target::OutbreakNews),
             Event::CaseScore(_) => Some(Target::CaseScore),
+            // Validated by its schema, without a type on the read side.
+            Event::Other(e) if (e.schema.as_str(), e.schema_version) == DRIFT_REPORT => {
+                Some(Target::DriftReport)
+            }
             Event::Other(_) => None,
         }
     }
@@ -73,6 +85,14 @@ impl Target {
                     ingested_at timestamptz, upstream_updated_at timestamptz
                 ) ON COMMIT DELETE ROWS"
             }
+            Target::DriftReport => {
+                "CREATE TEMP TABLE IF NOT EXISTS stage_drift_report (
+                    rn integer NOT NULL, event_id uuid, model_name text, model_version text,
+                    window_start timestamptz, window_end timestamptz, cases bigint,
+                    scores bigint, status text, thresholds jsonb, features jsonb,
+                    source text, ingested_at timestamptz
+                ) ON COMMIT DELETE ROWS"
+            }
         }
     }
 
@@ -83,6 +103,7 @@ impl Target {
             Target::CountryDay => "COPY stage_country_day FROM STDIN (FORMAT csv)",
             Target::OutbreakNews => "COPY stage_outbreak_news FROM STDIN (FORMAT csv)",
             Target::CaseScore => "COPY stage_case_score FROM STDIN (FORMAT csv)",
+            Target::DriftReport => "COPY stage_drift_report FROM STDIN (FORMAT csv)",
         }
     }
 
@@ -100,7 +121,9 @@ impl Target {
                     upstream_updated_at)
                  FROM STDIN (FORMAT binary)",
             )),
-            Target::CountryDay | Target::OutbreakNews | Target::CaseScore => None,
+            Target::CountryDay | Target::OutbreakNews | Target::CaseScore | Target::DriftReport => {
+                None
+            }
         }
     }
 
@@ -201,6 +224,19 @@ impl Target {
                     ingested_at = EXCLUDED.ingested_at",
                 newer_version!("case_score")
             ),
+            ],
+            Target::DriftReport => &[
+                "INSERT INTO drift_report (event_id, model_name, model_version, window_start,
+                    window_end, cases, scores, status, thresholds, features, source, ingested_at)
+                 SELECT DISTINCT ON (event_id) event_id, model_name, model_version, window_start,
+                    window_end, cases, scores, status, thresholds, features, source, ingested_at
+                 FROM stage_drift_report WHERE rn BETWEEN $1 AND $2
+                 ORDER BY event_id, ingested_at DESC
+                 ON CONFLICT (event_id) DO UPDATE SET
+                    cases = EXCLUDED.cases, scores = EXCLUDED.scores, status = EXCLUDED.status,
+                    thresholds = EXCLUDED.thresholds, features = EXCLUDED.features,
+                    source = EXCLUDED.source, ingested_at = EXCLUDED.ingested_at
+                 WHERE drift_report.ingested_at < EXCLUDED.ingested_at",
             ],
         }
     }
@@ -396,7 +432,29 @@ pub(crate) fn stage_row(rn: usize, event: &Event, out: &mut Vec<u8>) -> Option<T
                 .opt_text(env.upstream_updated_at.as_ref().map(ts).as_deref())
                 .end();
         }
-        Event::Other(_) => return None,
+        Event::Other(env) => {
+            // A field its schema requires but absent stages as NULL, which
+            // the table refuses: the row goes to the DLQ, named.
+            let d = &env.data;
+            let text = |k: &str| d.get(k).and_then(serde_json::Value::as_str);
+            let count = |k: &str| d.get(k).and_then(serde_json::Value::as_u64);
+            let json = |k: &str| d.get(k).map(serde_json::Value::to_string);
+            Line::new(out)
+                .plain(rn)
+                .plain(env.id)
+                .opt_text(text("model_name"))
+                .opt_text(text("model_version"))
+                .opt_text(text("window_start"))
+                .opt_text(text("window_end"))
+                .opt_plain(count("cases"))
+                .opt_plain(count("scores"))
+                .opt_text(text("status"))
+                .opt_text(json("thresholds").as_deref())
+                .opt_text(json("features").as_deref())
+                .text(&env.source)
+                .text(&ts(&env.ingested_at))
+                .end();
+        }
     }
     Some(target)
 }
