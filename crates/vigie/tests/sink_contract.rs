@@ -35,6 +35,7 @@ const DEADLINE: Duration = Duration::from_secs(120);
 /// A registered sink and how the test observes it.
 enum Under {
     Blackhole,
+    Drift { reports: String, state: String },
     Postgres(TestDb),
     Scorer { scores: String },
     Scylla { keyspace: String },
@@ -44,6 +45,21 @@ impl Under {
     async fn new(name: &str) -> Self {
         match name {
             "blackhole" => Self::Blackhole,
+            "drift" => {
+                let (reports, state) = (
+                    unique_name("health.drift_report.v1"),
+                    unique_name("vigie.drift_state.v1"),
+                );
+                vigie_testkit::create_topic(&broker().bootstrap, &reports, 1).await;
+                vigie_testkit::create_topic_with(
+                    &broker().bootstrap,
+                    &state,
+                    1,
+                    &[("cleanup.policy", "compact")],
+                )
+                .await;
+                Self::Drift { reports, state }
+            }
             "postgres" => Self::Postgres(TestDb::create().await),
             "scorer" => {
                 let scores = unique_name("health.case_score.v1");
@@ -60,6 +76,20 @@ impl Under {
     fn env(&self) -> Vec<(&'static str, String)> {
         match self {
             Self::Blackhole => vec![],
+            Self::Drift { reports, state } => vec![
+                (
+                    "VIGIE__CONSUMERS__SINKS__DRIFT__REPORT_TOPIC",
+                    reports.clone(),
+                ),
+                ("VIGIE__CONSUMERS__SINKS__DRIFT__STATE_TOPIC", state.clone()),
+                (
+                    "VIGIE__CONSUMERS__SINKS__DRIFT__MODEL_DIR",
+                    vigie_testkit::repo_root()
+                        .join("models/hosp_risk")
+                        .display()
+                        .to_string(),
+                ),
+            ],
             Self::Postgres(db) => vec![("VIGIE__CONSUMERS__SINKS__POSTGRES__URL", db.url.clone())],
             Self::Scorer { scores } => vec![
                 (
@@ -107,7 +137,8 @@ impl Under {
     /// stored; `None` for a sink that keeps nothing.
     async fn written(&self) -> Option<Vec<String>> {
         match self {
-            Self::Blackhole => None,
+            // The drift component keeps windows, not events.
+            Self::Blackhole | Self::Drift { .. } => None,
             Self::Postgres(db) => Some(
                 sqlx::query_scalar("SELECT event_id::text FROM health_case")
                     .fetch_all(&db.pool().await)
@@ -162,7 +193,7 @@ impl Under {
             .into_iter()
             .map(|r| format!("{:?}", r.columns))
             .collect(),
-            Self::Blackhole | Self::Scorer { .. } => return None,
+            Self::Blackhole | Self::Drift { .. } | Self::Scorer { .. } => return None,
         };
         rows.sort();
         Some(rows)
@@ -334,7 +365,7 @@ fn every_registered_sink_is_under_contract() {
         .collect();
     assert_eq!(
         registered,
-        ["blackhole", "postgres", "scorer", "scylla"],
+        ["blackhole", "drift", "postgres", "scorer", "scylla"],
         "a sink was added or removed: give it a test below and a case in Under"
     );
 }
@@ -347,6 +378,11 @@ async fn blackhole_keeps_the_contract() {
 #[tokio::test]
 async fn postgres_keeps_the_contract() {
     contract("postgres").await;
+}
+
+#[tokio::test]
+async fn drift_keeps_the_contract() {
+    contract("drift").await;
 }
 
 #[tokio::test]
