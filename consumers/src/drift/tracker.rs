@@ -266,23 +266,18 @@ impl Tracker {
             return Vec::new();
         };
         let size = self.spec.size_ms;
-        let due: Vec<i64> = self
-            .state
-            .windows
-            .keys()
-            .copied()
-            .filter(|start| start + size + self.spec.lateness_ms <= watermark)
-            .collect();
-        let mut reports = Vec::with_capacity(due.len());
-        for start in due {
-            if let Some(w) = self.state.windows.remove(&start) {
-                reports.push(self.judge(start, &w));
-            }
+        // The windows due are those starting at or before this: a prefix.
+        let last_due = watermark
+            .saturating_sub(size)
+            .saturating_sub(self.spec.lateness_ms);
+        let open = self.state.windows.split_off(&last_due.saturating_add(1));
+        let due = std::mem::replace(&mut self.state.windows, open);
+        if let Some(&start) = due.keys().next_back() {
             let end = start + size;
             self.state.closed_until_ms =
                 Some(self.state.closed_until_ms.map_or(end, |c| c.max(end)));
         }
-        reports
+        due.iter().map(|(start, w)| self.judge(*start, w)).collect()
     }
 
     /// The report of the window starting at `start`.

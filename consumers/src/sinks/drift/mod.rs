@@ -186,8 +186,9 @@ pub fn newest_profile(dir: &Path) -> Result<(String, String, ReferenceProfile), 
             )
         })?;
     let path = version.join("metadata.json");
-    let profile = ReferenceProfile::load(&path).map_err(|e| e.to_string())?;
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let profile = ReferenceProfile::from_metadata(&text)
+        .map_err(|e| format!("{}: no valid reference_profile: {e}", path.display()))?;
     let named: Named =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((named.name, named.version, profile))
@@ -416,7 +417,7 @@ impl DriftSink {
                 self.state_key
             ))
         })?;
-        let open = state.clone();
+        let (model, version) = (state.model_name.clone(), state.model_version.clone());
         match self.tracker.restore(state, now_ms()) {
             Ok(()) => {
                 info!(group = %self.state_key, open_windows = self.tracker.open_windows(), "Drift state restored");
@@ -426,8 +427,8 @@ impl DriftSink {
             }
             Err(why) => warn!(
                 group = %self.state_key,
-                model = %open.model_name,
-                version = %open.model_version,
+                model = %model,
+                version = %version,
                 "Drift state not taken up ({why}); starting with no window"
             ),
         }
