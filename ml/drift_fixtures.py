@@ -6,7 +6,9 @@ checks Vigie's statistics against them to 1e-9.
     python3 ml/drift_fixtures.py      # numpy and scipy of ml/requirements.txt
 
 Definitions (Evidently's stat tests, on histograms):
-- psi: shares, a share of 0 taken as 0.0001, sum((r - c) * ln(r / c));
+- psi: shares over the bins either side fills, an empty bin's share 0.0001
+  (or a millionth of its side's smallest share when that is 0.0001 or
+  less), sum((r - c) * ln(r / c));
 - jensen_shannon: scipy.spatial.distance.jensenshannon(r, c) (natural log);
 - ks_statistic: scipy.stats.ks_2samp on the samples' bin indices;
 - ks_p_value: scipy.special.kolmogorov(sqrt(n m / (n + m)) * D), the
@@ -25,10 +27,18 @@ OUT = pathlib.Path(__file__).resolve().parent.parent / "consumers/tests/fixtures
 
 
 def psi(r, c):
-    r = r / r.sum()
-    c = c / c.sum()
-    r = np.where(r == 0, 0.0001, r)
-    c = np.where(c == 0, 0.0001, c)
+    # Evidently's get_binned_data(feel_zeroes=True): the bins either side
+    # fills, a side's empty bin given 0.0001, or a millionth of that side's
+    # smallest share when that share is 0.0001 or less.
+    keep = (r > 0) | (c > 0)
+    r = r[keep] / r.sum()
+    c = c[keep] / c.sum()
+
+    def fill(s):
+        low = s[s != 0].min()
+        return np.where(s == 0, low / 10**6 if low <= 0.0001 else 0.0001, s)
+
+    r, c = fill(r), fill(c)
     return float(np.sum((r - c) * np.log(r / c)))
 
 
@@ -66,6 +76,10 @@ def main():
     cases.append(case("disjoint", [10, 0, 0], [0, 0, 7]))
     cases.append(case("one-category-window", [300, 200, 100, 5], [0, 42, 0, 0]))
     cases.append(case("moderate-shift", [2500, 2500, 2500, 2500], [3100, 2500, 2500, 1900]))
+    # A filled share of 0.0001 or less on either side: the empty bins get a
+    # millionth of it.
+    cases.append(case("rare-reference-bin", [100000, 5, 3000, 0], [900, 0, 100, 1]))
+    cases.append(case("rare-window-bin", [4000, 3000, 2000, 1000], [15000, 4999, 1, 0]))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     head = {"generator": "ml/drift_fixtures.py", "numpy": np.__version__,
             "scipy": __import__("scipy").__version__}

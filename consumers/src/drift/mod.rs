@@ -15,4 +15,4 @@ pub use profile::{
 };
 pub use stats::{Ks, jensen_shannon, kolmogorov_sf, ks, psi};
 pub use tracker::{Input, Tracker, TrackerState, WindowSpec};
-pub use window::{FeatureStatistics, Kind, Window};
+pub use window::{FeatureStatistics, Histograms, Kind, Window};

@@ -4,9 +4,11 @@
 //! The definitions are those of Evidently's `psi`, `jensenshannon` and `ks`
 //! stat tests, on histograms instead of raw samples (the reference exists
 //! only as a profile):
-//! - **PSI** = Σ (rᵢ − cᵢ) · ln(rᵢ / cᵢ) over the bins' shares, a share of 0
-//!   taken as 0.0001, without renormalising (Evidently's
-//!   `get_binned_data(…, feel_zeroes=True)`);
+//! - **PSI** = Σ (rᵢ − cᵢ) · ln(rᵢ / cᵢ) over the bins' shares, as
+//!   Evidently's `get_binned_data(…, feel_zeroes=True)` takes them: over the
+//!   bins that either side fills, a side's empty bin given 0.0001, or a
+//!   millionth of that side's smallest share when that share is 0.0001 or
+//!   less, without renormalising;
 //! - **Jensen-Shannon distance**, natural logarithm, as
 //!   `scipy.spatial.distance.jensenshannon(r, c)` computes it (what Evidently
 //!   reports): √(½ Σ rᵢ ln(rᵢ/mᵢ) + ½ Σ cᵢ ln(cᵢ/mᵢ)), mᵢ = (rᵢ + cᵢ)/2,
@@ -22,7 +24,8 @@
 //! Each returns `None` when either histogram is empty: there is no
 //! distribution to compare.
 
-/// The share Evidently gives an empty bin in PSI, where ln 0 is undefined.
+/// The share Evidently gives an empty bin in PSI, where ln 0 is undefined,
+/// unless a filled bin's share is this small or smaller.
 pub const PSI_EMPTY_SHARE: f64 = 0.0001;
 
 /// Each count's share of the total; `None` when the total is 0.
@@ -31,8 +34,25 @@ fn shares(counts: &[f64]) -> Option<Vec<f64>> {
     (total > 0.0).then(|| counts.iter().map(|c| c / total).collect())
 }
 
+/// The share an empty bin of `shares` stands for in PSI: [`PSI_EMPTY_SHARE`],
+/// or a millionth of the smallest filled share when that is not larger
+/// (Evidently's rule, which keeps an empty bin below every filled one).
+fn empty_share(shares: &[f64]) -> f64 {
+    let smallest = shares
+        .iter()
+        .copied()
+        .filter(|&s| s > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    if smallest <= PSI_EMPTY_SHARE {
+        smallest / 1e6
+    } else {
+        PSI_EMPTY_SHARE
+    }
+}
+
 /// The population stability index of `current` against `reference`, two
-/// histograms over the same bins (counts).
+/// histograms over the same bins (counts). A bin empty on both sides does
+/// not count (Evidently's bins are the values either sample holds).
 ///
 /// # Panics
 ///
@@ -44,16 +64,17 @@ pub fn psi(reference: &[f64], current: &[f64]) -> Option<f64> {
         current.len(),
         "histograms over the same bins"
     );
-    let filled = |s: Vec<f64>| -> Vec<f64> {
-        s.into_iter()
-            .map(|x| if x == 0.0 { PSI_EMPTY_SHARE } else { x })
-            .collect()
-    };
-    let (r, c) = (filled(shares(reference)?), filled(shares(current)?));
+    let (r, c) = (shares(reference)?, shares(current)?);
+    let (r_empty, c_empty) = (empty_share(&r), empty_share(&c));
     Some(
         r.iter()
             .zip(&c)
-            .map(|(&r, &c)| (r - c) * (r / c).ln())
+            .filter(|&(&r, &c)| r > 0.0 || c > 0.0)
+            .map(|(&r, &c)| {
+                let r = if r == 0.0 { r_empty } else { r };
+                let c = if c == 0.0 { c_empty } else { c };
+                (r - c) * (r / c).ln()
+            })
             .sum(),
     )
 }

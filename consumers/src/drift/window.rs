@@ -46,23 +46,47 @@ pub struct FeatureStatistics {
     pub ks: Option<Ks>,
 }
 
-impl FeatureStatistics {
-    /// PSI and Jensen-Shannon of `current` against `reference` (counts
-    /// over the same bins), with `ks` computed apart.
-    fn of(
-        (feature, kind, n): (&str, Kind, u64),
-        (reference, current): (&[f64], &[f64]),
-        ks: Option<Ks>,
-    ) -> Self {
+impl From<&Histograms> for FeatureStatistics {
+    /// Every statistic of `h`: PSI and Jensen-Shannon over all its bins,
+    /// KS over its ordered ones (none for a categorical feature).
+    fn from(h: &Histograms) -> Self {
+        let ordered = |v: &[f64]| v[..h.ordered].to_vec();
         Self {
-            feature: feature.to_owned(),
-            kind,
-            n,
-            psi: stats::psi(reference, current),
-            jensen_shannon: stats::jensen_shannon(reference, current),
-            ks,
+            feature: h.feature.clone(),
+            kind: h.kind,
+            n: h.n,
+            psi: stats::psi(&h.reference, &h.current),
+            jensen_shannon: stats::jensen_shannon(&h.reference, &h.current),
+            ks: (h.kind != Kind::Categorical)
+                .then(|| stats::ks(&ordered(&h.reference), &ordered(&h.current)))
+                .flatten(),
         }
     }
+}
+
+/// One feature's (or the score's) histograms in a window: the reference's
+/// and the window's counts over the same bins, what every statistic is
+/// computed from. The input of the comparison with Evidently
+/// (`ml/drift_evidently.py`, docs/drift.md).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Histograms {
+    /// The feature's name; `score` for the score.
+    pub feature: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// Values in the window (cases, or scores).
+    pub n: u64,
+    /// Each bin's name: a category; `[a, b)`, `< a`, `>= b` or `absent`
+    /// for a numeric feature; `[a, b)` for the score.
+    pub labels: Vec<String>,
+    /// The reference's count per bin.
+    pub reference: Vec<f64>,
+    /// The window's count per bin.
+    pub current: Vec<f64>,
+    /// How many leading bins are ordered values, which KS runs over: a
+    /// numeric feature's present values (its last bin holds the absent
+    /// ones), every score bin; 0 for a categorical feature.
+    pub ordered: usize,
 }
 
 impl Window {
@@ -133,39 +157,74 @@ impl Window {
         self.scores
     }
 
-    /// Every statistic of the window: the categorical features, then the
-    /// numeric ones, in the profile's order, then the score.
+    /// Every feature's histograms and the score's: the categorical
+    /// features, then the numeric ones, in the profile's order, then the
+    /// score.
     #[must_use]
-    pub fn statistics(&self, profile: &ReferenceProfile) -> Vec<FeatureStatistics> {
+    pub fn histograms(&self, profile: &ReferenceProfile) -> Vec<Histograms> {
         let mut out = Vec::new();
         for ((name, p), counts) in profile.categorical.iter().zip(&self.categorical) {
-            let (r, c) = (p.reference(), histogram(counts));
-            out.push(FeatureStatistics::of(
-                (name, Kind::Categorical, self.cases),
-                (&r, &c),
-                None,
-            ));
+            out.push(Histograms {
+                feature: name.clone(),
+                kind: Kind::Categorical,
+                n: self.cases,
+                labels: p.counts.keys().cloned().collect(),
+                reference: p.reference(),
+                current: histogram(counts),
+                ordered: 0,
+            });
         }
         for ((name, p), (counts, missing)) in profile.numeric.iter().zip(&self.numeric) {
-            // KS over the present values; PSI and JS with the absent ones
-            // in a bin of their own.
-            let (mut r, mut c) = (p.reference(), histogram(counts));
-            let ks = stats::ks(&r, &c);
-            r.push(p.missing as f64);
-            c.push(*missing as f64);
-            out.push(FeatureStatistics::of(
-                (name, Kind::Numeric, self.cases),
-                (&r, &c),
-                ks,
-            ));
+            // The present values' bins in order, then the absent ones.
+            let (mut reference, mut current) = (p.reference(), histogram(counts));
+            reference.push(p.missing as f64);
+            current.push(*missing as f64);
+            let edges = &p.edges;
+            let mut labels = vec![format!("< {}", edges[0])];
+            labels.extend(edges.windows(2).map(|e| format!("[{}, {})", e[0], e[1])));
+            labels.push(format!(">= {}", edges[edges.len() - 1]));
+            labels.push("absent".to_owned());
+            out.push(Histograms {
+                feature: name.clone(),
+                kind: Kind::Numeric,
+                n: self.cases,
+                ordered: labels.len() - 1,
+                labels,
+                reference,
+                current,
+            });
         }
-        let (r, c) = (profile.score.reference(), histogram(&self.score));
-        out.push(FeatureStatistics::of(
-            ("score", Kind::Score, self.scores),
-            (&r, &c),
-            stats::ks(&r, &c),
-        ));
+        let bins = profile.score.bins;
+        out.push(Histograms {
+            feature: "score".to_owned(),
+            kind: Kind::Score,
+            n: self.scores,
+            labels: (0..bins)
+                .map(|b| {
+                    format!(
+                        "[{}, {})",
+                        b as f64 / bins as f64,
+                        (b + 1) as f64 / bins as f64
+                    )
+                })
+                .collect(),
+            reference: profile.score.reference(),
+            current: histogram(&self.score),
+            ordered: bins,
+        });
         out
+    }
+
+    /// Every statistic of the window, in the order of [`Self::histograms`]:
+    /// PSI and Jensen-Shannon over every bin (a numeric feature's absent
+    /// values in a bin of their own), KS over the present values of a
+    /// numeric feature and over the scores.
+    #[must_use]
+    pub fn statistics(&self, profile: &ReferenceProfile) -> Vec<FeatureStatistics> {
+        self.histograms(profile)
+            .iter()
+            .map(FeatureStatistics::from)
+            .collect()
     }
 }
 

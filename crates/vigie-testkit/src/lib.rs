@@ -39,6 +39,19 @@ pub fn state_dir() -> std::path::PathBuf {
         .map_or_else(|| repo_root().join(".vigie"), std::path::PathBuf::from)
 }
 
+/// The Python of `.vigie/evidently-venv`, where scripts/setup installs
+/// Evidently (ml/requirements-evidently.txt). Panics, saying so, when it
+/// is not there.
+pub fn evidently_python() -> std::path::PathBuf {
+    let python = state_dir().join("evidently-venv/bin/python");
+    assert!(
+        python.exists(),
+        "no {} (scripts/setup installs Evidently there)",
+        python.display()
+    );
+    python
+}
+
 /// Shows the components' logs at the level `RUST_LOG` asks for (none when
 /// unset) in the output of the test, once per test process.
 pub fn logs() {
