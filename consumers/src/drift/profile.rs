@@ -2,7 +2,7 @@
 //! (`reference_profile`, written by `ml/train.py`), and the binning of
 //! current values into the same bins.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use serde::Deserialize;
@@ -115,9 +115,27 @@ impl ReferenceProfile {
 /// A categorical feature's reference counts, by category (with
 /// [`MISSING`] and [`UNKNOWN`]).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(from = "CategoricalCounts")]
 pub struct CategoricalProfile {
     /// Count per category.
     pub counts: BTreeMap<String, u64>,
+    /// Each category's bin: its rank in `counts`.
+    index: HashMap<String, usize>,
+}
+
+/// What the metadata holds of a categorical feature.
+#[derive(Deserialize)]
+struct CategoricalCounts {
+    counts: BTreeMap<String, u64>,
+}
+
+impl From<CategoricalCounts> for CategoricalProfile {
+    fn from(c: CategoricalCounts) -> Self {
+        Self {
+            index: c.counts.keys().cloned().zip(0..).collect(),
+            counts: c.counts,
+        }
+    }
 }
 
 impl CategoricalProfile {
@@ -125,15 +143,11 @@ impl CategoricalProfile {
     /// [`Self::reference`].
     #[must_use]
     pub fn bin(&self, value: Option<&str>) -> usize {
-        let key = match value {
-            None => MISSING,
-            Some(v) if self.counts.contains_key(v) => v,
-            Some(_) => UNKNOWN,
-        };
-        self.counts
-            .keys()
-            .position(|k| k == key)
-            .expect("checked: the profile has the missing and unknown categories")
+        let key = value.unwrap_or(MISSING);
+        match self.index.get(key).or_else(|| self.index.get(UNKNOWN)) {
+            Some(&bin) => bin,
+            None => unreachable!("checked: the profile has the missing and unknown categories"),
+        }
     }
 
     /// The reference histogram, categories in their sorted order.

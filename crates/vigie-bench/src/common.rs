@@ -429,6 +429,27 @@ pub(crate) fn ort_dylib() -> anyhow::Result<PathBuf> {
     Ok(String::from_utf8(out.stdout)?.trim().into())
 }
 
+/// Where the scripts keep their state: `VIGIE_STATE`, else `.vigie/` here
+/// (scripts/bench runs from the top of the source tree).
+pub(crate) fn state_dir() -> anyhow::Result<PathBuf> {
+    Ok(match std::env::var_os("VIGIE_STATE") {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::current_dir()?.join(".vigie"),
+    })
+}
+
+/// The Python of the virtualenv where scripts/setup installs Evidently.
+pub(crate) fn evidently_python() -> anyhow::Result<PathBuf> {
+    let python = state_dir()?.join("evidently-venv/bin/python");
+    if !python.exists() {
+        bail!(
+            "no {} (scripts/setup installs Evidently there)",
+            python.display()
+        );
+    }
+    Ok(python)
+}
+
 /// A free local TCP port (for a child's `/metrics`).
 pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

@@ -1,5 +1,6 @@
 //! One module per scenario, named after it.
 
+pub(crate) mod drift;
 pub(crate) mod producer;
 pub(crate) mod producer_http;
 pub(crate) mod producer_perf_test;
@@ -63,6 +64,11 @@ pub(crate) enum Scenario {
     /// latency from a case's produce to its score visible to a
     /// `read_committed` reader, at a steady rate.
     ScorerE2e(scorer_e2e::Args),
+    /// The drift component's work on a stream of cases and scores (JSON
+    /// decoding, event-time windows, every statistic judged into reports),
+    /// broker excluded, vs Evidently's `Report.run` with the same stat
+    /// tests on the same windows.
+    Drift(drift::Args),
     /// `vigie produce` and `vigie consume --sink postgres` over TLS (Kafka
     /// SASL_SSL with SCRAM-SHA-512, PostgreSQL `sslmode=verify-full`) vs
     /// the same over plaintext, side by side.
@@ -83,6 +89,7 @@ impl Scenario {
             Self::SinkScylla(a) => sink_scylla::run(vigie, a).await,
             Self::Scorer(a) => scorer::run(&a),
             Self::ScorerE2e(a) => scorer_e2e::run(vigie, a).await,
+            Self::Drift(a) => drift::run(&a),
             Self::Tls(a) => tls::run(vigie, a).await,
         }
     }

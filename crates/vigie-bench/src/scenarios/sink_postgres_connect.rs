@@ -132,11 +132,7 @@ impl ConnectSettings<'_> {
     /// The worker's and the connector's properties, writing into `db`.
     fn properties(&self, name: &str, db: &Db, dir: &Path) -> anyhow::Result<(String, String)> {
         // Where scripts/setup installs the plugin (scripts/lib.sh).
-        let state = match std::env::var_os("VIGIE_STATE") {
-            Some(dir) => PathBuf::from(dir),
-            None => std::env::current_dir()?.join(".vigie"),
-        };
-        let plugins = state.join("connect-plugins");
+        let plugins = crate::common::state_dir()?.join("connect-plugins");
         let worker = format!(
             "bootstrap.servers={brokers}\n\
              key.converter=org.apache.kafka.connect.json.JsonConverter\n\
