@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use vigie_consumers::drift::{FeatureStatistics, Kind, ReferenceProfile, Window};
 use vigie_consumers::sinks::scorer::{FeatureSource, Model};
 use vigie_simulator::{CaseGenConfig, CaseGenerator, Drift};
-use vigie_testkit::{evidently_python, ort_dylib};
+use vigie_testkit::{ort_dylib, venv_python};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -70,7 +70,7 @@ fn psi_and_jensen_shannon_equal_evidentlys_and_ks_p_values_are_within_its_finite
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("windows.json");
     std::fs::write(&input, json!({ "windows": windows }).to_string()).unwrap();
-    let out = Command::new(evidently_python())
+    let out = Command::new(venv_python("evidently-venv"))
         .arg(repo().join("ml/drift_evidently.py"))
         .arg("compare")
         .arg(&input)

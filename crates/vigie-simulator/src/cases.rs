@@ -270,6 +270,17 @@ pub enum Drift {
         /// USPS codes of the affected states, e.g. `"TX"`.
         states: Vec<String>,
     },
+    /// From row `from_index` on, an outbreak: the moderate age shift of
+    /// [`Drift::AgeShiftModerate`] (which the drift component sees in
+    /// `age_group`) and hospitalisation doubling in the listed states as in
+    /// [`Drift::HospitalisationDoubles`] (a change of the outcome, which
+    /// only a model retrained on the new cases learns).
+    Outbreak {
+        /// First row index affected.
+        from_index: u64,
+        /// USPS codes of the states where hospitalisation doubles.
+        states: Vec<String>,
+    },
 }
 
 impl Drift {
@@ -278,7 +289,8 @@ impl Drift {
         match self {
             Self::AgeShiftOlder { from_index }
             | Self::AgeShiftModerate { from_index }
-            | Self::HospitalisationDoubles { from_index, .. } => *from_index,
+            | Self::HospitalisationDoubles { from_index, .. }
+            | Self::Outbreak { from_index, .. } => *from_index,
         }
     }
 }
@@ -403,6 +415,18 @@ impl CaseGenerator {
                 .map(|(i, s)| (i, u64::from(s.population_k))),
         );
 
+        // Per state slot, whether it is one of `states`.
+        let affected = |states: &[String]| -> Result<Vec<bool>, ConfigError> {
+            let mut affected = vec![false; US_STATES.len()];
+            for code in states {
+                let slot = US_STATES
+                    .iter()
+                    .position(|s| s.code == code)
+                    .ok_or_else(|| ConfigError::UnknownState(code.clone()))?;
+                affected[slot] = true;
+            }
+            Ok(affected)
+        };
         let mut age_shift = None;
         let mut hosp_double = None;
         match &config.drift {
@@ -414,15 +438,11 @@ impl CaseGenerator {
                 age_shift = Some((*from_index, Weighted::of(MODERATE_AGES)));
             }
             Some(Drift::HospitalisationDoubles { from_index, states }) => {
-                let mut affected = vec![false; US_STATES.len()];
-                for code in states {
-                    let slot = US_STATES
-                        .iter()
-                        .position(|s| s.code == code)
-                        .ok_or_else(|| ConfigError::UnknownState(code.clone()))?;
-                    affected[slot] = true;
-                }
-                hosp_double = Some((*from_index, affected));
+                hosp_double = Some((*from_index, affected(states)?));
+            }
+            Some(Drift::Outbreak { from_index, states }) => {
+                age_shift = Some((*from_index, Weighted::of(MODERATE_AGES)));
+                hosp_double = Some((*from_index, affected(states)?));
             }
         }
 

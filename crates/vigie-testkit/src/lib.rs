@@ -39,14 +39,14 @@ pub fn state_dir() -> std::path::PathBuf {
         .map_or_else(|| repo_root().join(".vigie"), std::path::PathBuf::from)
 }
 
-/// The Python of `.vigie/evidently-venv`, where scripts/setup installs
-/// Evidently (ml/requirements-evidently.txt). Panics, saying so, when it
-/// is not there.
-pub fn evidently_python() -> std::path::PathBuf {
-    let python = state_dir().join("evidently-venv/bin/python");
+/// The Python of the virtualenv `.vigie/<venv>` that scripts/setup makes
+/// (`evidently-venv`: Evidently; `ml-venv`: training, DVC, the Kafka
+/// client). Panics, saying so, when it is not there.
+pub fn venv_python(venv: &str) -> std::path::PathBuf {
+    let python = state_dir().join(venv).join("bin/python");
     assert!(
         python.exists(),
-        "no {} (scripts/setup installs Evidently there)",
+        "no {} (scripts/setup makes it)",
         python.display()
     );
     python

@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus::{GaugeVec, IntCounterVec, IntGauge, Opts, Registry};
 use serde::{Deserialize, Serialize};
@@ -66,8 +66,13 @@ pub const SPEC: SinkSpec = SinkSpec {
 pub struct DriftConfig {
     /// The model whose reference profile the windows are compared with:
     /// a directory holding its `metadata.json`, or a directory of versions
-    /// of which the highest is used, as the scorer's `model_dir`.
+    /// of which the highest is used, as the scorer's `model_dir`; a newer
+    /// one is taken up while running.
     pub model_dir: PathBuf,
+    /// How often to look for a newer model version, in milliseconds
+    /// (between batches). On a newer version the windows start afresh
+    /// against its profile; the open windows of the old one are dropped.
+    pub reload_check_ms: u64,
     /// Length of a window, in seconds of event time (the envelopes'
     /// `ingested_at`).
     pub window_secs: u64,
@@ -102,6 +107,7 @@ impl Default for DriftConfig {
     fn default() -> Self {
         Self {
             model_dir: PathBuf::from("models/hosp_risk"),
+            reload_check_ms: 5_000,
             window_secs: 900,
             slide_secs: None,
             allowed_lateness_secs: 60,
@@ -207,6 +213,7 @@ struct Gauges {
     windows: IntCounterVec,
     late: IntCounterVec,
     other_model: IntCounterVec,
+    dropped: IntCounterVec,
     open: IntGauge,
 }
 
@@ -266,6 +273,11 @@ impl Gauges {
                 "Scores of another model or version than the profile's (not counted).",
                 &["model", "version"],
             )?,
+            dropped: counter(
+                "vigie_drift_windows_dropped_total",
+                "Open windows of a model version dropped, not evaluated, when a newer version was taken up.",
+                &model,
+            )?,
             open: IntGauge::new("vigie_drift_open_windows", "Windows open.").map_err(fatal)?,
         };
         let threshold = gauge(
@@ -294,6 +306,7 @@ impl Gauges {
             Box::new(g.windows.clone()),
             Box::new(g.late.clone()),
             Box::new(g.other_model.clone()),
+            Box::new(g.dropped.clone()),
             Box::new(g.open.clone()),
             Box::new(threshold),
         ] {
@@ -343,6 +356,8 @@ pub struct DriftSink {
     gauges: Gauges,
     /// The state record's key: the consumer group.
     state_key: String,
+    /// When the model directory was last looked at for a newer version.
+    last_check: Instant,
 }
 
 impl std::fmt::Debug for DriftSink {
@@ -389,7 +404,45 @@ impl DriftSink {
             txn,
             gauges,
             state_key: String::new(),
+            last_check: Instant::now(),
         })
+    }
+
+    /// Between batches, every `reload_check_ms`: takes up a newer model
+    /// version than the one the windows are binned for, with no window
+    /// (the open ones, binned by the old profile, are dropped and counted).
+    /// A version whose profile does not load is logged and skipped.
+    fn follow_newest(&mut self) {
+        if self.last_check.elapsed() < Duration::from_millis(self.config.reload_check_ms) {
+            return;
+        }
+        self.last_check = Instant::now();
+        let (name, version, profile) = match newest_profile(&self.config.model_dir) {
+            Ok(newest) => newest,
+            Err(e) => {
+                warn!(error = %e, "Newest model version not taken up; keeping the current profile");
+                return;
+            }
+        };
+        let state = self.tracker.state();
+        if (state.model_name.as_str(), state.model_version.as_str())
+            == (name.as_str(), version.as_str())
+        {
+            return;
+        }
+        let dropped = self.tracker.open_windows();
+        self.gauges
+            .dropped
+            .with_label_values(&[&state.model_name, &state.model_version])
+            .inc_by(dropped as u64);
+        info!(from = %state.model_version, to = %version, dropped_windows = dropped, "Newer model version: windows start afresh against its profile");
+        self.tracker = Tracker::new(
+            Arc::new(profile),
+            (&name, &version),
+            self.config.spec(),
+            self.config.thresholds(),
+        );
+        self.gauges.open.set(0);
     }
 
     /// Takes up the group's last committed state from the state topic.
@@ -452,6 +505,7 @@ impl Sink for DriftSink {
         ctx: &BatchContext<'_>,
         rejects: &mut dyn Rejects,
     ) -> Result<usize, SinkError> {
+        self.follow_newest();
         // The batch is counted on a copy, taken up once committed: a batch
         // tried again is counted once.
         let mut next = self.tracker.clone();
