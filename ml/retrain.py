@@ -69,6 +69,8 @@ def version_key(name: str) -> tuple[int, ...] | None:
 
 def current_version(models: Path) -> Path:
     """The newest version directory with a model.onnx: the scorer's rule."""
+    if not models.is_dir():
+        raise SystemExit(f"--models {models}: no such directory")
     found = [(version_key(d.name), d) for d in models.iterdir() if (d / "model.onnx").is_file()]
     found = [(k, d) for k, d in found if k is not None]
     if not found:

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use common::{OpenTransactions, SpawnReaped, committed_total, free_port, metric, stop, vigie};
+use common::{OpenTransactions, SpawnReaped, committed_at_least, free_port, metric, stop, vigie};
 use vigie_consumers::drift::{Input, Tracker};
 use vigie_consumers::sinks::drift::{DriftConfig, newest_profile};
 use vigie_core::health::{DriftReport, DriftStatus};
@@ -18,7 +18,7 @@ use vigie_core::{Envelope, Event, SchemaRegistry};
 use vigie_simulator::{CaseGenConfig, CaseGenerator, Drift};
 use vigie_testkit::{
     broker, create_topic, create_topic_and_dlq, create_topic_with, produce_raw, read_to_end,
-    unique_name, wait_for,
+    unique_name,
 };
 
 /// 100 cases per simulated second: 6,000 per one-minute window.
@@ -144,16 +144,6 @@ async fn topics(bootstrap: &str) -> Topics {
         .collect();
     produce_raw(bootstrap, &t.cases, &records).await;
     t
-}
-
-/// Waits until `group` has committed `n` records of `topic`.
-async fn committed_at_least(group: &str, topic: &str, n: i64) {
-    wait_for(
-        &format!("{n} records of {topic} committed"),
-        Duration::from_secs(180),
-        || async { committed_total(group, topic).await.filter(|c| *c >= n) },
-    )
-    .await;
 }
 
 /// The reports a reader of `isolation` sees.

@@ -16,13 +16,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use common::{SpawnReaped, committed_total, free_port, metric, stop, vigie};
+use common::{SpawnReaped, committed_at_least, free_port, metric, stop, vigie};
 use serde_json::Value;
 use vigie_core::{Envelope, Event, SchemaRegistry};
 use vigie_simulator::{CaseGenConfig, CaseGenerator, Drift};
 use vigie_testkit::{
     RawInput, broker, create_topic, create_topic_and_dlq, create_topic_with, ort_dylib,
-    produce_raw, read_to_end, repo_root, unique_name, venv_python, wait_for,
+    produce_raw, read_to_end, repo_root, unique_name, venv_python,
 };
 
 /// 100 cases per simulated second: 6,000 per one-minute window; the
@@ -61,15 +61,6 @@ fn cases(range: std::ops::Range<u64>) -> Vec<RawInput> {
             )
         })
         .collect()
-}
-
-async fn committed_at_least(group: &str, topic: &str, n: i64) {
-    wait_for(
-        &format!("{n} records of {topic} committed by {group}"),
-        Duration::from_secs(180),
-        || async { committed_total(group, topic).await.filter(|c| *c >= n) },
-    )
-    .await;
 }
 
 #[tokio::test]

@@ -27,6 +27,7 @@ use vigie_kafka::{EventProducer, OutRecord};
 
 use crate::drift::{Input, ReferenceProfile, Tracker, TrackerState, WindowSpec};
 use crate::sink::{Accepted, BatchContext, Rejected, Rejects, Sink, SinkError, SinkSpec};
+use crate::sinks::scorer::version_key;
 use crate::transaction::TxnCommits;
 
 /// The registry entry.
@@ -408,8 +409,8 @@ impl DriftSink {
         })
     }
 
-    /// Between batches, every `reload_check_ms`: takes up a newer model
-    /// version than the one the windows are binned for, with no window
+    /// Between batches, every `reload_check_ms`: takes up a newer version
+    /// of the model than the one the windows are binned for, with no window
     /// (the open ones, binned by the old profile, are dropped and counted).
     /// A version whose profile does not load is logged and skipped.
     fn follow_newest(&mut self) {
@@ -425,9 +426,11 @@ impl DriftSink {
             }
         };
         let state = self.tracker.state();
-        if (state.model_name.as_str(), state.model_version.as_str())
-            == (name.as_str(), version.as_str())
-        {
+        // Only ever up, as the scorer moves: a newer version of the same
+        // model.
+        let newer =
+            name == state.model_name && version_key(&version) > version_key(&state.model_version);
+        if !newer {
             return;
         }
         let dropped = self.tracker.open_windows();

@@ -123,18 +123,22 @@ pub(crate) fn versions(dir: &Path) -> Vec<PathBuf> {
     if dir.join("model.onnx").is_file() {
         return vec![dir.to_path_buf()];
     }
-    let version =
-        |name: &str| -> Option<Vec<u64>> { name.split('.').map(|p| p.parse().ok()).collect() };
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut found: Vec<(Vec<u64>, PathBuf)> = entries
         .filter_map(Result::ok)
         .filter(|e| e.path().join("model.onnx").is_file())
-        .filter_map(|e| Some((version(e.file_name().to_str()?)?, e.path())))
+        .filter_map(|e| Some((version_key(e.file_name().to_str()?)?, e.path())))
         .collect();
     found.sort_unstable_by(|a, b| b.cmp(a));
     found.into_iter().map(|(_, p)| p).collect()
+}
+
+/// A version name's numbers (`1.10.0`: 1, 10, 0), which order versions;
+/// `None` when it is not dot-separated numbers.
+pub(crate) fn version_key(name: &str) -> Option<Vec<u64>> {
+    name.split('.').map(|p| p.parse().ok()).collect()
 }
 
 /// The name of a version directory, for logs.

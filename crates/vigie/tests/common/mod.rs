@@ -233,6 +233,21 @@ pub(crate) async fn committed_total(group: &str, topic: &str) -> Option<i64> {
     Some(lags.iter().map(|l| l.committed.unwrap_or(0)).sum())
 }
 
+/// Waits until `group` has committed at least `n` records of `topic` on the
+/// shared broker.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all use it"
+)]
+pub(crate) async fn committed_at_least(group: &str, topic: &str, n: i64) {
+    vigie_testkit::wait_for(
+        &format!("{n} records of {topic} committed by {group}"),
+        std::time::Duration::from_secs(180),
+        || async { committed_total(group, topic).await.filter(|c| *c >= n) },
+    )
+    .await;
+}
+
 /// Every row `cql` selects on the CQL server at `uri`.
 #[allow(
     dead_code,
