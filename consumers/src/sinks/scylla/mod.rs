@@ -17,7 +17,7 @@
 //! batch's dead letters, so each refused record reaches the DLQ once.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, Utc};
 use futures::StreamExt;
@@ -426,6 +426,37 @@ fn ts(t: DateTime<Utc>) -> CqlTimestamp {
     CqlTimestamp(t.timestamp_millis())
 }
 
+/// How long a schema statement waits for the nodes to agree on the new
+/// schema.
+const SCHEMA_AGREEMENT: Duration = Duration::from_secs(30);
+
+/// Runs a schema statement (each is idempotent: `IF NOT EXISTS`). The
+/// driver then waits until the nodes agree on the schema; right after
+/// connecting, a node may not be in the connection pool yet, and that
+/// wait fails (`RequiredHostAbsent`) although the statement ran. The wait
+/// is then tried again, for up to [`SCHEMA_AGREEMENT`].
+async fn schema_statement(session: &Session, cql: String, what: &str) -> Result<(), SinkError> {
+    let first = match session.query_unpaged(cql, &[]).await {
+        Ok(_) => return Ok(()),
+        Err(scylla::errors::ExecutionError::SchemaAgreementError(e)) => e,
+        Err(e) => return Err(SinkError::Fatal(format!("{what}: {e}"))),
+    };
+    warn!(error = %first, "{what}: waiting again for the nodes to agree on the schema");
+    let deadline = Instant::now() + SCHEMA_AGREEMENT;
+    let mut last = first.to_string();
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match session.await_schema_agreement().await {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(SinkError::Fatal(format!(
+        "{what}: the nodes did not agree on the schema within {} s: {last}",
+        SCHEMA_AGREEMENT.as_secs()
+    )))
+}
+
 impl ScyllaSink {
     /// Connects, creates or checks the schema, prepares the inserts.
     pub async fn connect(config: &ScyllaConfig, registry: &Registry) -> Result<Self, SinkError> {
@@ -454,9 +485,6 @@ impl ScyllaSink {
                 config.nodes
             ))
         })?;
-        let fatal = |what: String| {
-            move |e: scylla::errors::ExecutionError| SinkError::Fatal(format!("{what}: {e}"))
-        };
         if config.create_schema {
             let replication: Vec<String> = config
                 .replication
@@ -464,17 +492,16 @@ impl ScyllaSink {
                 .map(|(dc, n)| format!("'{}': {n}", dc.replace('\'', "''")))
                 .collect();
             let ks = &config.keyspace;
-            session
-                .query_unpaged(
-                    format!(
-                        "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = \
-                         {{'class': 'NetworkTopologyStrategy', {}}}",
-                        replication.join(", ")
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(fatal(format!("creating keyspace {ks}")))?;
+            schema_statement(
+                &session,
+                format!(
+                    "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = \
+                     {{'class': 'NetworkTopologyStrategy', {}}}",
+                    replication.join(", ")
+                ),
+                &format!("creating keyspace {ks}"),
+            )
+            .await?;
         }
         session
             .use_keyspace(&config.keyspace, false)
@@ -482,12 +509,12 @@ impl ScyllaSink {
             .map_err(|e| SinkError::Fatal(format!("keyspace {}: {e}", config.keyspace)))?;
         if config.create_schema {
             for statement in statements(SCHEMA) {
-                session
-                    .query_unpaged(statement.clone(), &[])
-                    .await
-                    .map_err(fatal(
-                        "creating the tables of infra/scylla/schema.cql".into(),
-                    ))?;
+                schema_statement(
+                    &session,
+                    statement.clone(),
+                    "creating the tables of infra/scylla/schema.cql",
+                )
+                .await?;
             }
         }
         let mut tables = Vec::new();
