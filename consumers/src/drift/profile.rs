@@ -144,10 +144,11 @@ impl CategoricalProfile {
     #[must_use]
     pub fn bin(&self, value: Option<&str>) -> usize {
         let key = value.unwrap_or(MISSING);
-        match self.index.get(key).or_else(|| self.index.get(UNKNOWN)) {
-            Some(&bin) => bin,
-            None => unreachable!("checked: the profile has the missing and unknown categories"),
-        }
+        *self
+            .index
+            .get(key)
+            .or_else(|| self.index.get(UNKNOWN))
+            .expect("checked: the profile has the missing and unknown categories")
     }
 
     /// The reference histogram, categories in their sorted order.

@@ -418,6 +418,18 @@ impl DriftSink {
             return;
         }
         self.last_check = Instant::now();
+        // The directory names first: the newest version's metadata is read
+        // only when it is above the one in use, not at every check.
+        let newest_dir = crate::sinks::scorer::versions(&self.config.model_dir)
+            .into_iter()
+            .next();
+        let above = newest_dir
+            .as_deref()
+            .and_then(|d| d.file_name()?.to_str())
+            .is_some_and(|d| version_key(d) > version_key(&self.tracker.state().model_version));
+        if !above {
+            return;
+        }
         let (name, version, profile) = match newest_profile(&self.config.model_dir) {
             Ok(newest) => newest,
             Err(e) => {
