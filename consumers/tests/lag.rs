@@ -126,27 +126,26 @@ fn add(total: &mut PerPartition, more: &PerPartition) {
     }
 }
 
-#[tokio::test]
-async fn the_runtime_exports_lag_per_partition_as_produced_minus_committed() {
-    let b = broker();
-    let topic = unique_name("health.case.v1");
-    let group = unique_name("g");
-    create_topic_and_dlq(&b.bootstrap, &topic, PARTITIONS).await;
+/// A member of `group` consuming `topic` into a [`GatedSink`] (open), with
+/// its own registry, exporting its lag every 100 ms.
+struct Member {
+    registry: Registry,
+    kafka_metrics: KafkaMetrics,
+    gate: watch::Sender<bool>,
+    written: Arc<Mutex<PerPartition>>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<vigie_consumers::RunSummary, vigie_consumers::RunError>>,
+}
 
-    let mut produced = produce(&b.bootstrap, &topic, 0, 90).await;
-    assert!(
-        produced.len() > 1,
-        "keys spread over partitions: {produced:?}"
-    );
-
+fn member(bootstrap: &str, topic: &str, group: &str) -> Member {
     let registry = Registry::new();
     let kafka_metrics = KafkaMetrics::register(&registry).unwrap();
     let runtime = Runtime {
         component: "lag-test",
-        cluster: vigie_kafka::Cluster::new(b.bootstrap.clone()),
+        cluster: vigie_kafka::Cluster::new(bootstrap),
         consumer: ConsumerConfig {
-            group_id: group.clone(),
-            topics: vec![topic.clone()],
+            group_id: group.to_owned(),
+            topics: vec![topic.to_owned()],
             batch_max_records: 20,
             batch_max_wait_ms: 100,
             session_timeout_ms: 6_000,
@@ -169,6 +168,37 @@ async fn the_runtime_exports_lag_per_partition_as_produced_minus_committed() {
         };
         tokio::spawn(async move { runtime.run(&mut sink, stop).await })
     };
+    Member {
+        registry,
+        kafka_metrics,
+        gate,
+        written,
+        stop,
+        task,
+    }
+}
+
+#[tokio::test]
+async fn the_runtime_exports_lag_per_partition_as_produced_minus_committed() {
+    let b = broker();
+    let topic = unique_name("health.case.v1");
+    let group = unique_name("g");
+    create_topic_and_dlq(&b.bootstrap, &topic, PARTITIONS).await;
+
+    let mut produced = produce(&b.bootstrap, &topic, 0, 90).await;
+    assert!(
+        produced.len() > 1,
+        "keys spread over partitions: {produced:?}"
+    );
+
+    let Member {
+        registry,
+        kafka_metrics,
+        gate,
+        written,
+        stop,
+        task,
+    } = member(&b.bootstrap, &topic, &group);
     let committed = || {
         kafka_metrics
             .consumed
@@ -258,5 +288,83 @@ async fn the_runtime_exports_lag_per_partition_as_produced_minus_committed() {
         if n > 0 {
             assert_eq!(l.committed, Some(n), "partition {} committed", l.partition);
         }
+    }
+}
+
+/// Two members of one group: each exports the lag of the partitions it owns
+/// and only those, so every partition has exactly one series and their sum
+/// is the group's lag. (Before, every member exported every partition and a
+/// sum across members counted each partition twice.)
+#[tokio::test]
+async fn each_partition_lag_is_exported_by_its_owner_only() {
+    let b = broker();
+    let topic = unique_name("health.case.v1");
+    let group = unique_name("g");
+    create_topic_and_dlq(&b.bootstrap, &topic, PARTITIONS).await;
+    let mut produced = produce(&b.bootstrap, &topic, 0, 90).await;
+    assert_eq!(produced.len(), PARTITIONS as usize, "{produced:?}");
+
+    // The first member alone owns, and exports, every partition.
+    let first = member(&b.bootstrap, &topic, &group);
+    wait_for("the first member exporting 3 partitions", DEADLINE, || {
+        let n = exported_lag(&first.registry, &group, &topic).len();
+        async move { (n == PARTITIONS as usize).then_some(()) }
+    })
+    .await;
+    let second = member(&b.bootstrap, &topic, &group);
+    let assigned = |m: &Member| m.kafka_metrics.assigned.with_label_values(&[&group]).get();
+    wait_for("both members holding partitions", DEADLINE, || {
+        let both = assigned(&first) > 0 && assigned(&second) > 0;
+        let all = assigned(&first) + assigned(&second) == i64::from(PARTITIONS);
+        async move { (both && all).then_some(()) }
+    })
+    .await;
+    let committed = |m: &Member| {
+        m.kafka_metrics
+            .consumed
+            .with_label_values(&[&group, &topic])
+            .get()
+    };
+    wait_for("the first 90 records committed", DEADLINE, || {
+        let n = committed(&first) + committed(&second);
+        async move { (n == 90).then_some(()) }
+    })
+    .await;
+
+    // Both sinks hold their next batch: the lag is what is produced since.
+    first.gate.send_replace(false);
+    second.gate.send_replace(false);
+    let more = produce(&b.bootstrap, &topic, 90, 60).await;
+    add(&mut produced, &more);
+    let mut written = first.written.lock().unwrap().clone();
+    add(&mut written, &second.written.lock().unwrap());
+    let held = expected_lag(&produced, &written);
+    assert_eq!(held.values().sum::<i64>(), 60, "{held:?}");
+    wait_for(
+        "one series per partition, across members, equal to produced minus committed",
+        DEADLINE,
+        || {
+            let a = exported_lag(&first.registry, &group, &topic);
+            let b = exported_lag(&second.registry, &group, &topic);
+            let disjoint = a.keys().all(|p| !b.contains_key(p));
+            let mut union = a.clone();
+            union.extend(b.clone());
+            let want = held.clone();
+            async move { (disjoint && union == want && !a.is_empty() && !b.is_empty()).then_some(()) }
+        },
+    )
+    .await;
+    // Each member's series are its own partitions.
+    for m in [&first, &second] {
+        let exported = exported_lag(&m.registry, &group, &topic).len() as i64;
+        assert_eq!(exported, assigned(m), "a member exports what it owns");
+    }
+
+    for m in [&first, &second] {
+        m.gate.send_replace(true);
+        m.stop.cancel();
+    }
+    for m in [first, second] {
+        m.task.await.unwrap().expect("run");
     }
 }

@@ -1,11 +1,13 @@
 //! The consumer's metrics: the component's own ([`ConsumerMetrics`]), and
 //! the group's lag, exported on the side while the consumer runs.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
+use vigie_kafka::consumer::Assignment;
 use vigie_kafka::group_lag;
 
 use super::Runtime;
@@ -67,10 +69,11 @@ impl ConsumerMetrics {
 }
 
 impl Runtime {
-    /// Spawns the task that exports the group's lag every
-    /// `lag_interval_ms`; none when that is 0.
+    /// Spawns the task that exports the group's lag of the partitions
+    /// assigned to this member every `lag_interval_ms`; none when that is 0.
     pub(super) fn spawn_lag_exporter(
         &self,
+        assignment: Assignment,
         stop: CancellationToken,
     ) -> Option<tokio::task::JoinHandle<()>> {
         if self.consumer.lag_interval_ms == 0 {
@@ -82,6 +85,7 @@ impl Runtime {
         let metrics = self.kafka_metrics.clone();
         let every = Duration::from_millis(self.consumer.lag_interval_ms);
         Some(tokio::spawn(async move {
+            let mut exported = BTreeSet::new();
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -90,7 +94,13 @@ impl Runtime {
                     _ = tick.tick() => {}
                 }
                 match group_lag(&cluster, &group, &topics, Duration::from_secs(5)).await {
-                    Ok(lags) => vigie_kafka::lag::export(&metrics, &group, &lags),
+                    Ok(lags) => vigie_kafka::lag::export(
+                        &metrics,
+                        &group,
+                        &lags,
+                        &assignment.partitions(),
+                        &mut exported,
+                    ),
                     Err(e) => {
                         metrics
                             .errors

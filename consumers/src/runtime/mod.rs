@@ -203,7 +203,7 @@ impl Runtime {
         )?;
         let producer =
             EventProducer::new(&self.cluster, &self.producer, self.kafka_metrics.clone())?;
-        let lag_task = self.spawn_lag_exporter(shutdown.child_token());
+        let lag_task = self.spawn_lag_exporter(consumer.assignment(), shutdown.child_token());
         info!(
             component = self.component,
             group = %self.consumer.group_id,

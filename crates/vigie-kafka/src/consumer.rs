@@ -59,6 +59,22 @@ struct RebalanceState {
     generation: u64,
 }
 
+/// The partitions assigned to a member, as its rebalance callbacks last
+/// left them.
+#[derive(Debug, Clone)]
+pub struct Assignment(Arc<Mutex<RebalanceState>>);
+
+impl Assignment {
+    /// Partitions currently assigned to the member.
+    pub fn partitions(&self) -> BTreeSet<TopicPartition> {
+        self.0
+            .lock()
+            .expect("rebalance state lock")
+            .assigned
+            .clone()
+    }
+}
+
 /// Consumer context: records assignment changes for the batch loop.
 #[derive(Debug, Clone)]
 pub struct GroupContext {
@@ -207,12 +223,13 @@ impl BatchConsumer {
 
     /// Partitions currently assigned to this member.
     pub fn assigned(&self) -> BTreeSet<TopicPartition> {
-        self.context
-            .state
-            .lock()
-            .expect("rebalance state lock")
-            .assigned
-            .clone()
+        self.assignment().partitions()
+    }
+
+    /// A handle on this member's assignment that outlives a borrow of the
+    /// consumer (the lag exporter's task reads it).
+    pub fn assignment(&self) -> Assignment {
+        Assignment(self.context.state.clone())
     }
 
     /// A number that changes whenever partitions are assigned to this member.

@@ -1,7 +1,7 @@
 //! Consumer lag: the group's committed offset against the partition's high
 //! watermark, per partition.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -9,6 +9,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::cluster::{Cluster, explain};
+use crate::consumer::TopicPartition;
 use crate::error::KafkaError;
 use crate::metrics::KafkaMetrics;
 
@@ -179,12 +180,33 @@ pub async fn commit_group_offsets(
     })?
 }
 
-/// Sets the lag gauge from a fresh reading.
-pub fn export(metrics: &KafkaMetrics, group: &str, lags: &[PartitionLag]) {
-    for l in lags {
-        metrics
+/// Sets the lag gauge from a fresh reading, for the partitions this member
+/// `owned` only, and removes the series of the partitions it `exported`
+/// before and no longer owns. Each partition is then reported by one member
+/// of the group, so a sum across members is the group's lag; a partition
+/// whose owner died has no series until a new owner takes it.
+pub fn export(
+    metrics: &KafkaMetrics,
+    group: &str,
+    lags: &[PartitionLag],
+    owned: &BTreeSet<TopicPartition>,
+    exported: &mut BTreeSet<TopicPartition>,
+) {
+    for tp in exported.iter().filter(|tp| !owned.contains(*tp)) {
+        // (Err: the series was never set; nothing to remove.)
+        let _ = metrics
             .lag
-            .with_label_values(&[group, &l.topic, &l.partition.to_string()])
-            .set(l.lag);
+            .remove_label_values(&[group, &tp.0, &tp.1.to_string()]);
+    }
+    exported.retain(|tp| owned.contains(tp));
+    for l in lags {
+        let tp = (l.topic.clone(), l.partition);
+        if owned.contains(&tp) {
+            metrics
+                .lag
+                .with_label_values(&[group, &l.topic, &l.partition.to_string()])
+                .set(l.lag);
+            exported.insert(tp);
+        }
     }
 }

@@ -15,7 +15,8 @@ pub struct KafkaMetrics {
     pub dead_letters: IntCounterVec,
     /// Errors by `error_type` and `stage`.
     pub errors: IntCounterVec,
-    /// Records produced and not yet committed by the group, per partition.
+    /// Records produced and not yet committed by the group, per partition,
+    /// exported by the partition's owner only.
     pub lag: IntGaugeVec,
     /// Partitions currently assigned to this member, by group.
     pub assigned: IntGaugeVec,
@@ -63,7 +64,7 @@ impl KafkaMetrics {
             lag: IntGaugeVec::new(
                 Opts::new(
                     "vigie_consumer_lag_records",
-                    "High watermark minus committed offset, per partition.",
+                    "High watermark minus committed offset, per partition, exported by the member that owns the partition.",
                 ),
                 &["group", "topic", "partition"],
             )?,

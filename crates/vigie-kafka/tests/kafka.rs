@@ -470,18 +470,30 @@ async fn lag_per_partition_equals_produced_minus_committed() {
             - consumed.get(&l.partition).copied().unwrap_or(0);
         assert_eq!(l.lag, expected, "partition {} lag", l.partition);
     }
-    vigie_kafka::lag::export(&metrics, &group, &lags);
+    let all: BTreeSet<_> = (0..3).map(|p| (topic.clone(), p)).collect();
+    let mut exported = BTreeSet::new();
+    vigie_kafka::lag::export(&metrics, &group, &lags, &all, &mut exported);
+    let series = || {
+        let mut out = BTreeMap::new();
+        for family in prometheus::core::Collector::collect(&metrics.lag) {
+            for m in family.get_metric() {
+                let label = m.get_label().iter().find(|l| l.name() == "partition");
+                let p: i32 = label.expect("partition label").value().parse().unwrap();
+                out.insert(p, m.get_gauge().get_value() as i64);
+            }
+        }
+        out
+    };
     let total: i64 = lags.iter().map(|l| l.lag).sum();
-    let gauge: i64 = (0..3)
-        .map(|p| {
-            metrics
-                .lag
-                .with_label_values(&[&group, &topic, &p.to_string()])
-                .get()
-        })
-        .sum();
-    assert_eq!(gauge, total);
+    assert_eq!(series().values().sum::<i64>(), total);
     assert_eq!(total, 120 - got.len() as i64);
+
+    // Partitions 1 and 2 move to another member: their series go.
+    let only_0 = BTreeSet::from([(topic.clone(), 0)]);
+    vigie_kafka::lag::export(&metrics, &group, &lags, &only_0, &mut exported);
+    let lag_0 = lags.iter().find(|l| l.partition == 0).unwrap().lag;
+    assert_eq!(series(), BTreeMap::from([(0, lag_0)]));
+    assert_eq!(exported, only_0);
 }
 
 #[tokio::test]
