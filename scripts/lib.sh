@@ -120,3 +120,22 @@ maven_libs() {
     || die "Maven could not fetch the $what jars ($pom)"
   echo "$sum" >"$dir/.stamp"
 }
+
+# python_venv DIR REQUIREMENTS... — makes the virtualenv DIR with every
+# REQUIREMENTS file installed, again whenever one of them changes (their
+# contents are kept in DIR/requirements.stamp).
+python_venv() {
+  local venv="$1"; shift
+  local want
+  want=$(cd "$VIGIE_ROOT" && cat "$@")
+  if [[ "$(cat "$venv/requirements.stamp" 2>/dev/null)" != "$want" ]]; then
+    say "pip install ${*/#/-r } into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    local args=()
+    for f in "$@"; do args+=(-r "$VIGIE_ROOT/$f"); done
+    "$venv/bin/pip" install -q --disable-pip-version-check "${args[@]}" \
+      || die "could not install $* into $venv"
+    printf '%s' "$want" > "$venv/requirements.stamp"
+  fi
+}

@@ -10,7 +10,10 @@ use tracing::warn;
 use vigie_kafka::consumer::Assignment;
 use vigie_kafka::group_lag;
 
+use vigie_core::ValidationErrorKind;
+
 use super::Runtime;
+use super::validate::{EMPTY_PAYLOAD, OVERSIZED};
 
 /// Metrics of a consumer component.
 #[derive(Clone, Debug)]
@@ -69,6 +72,37 @@ impl ConsumerMetrics {
 }
 
 impl Runtime {
+    /// Sets the counters whose labels are known at start to 0, as
+    /// Prometheus advises: a counter first seen at 1 has no increase for
+    /// `rate()`, so the first dead letter or retry would be missed by
+    /// the dashboards and alerts. The dead letters are those refused at the
+    /// edge, by origin topic and validation reason; a sink's own reasons
+    /// appear with their first record.
+    pub(super) fn initialise_counters(&self) {
+        let c = self.component;
+        self.metrics.written.with_label_values(&[c]);
+        self.metrics.retries.with_label_values(&[c]);
+        self.metrics.fenced.with_label_values(&[c]);
+        let group = self.consumer.group_id.as_str();
+        self.kafka_metrics.batches.with_label_values(&[group]);
+        self.kafka_metrics
+            .rebalance_dropped
+            .with_label_values(&[group]);
+        for topic in &self.consumer.topics {
+            self.kafka_metrics
+                .consumed
+                .with_label_values(&[group, topic]);
+            let edge = [EMPTY_PAYLOAD, OVERSIZED]
+                .into_iter()
+                .chain(ValidationErrorKind::ALL.map(ValidationErrorKind::as_str));
+            for reason in edge {
+                self.kafka_metrics
+                    .dead_letters
+                    .with_label_values(&[topic, reason]);
+            }
+        }
+    }
+
     /// Spawns the task that exports the group's lag of the partitions
     /// assigned to this member every `lag_interval_ms`; none when that is 0.
     pub(super) fn spawn_lag_exporter(

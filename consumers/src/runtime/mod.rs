@@ -195,6 +195,7 @@ impl Runtime {
         sink: &mut dyn Sink,
         shutdown: CancellationToken,
     ) -> Result<RunSummary, RunError> {
+        self.initialise_counters();
         self.align_committed(sink, &shutdown).await?;
         let consumer = BatchConsumer::new(
             &self.cluster,

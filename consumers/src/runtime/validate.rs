@@ -40,12 +40,12 @@ impl Checked {
                 });
             };
             let Some(payload) = record.payload.as_deref() else {
-                refuse("empty_payload", "record has no value".into());
+                refuse(EMPTY_PAYLOAD, "record has no value".into());
                 continue;
             };
             if payload.len() > max_record_bytes {
                 refuse(
-                    "oversized",
+                    OVERSIZED,
                     format!(
                         "record of {} bytes exceeds max_record_bytes = {max_record_bytes}",
                         payload.len(),
@@ -98,6 +98,11 @@ impl Checked {
         self.refused.retain_mut(|r| remap(&mut r.index));
     }
 }
+
+/// Dead-letter reason of a record without a value.
+pub(super) const EMPTY_PAYLOAD: &str = "empty_payload";
+/// Dead-letter reason of a record over `max_record_bytes`.
+pub(super) const OVERSIZED: &str = "oversized";
 
 /// Stage name in DLQ headers for records refused at the edge.
 pub const STAGE_VALIDATE: &str = "validate";
