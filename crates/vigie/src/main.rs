@@ -39,6 +39,8 @@ enum Command {
     /// The offsets the postgres sink stores with its rows: show them, reset them.
     #[command(subcommand)]
     Offsets(commands::offsets::Cmd),
+    /// Apply the PostgreSQL migrations of the health model (what the postgres sink does at start-up with migrate = true).
+    Migrate,
     /// Schema tools.
     #[command(subcommand)]
     Schemas(commands::schemas::Cmd),
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
             Command::Topics(c) => commands::topics::run(config, c).await,
             Command::Lag(a) => commands::lag::run(config, a).await,
             Command::Offsets(c) => commands::offsets::run(config, c).await,
+            Command::Migrate => commands::migrate::run(config).await,
             Command::Schemas(c) => commands::schemas::run(c),
             Command::Config(c) => commands::config::run(config, c),
             Command::Simulate(c) => commands::simulate::run(config, c).await,

@@ -827,3 +827,70 @@ async fn the_commands_work_over_sasl_ssl_and_a_wrong_password_stops_consume_at_o
         "{err}"
     );
 }
+
+/// `vigie migrate` creates the health model in an empty database, lists
+/// every migration, and applied again changes nothing; it names a database
+/// it cannot reach.
+#[tokio::test]
+async fn migrate_applies_every_migration_once() {
+    let db = TestDb::create().await;
+    let files = std::fs::read_dir(vigie_testkit::repo_root().join("infra/postgres/migrations"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "sql")
+        })
+        .count();
+    assert!(files > 0);
+    let run = || {
+        vigie()
+            .arg("migrate")
+            .env("VIGIE__CONSUMERS__SINKS__POSTGRES__URL", &db.url)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let out = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(
+        out.ends_with(&format!("{files} of {files} migrations applied\n")),
+        "{out}"
+    );
+    let pool = db.pool().await;
+    let cases: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'health_case'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(cases, 1, "the health_case table exists");
+    let second = run();
+    assert!(second.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&second.stdout),
+        out,
+        "nothing more applied"
+    );
+
+    let unreachable = vigie()
+        .arg("migrate")
+        .env(
+            "VIGIE__CONSUMERS__SINKS__POSTGRES__URL",
+            "postgres://postgres@127.0.0.1:1/vigie",
+        )
+        .output()
+        .unwrap();
+    assert!(!unreachable.status.success());
+    assert!(
+        String::from_utf8_lossy(&unreachable.stderr).contains("cannot connect to PostgreSQL"),
+        "{}",
+        String::from_utf8_lossy(&unreachable.stderr)
+    );
+}

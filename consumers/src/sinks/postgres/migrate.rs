@@ -11,3 +11,11 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../infra/postgres/migrations");
 pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
     MIGRATOR.run(pool).await
 }
+
+/// The migrations applied to the database, as (version, description), in
+/// order.
+pub async fn applied(pool: &PgPool) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT version, description FROM _sqlx_migrations ORDER BY version")
+        .fetch_all(pool)
+        .await
+}

@@ -4,6 +4,7 @@ pub(crate) mod config;
 pub(crate) mod consume;
 pub(crate) mod ingest;
 pub(crate) mod lag;
+pub(crate) mod migrate;
 pub(crate) mod offsets;
 pub(crate) mod produce;
 pub(crate) mod schemas;
