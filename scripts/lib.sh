@@ -139,3 +139,18 @@ python_venv() {
     printf '%s' "$want" > "$venv/requirements.stamp"
   fi
 }
+
+# go_tool MODULE VERSION NAME — `go install MODULE@VERSION` into
+# $VIGIE_TOOLS/bin, once per version (a stamp file records it).
+go_tool() {
+  local module="$1" version="$2" name="$3"
+  local stamp="$VIGIE_TOOLS/bin/.$name.version"
+  if [[ ! -x "$VIGIE_TOOLS/bin/$name" || "$(cat "$stamp" 2>/dev/null)" != "$version" ]]; then
+    command -v go >/dev/null || die "Go is needed to install $name"
+    say "go install $module@$version"
+    mkdir -p "$VIGIE_TOOLS/bin"
+    GOBIN="$VIGIE_TOOLS/bin" GOFLAGS=-mod=mod go install "$module@$version" \
+      || die "could not install $name"
+    echo "$version" >"$stamp"
+  fi
+}
