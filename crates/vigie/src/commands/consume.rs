@@ -19,7 +19,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Arguments of `vigie consume`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The sink to write to (`blackhole`, `postgres`, `scorer`), configured
+    /// The sink to write to (`blackhole`, `drift`, `postgres`, `scorer`, `scylla`), configured
     /// by its `[consumers.sinks.<name>]` section.
     #[arg(long, default_value = "blackhole")]
     sink: &'static SinkSpec,
