@@ -48,6 +48,10 @@ pub(crate) enum Cmd {
         /// From this row index on, the age mix shifts older (a drift scenario).
         #[arg(long)]
         drift_age_from: Option<u64>,
+        /// The envelopes' `ingested_at` (RFC 3339), for an export that is the
+        /// same bytes every time (the DVC pipeline's); now by default.
+        #[arg(long, value_name = "RFC3339")]
+        ingested_at: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// Serve the simulated upstream over HTTP until SIGTERM or Ctrl-C (see
     /// docs/simulator.md), with /metrics, /healthz and /readyz on
@@ -80,7 +84,14 @@ pub(crate) async fn run(platform: Option<&Path>, cmd: Cmd) -> anyhow::Result<Exi
             start,
             seed,
             drift_age_from,
-        } => export(count, start, seed, drift_age_from),
+            ingested_at,
+        } => export(
+            count,
+            start,
+            seed,
+            drift_age_from,
+            ingested_at.unwrap_or_else(chrono::Utc::now),
+        ),
         Cmd::Serve {
             sim_config,
             listen,
@@ -185,13 +196,13 @@ fn export(
     start: u64,
     seed: u64,
     drift_age_from: Option<u64>,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<ExitCode> {
     let generator = CaseGenerator::new(CaseGenConfig {
         seed,
         drift: drift_age_from.map(|from_index| Drift::AgeShiftOlder { from_index }),
         ..CaseGenConfig::default()
     })?;
-    let now = chrono::Utc::now();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for i in start..start + count {
