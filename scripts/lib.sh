@@ -154,3 +154,19 @@ go_tool() {
     echo "$version" >"$stamp"
   fi
 }
+
+# as_root CMD... — runs CMD as root (through sudo when not root).
+as_root() {
+  if [[ $EUID -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+# apt_install PACKAGE... — installs the Debian packages not installed yet.
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  if ((${#missing[@]})); then
+    say "apt-get install ${missing[*]}"
+    as_root apt-get update -qq >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
