@@ -131,6 +131,45 @@ fn committed_offsets<C: rdkafka::consumer::ConsumerContext>(
     }
 }
 
+/// For each partition, the offset of its first record whose timestamp is at
+/// or after `timestamp_ms` (Kafka's `ListOffsets` by time, what
+/// `kafka-consumer-groups --reset-offsets --to-datetime` asks); `None` where
+/// every record is older.
+pub async fn offsets_for_time(
+    cluster: &Cluster,
+    partitions: &[TopicPartition],
+    timestamp_ms: i64,
+    timeout: Duration,
+) -> Result<BTreeMap<TopicPartition, Option<i64>>, KafkaError> {
+    let (cluster, partitions) = (cluster.clone(), partitions.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let c = cluster.short_lived(&[])?;
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in &partitions {
+            tpl.add_partition_offset(t, *p, Offset::Offset(timestamp_ms))?;
+        }
+        let found = c
+            .offsets_for_times(tpl, timeout)
+            .map_err(|e| explain(&cluster, &c, e.into()))?;
+        Ok(found
+            .elements()
+            .iter()
+            .map(|e| {
+                let offset = match e.offset() {
+                    Offset::Offset(o) if o >= 0 => Some(o),
+                    _ => None,
+                };
+                ((e.topic().to_owned(), e.partition()), offset)
+            })
+            .collect())
+    })
+    .await
+    .map_err(|e| KafkaError::Admin {
+        what: "offsets for time".into(),
+        message: e.to_string(),
+    })?
+}
+
 /// The members of `group` the broker knows, as `client_id@host`: empty when
 /// no consumer of the group is running.
 pub async fn group_members(

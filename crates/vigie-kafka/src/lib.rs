@@ -22,7 +22,7 @@ pub use config::{ConsumerConfig, ProducerConfig};
 pub use consumer::{Batch, BatchConsumer};
 pub use dlq::{DeadLetter, DlqPublisher, dlq_topic};
 pub use error::KafkaError;
-pub use lag::{PartitionLag, commit_group_offsets, group_lag, group_members};
+pub use lag::{PartitionLag, commit_group_offsets, group_lag, group_members, offsets_for_time};
 pub use metrics::KafkaMetrics;
 pub use producer::{Delivered, EventProducer, OutRecord, Pipeline};
 pub use record::Record;

@@ -39,6 +39,9 @@ enum Command {
     /// The offsets the postgres sink stores with its rows: show them, reset them.
     #[command(subcommand)]
     Offsets(commands::offsets::Cmd),
+    /// Re-drive a consumer group: move its offsets to a time, an offset, an end or by a shift.
+    #[command(subcommand)]
+    Replay(commands::replay::Cmd),
     /// Apply the PostgreSQL migrations of the health model (what the postgres sink does at start-up with migrate = true).
     Migrate,
     /// Schema tools.
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
             Command::Lag(a) => commands::lag::run(config, a).await,
             Command::Offsets(c) => commands::offsets::run(config, c).await,
             Command::Migrate => commands::migrate::run(config).await,
+            Command::Replay(c) => commands::replay::run(config, c).await,
             Command::Schemas(c) => commands::schemas::run(c),
             Command::Config(c) => commands::config::run(config, c),
             Command::Simulate(c) => commands::simulate::run(config, c).await,

@@ -7,6 +7,7 @@ pub(crate) mod lag;
 pub(crate) mod migrate;
 pub(crate) mod offsets;
 pub(crate) mod produce;
+pub(crate) mod replay;
 pub(crate) mod schemas;
 pub(crate) mod simulate;
 pub(crate) mod topics;

@@ -1,12 +1,11 @@
 //! `vigie offsets`: the offsets the PostgreSQL sink stores with its rows
 //! (`sink_offsets`), which decide where its consumers resume.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Subcommand;
 use serde::Deserialize;
 use vigie_consumers::sinks::postgres::{PostgresConfig, PostgresSink};
@@ -51,23 +50,17 @@ pub(crate) async fn run(config: Option<&Path>, cmd: Cmd) -> anyhow::Result<ExitC
     match cmd {
         Cmd::Show { target } => show(&Group::open(&s, target).await?).await?,
         Cmd::Reset(r) => {
-            let g = Group::open(&s, r.target).await?;
-            let members = vigie_kafka::group_members(&g.cluster, &g.name, TIMEOUT).await?;
-            if !members.is_empty() {
-                bail!(
-                    "group {} has {} running member(s) ({}): stop its consumers before \
-                     resetting its offsets",
-                    g.name,
-                    members.len(),
-                    members.join(", ")
-                );
-            }
-            let to = To {
-                earliest: r.to_earliest,
-                latest: r.to_latest,
-                offset: r.to_offset,
+            // `vigie replay reset-group --store postgres` with fewer choices.
+            let to = super::replay::To {
+                to_earliest: r.to_earliest,
+                to_latest: r.to_latest,
+                to_offset: r.to_offset,
+                to_datetime: None,
+                shift_by: None,
             };
-            reset(&g, &to, &r.partitions, r.execute).await?;
+            let store = Some(super::replay::Store::Postgres);
+            super::replay::reset_group(&s, r.target, &to, &r.partitions, store, r.execute, false)
+                .await?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -78,7 +71,6 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// A group's topics: their partitions on the broker and the store.
 struct Group {
     name: String,
-    cluster: vigie_kafka::Cluster,
     topics: Vec<String>,
     partitions: Vec<vigie_kafka::PartitionLag>,
     sink: PostgresSink,
@@ -100,7 +92,6 @@ impl Group {
         let partitions = vigie_kafka::group_lag(&cluster, &c.group_id, &c.topics, TIMEOUT).await?;
         Ok(Self {
             name: c.group_id,
-            cluster,
             topics: c.topics,
             partitions,
             sink,
@@ -126,83 +117,6 @@ async fn show(g: &Group) -> anyhow::Result<()> {
                 p.partition, p.low_watermark, p.high_watermark
             );
         }
-    }
-    Ok(())
-}
-
-/// Where a reset moves each partition: one of the three is set.
-struct To {
-    earliest: bool,
-    latest: bool,
-    offset: Option<i64>,
-}
-
-async fn reset(g: &Group, to: &To, only: &[i32], execute: bool) -> anyhow::Result<()> {
-    for p in only {
-        if !g.partitions.iter().any(|q| q.partition == *p) {
-            bail!(
-                "--partition {p}: no such partition in {}",
-                g.topics.join(", ")
-            );
-        }
-    }
-    println!(
-        "{:<40} {:>9} {:>12} {:>12} {:>6}",
-        "topic", "partition", "stored", "new", "epoch"
-    );
-    // Every topic's plan first: a bad offset changes nothing anywhere.
-    let mut plans = Vec::new();
-    for t in &g.topics {
-        let mut next = BTreeMap::new();
-        for p in g
-            .partitions
-            .iter()
-            .filter(|p| &p.topic == t && (only.is_empty() || only.contains(&p.partition)))
-        {
-            let (low, high) = (p.low_watermark, p.high_watermark);
-            let offset = match to.offset {
-                _ if to.earliest => low,
-                _ if to.latest => high,
-                Some(o) if (low..=high).contains(&o) => o,
-                Some(o) => bail!(
-                    "--to-offset {o}: partition {t}/{} holds offsets {low} to {high} (its \
-                     watermarks)",
-                    p.partition
-                ),
-                None => bail!("one of --to-earliest, --to-latest, --to-offset is needed"),
-            };
-            next.insert(p.partition, offset);
-        }
-        plans.push((t, next));
-    }
-    for (t, next) in plans {
-        if execute {
-            let resets = g.sink.reset_offsets(&g.name, t, &next).await?;
-            // Kafka's committed offsets follow, as the sink's commits do
-            // after each batch (they feed `vigie lag`).
-            let committed = next.iter().map(|(p, o)| ((t.clone(), *p), *o)).collect();
-            vigie_kafka::commit_group_offsets(&g.cluster, &g.name, &committed)
-                .await
-                .context("the store is reset; committing the same offsets to Kafka failed")?;
-            for r in resets {
-                let before = r.before.map_or("-".to_owned(), |o| o.to_string());
-                println!(
-                    "{t:<40} {:>9} {before:>12} {:>12} {:>6}",
-                    r.partition, r.after, r.epoch
-                );
-            }
-        } else {
-            let stored = g.sink.offsets_of(&g.name, t).await?;
-            for (p, offset) in &next {
-                let (before, epoch) = stored
-                    .get(p)
-                    .map_or(("-".to_owned(), 1), |(o, e)| (o.to_string(), e + 1));
-                println!("{t:<40} {p:>9} {before:>12} {offset:>12} {epoch:>6}");
-            }
-        }
-    }
-    if !execute {
-        println!("dry run: nothing changed (add --execute to reset)");
     }
     Ok(())
 }
