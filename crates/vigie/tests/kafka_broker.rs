@@ -6,7 +6,7 @@ mod common;
 
 use common::{
     Reaped, SpawnReaped, count_writes, free_port, postgres_sink, produce_sample,
-    produce_sample_with, stored_offsets, vigie, writes,
+    produce_sample_with, stdout_of, stored_offsets, vigie, writes,
 };
 
 use std::collections::BTreeMap;
@@ -27,14 +27,7 @@ type Lags = BTreeMap<i32, (i64, i64, i64)>;
 /// Runs `cmd`, which must succeed, and reads the rows of its table whose
 /// leading columns are `key`, followed by `partition committed end lag`.
 fn lag_table(cmd: &mut Command, key: &[&str]) -> Lags {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    stdout_of(cmd)
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();

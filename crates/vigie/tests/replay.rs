@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::vigie;
+use common::{stdout_of, vigie};
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -30,33 +30,26 @@ fn base_ms() -> i64 {
 
 /// New offsets by partition, from `vigie replay reset-group … --json`.
 fn vigie_plan(bootstrap: &str, group: &str, topic: &str, args: &[&str]) -> BTreeMap<i32, Value> {
-    let out = vigie()
-        .args([
-            "replay",
-            "reset-group",
-            "--group",
-            group,
-            "--topic",
-            topic,
-            "--json",
-        ])
-        .args(args)
-        .env("VIGIE__KAFKA__BROKERS", bootstrap)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
-            (v["partition"].as_i64().unwrap() as i32, v)
-        })
-        .collect()
+    stdout_of(
+        vigie()
+            .args([
+                "replay",
+                "reset-group",
+                "--group",
+                group,
+                "--topic",
+                topic,
+                "--json",
+            ])
+            .args(args)
+            .env("VIGIE__KAFKA__BROKERS", bootstrap),
+    )
+    .lines()
+    .map(|l| {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+        (v["partition"].as_i64().unwrap() as i32, v)
+    })
+    .collect()
 }
 
 fn new_offsets(plan: &BTreeMap<i32, Value>) -> BTreeMap<i32, i64> {
@@ -68,27 +61,42 @@ fn new_offsets(plan: &BTreeMap<i32, Value>) -> BTreeMap<i32, i64> {
 /// `kafka-consumer-groups --reset-offsets … --dry-run`'s table: `GROUP
 /// TOPIC PARTITION NEW-OFFSET`.
 fn kafka_tool_plan(bootstrap: &str, group: &str, topic: &str, args: &[&str]) -> BTreeMap<i32, i64> {
-    let out = Command::new(repo_root().join("scripts/kafka-cli"))
-        .args(["kafka-consumer-groups", "--bootstrap-server", bootstrap])
-        .args(["--group", group, "--topic", topic, "--reset-offsets"])
+    stdout_of(
+        Command::new(repo_root().join("scripts/kafka-cli"))
+            .args(["kafka-consumer-groups", "--bootstrap-server", bootstrap])
+            .args(["--group", group, "--topic", topic, "--reset-offsets"])
+            .args(args)
+            .arg("--dry-run"),
+    )
+    .lines()
+    .filter_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() == 4 && f[0] == group && f[1] == topic)
+            .then(|| (f[2].parse().unwrap(), f[3].parse().unwrap()))
+    })
+    .collect()
+}
+
+/// A consumer of `group` that commits only when asked.
+fn group_consumer(bootstrap: &str, group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap()
+}
+
+/// The error of a `vigie replay reset-group` run that must fail.
+fn refused(bootstrap: &str, group: &str, topic: &str, args: &[&str]) -> String {
+    let out = vigie()
+        .args(["replay", "reset-group", "--group", group, "--topic", topic])
         .args(args)
-        .arg("--dry-run")
+        .env("VIGIE__KAFKA__BROKERS", bootstrap)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "kafka-consumer-groups: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() == 4 && f[0] == group && f[1] == topic)
-                .then(|| (f[2].parse().unwrap(), f[3].parse().unwrap()))
-        })
-        .collect()
+    assert!(!out.status.success(), "{args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 async fn committed(bootstrap: &str, group: &str, topic: &str) -> BTreeMap<i32, Option<i64>> {
@@ -132,12 +140,7 @@ async fn reset_group_plans_as_kafka_does_then_moves_the_group() {
     }
     // The group has read everything, as a member that is gone now left it.
     {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &b.bootstrap)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
+        let c = group_consumer(&b.bootstrap, &group);
         let mut tpl = TopicPartitionList::new();
         for p in 0..3 {
             tpl.add_partition_offset(&topic, p, Offset::Offset(PER_PARTITION))
@@ -226,33 +229,14 @@ async fn reset_group_plans_as_kafka_does_then_moves_the_group() {
     );
 
     // An offset outside a partition's records is refused, naming them.
-    let out = vigie()
-        .args([
-            "replay",
-            "reset-group",
-            "--group",
-            &group,
-            "--topic",
-            &topic,
-        ])
-        .args(["--to-offset", "41"])
-        .env("VIGIE__KAFKA__BROKERS", &b.bootstrap)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = refused(&b.bootstrap, &group, &topic, &["--to-offset", "41"]);
     assert!(
         err.contains("--to-offset 41") && err.contains("holds offsets 0 to 40"),
         "{err}"
     );
 
     // A running member: refused, nothing moved.
-    let member: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &b.bootstrap)
-        .set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+    let member = group_consumer(&b.bootstrap, &group);
     member.subscribe(&[&topic]).unwrap();
     let members = || async {
         vigie_kafka::group_members(
@@ -269,21 +253,12 @@ async fn reset_group_plans_as_kafka_does_then_moves_the_group() {
         members()
     })
     .await;
-    let out = vigie()
-        .args([
-            "replay",
-            "reset-group",
-            "--group",
-            &group,
-            "--topic",
-            &topic,
-        ])
-        .args(["--to-earliest", "--execute"])
-        .env("VIGIE__KAFKA__BROKERS", &b.bootstrap)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = refused(
+        &b.bootstrap,
+        &group,
+        &topic,
+        &["--to-earliest", "--execute"],
+    );
     assert!(
         err.contains(&format!("group {group} has 1 running member")),
         "{err}"

@@ -17,6 +17,21 @@ pub(crate) fn vigie() -> Command {
     c
 }
 
+/// Runs `cmd`, which must succeed, and returns its standard output.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all use it"
+)]
+pub(crate) fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Appends `count` sample cases of generator `seed` to `topic` with
 /// `vigie produce --sample cases` (seeds give distinct ids).
 #[allow(
