@@ -24,6 +24,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
 COPY --from=build /src/target/release/vigie /usr/local/bin/vigie
 COPY --from=ort /libonnxruntime.so /usr/lib/vigie/libonnxruntime.so
 COPY models/hosp_risk /usr/share/vigie/models/hosp_risk
+# The weights are DVC's, not git's: scripts/train or scripts/setup first.
+RUN test -s /usr/share/vigie/models/hosp_risk/1.0.0/model.onnx
 ENV ORT_DYLIB_PATH=/usr/lib/vigie/libonnxruntime.so \
     VIGIE__CONSUMERS__SINKS__SCORER__MODEL_DIR=/usr/share/vigie/models/hosp_risk \
     VIGIE__CONSUMERS__SINKS__DRIFT__MODEL_DIR=/usr/share/vigie/models/hosp_risk \

@@ -151,17 +151,27 @@ pub async fn offsets_for_time(
         let found = c
             .offsets_for_times(tpl, timeout)
             .map_err(|e| explain(&cluster, &c, e.into()))?;
-        Ok(found
-            .elements()
-            .iter()
-            .map(|e| {
-                let offset = match e.offset() {
-                    Offset::Offset(o) if o >= 0 => Some(o),
-                    _ => None,
-                };
-                ((e.topic().to_owned(), e.partition()), offset)
-            })
-            .collect())
+        let mut out = BTreeMap::new();
+        for e in found.elements() {
+            // A partition's own error (its leader unknown...) must not pass
+            // for "every record is older": a reset would skip its records.
+            e.error().map_err(|err| KafkaError::Admin {
+                what: format!("offsets for time of {}/{}", e.topic(), e.partition()),
+                message: err.to_string(),
+            })?;
+            let offset = match e.offset() {
+                Offset::Offset(o) if o >= 0 => Some(o),
+                Offset::End => None,
+                other => {
+                    return Err(KafkaError::Admin {
+                        what: format!("offsets for time of {}/{}", e.topic(), e.partition()),
+                        message: format!("unexpected answer {other:?}"),
+                    });
+                }
+            };
+            out.insert((e.topic().to_owned(), e.partition()), offset);
+        }
+        Ok(out)
     })
     .await
     .map_err(|e| KafkaError::Admin {
