@@ -13,7 +13,7 @@ use chrono::{DateTime, FixedOffset};
 use clap::{Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 use vigie_consumers::sinks::postgres::{PostgresConfig, PostgresSink};
-use vigie_kafka::{Cluster, PartitionLag};
+use vigie_kafka::PartitionLag;
 
 /// Replay commands.
 #[derive(Debug, Subcommand)]
@@ -261,27 +261,17 @@ pub(crate) async fn reset_group(
             .iter()
             .map(|m| ((m.topic.clone(), m.partition), m.new))
             .collect();
-        commit(&cluster, &group, &committed, sink.is_some()).await?;
+        vigie_kafka::commit_group_offsets(&cluster, &group, &committed)
+            .await
+            .with_context(|| match &sink {
+                Some(_) => {
+                    "the store is reset; committing the same offsets to Kafka failed".to_owned()
+                }
+                None => format!("committing the new offsets of group {group} failed"),
+            })?;
     }
     print_plan(&plan, json, execute)?;
     Ok(())
-}
-
-async fn commit(
-    cluster: &Cluster,
-    group: &str,
-    offsets: &BTreeMap<(String, i32), i64>,
-    store_reset: bool,
-) -> anyhow::Result<()> {
-    vigie_kafka::commit_group_offsets(cluster, group, offsets)
-        .await
-        .with_context(|| {
-            if store_reset {
-                "the store is reset; committing the same offsets to Kafka failed".to_owned()
-            } else {
-                format!("committing the new offsets of group {group} failed")
-            }
-        })
 }
 
 fn print_plan(plan: &[Move], json: bool, executed: bool) -> anyhow::Result<()> {
