@@ -70,9 +70,10 @@ async fn produce(bootstrap: &str, topic: &str, from: usize, n: usize) -> PerPart
         .collect();
     let delivered = p
         .send_all(records.iter().map(|(key, value)| OutRecord {
+            partition: None,
             topic,
             key: Some(key.as_bytes()),
-            payload: value,
+            payload: Some(value),
             headers: &[],
             timestamp_ms: None,
         }))

@@ -76,9 +76,10 @@ pub async fn produce_lines(
         }
         pipeline
             .push(OutRecord {
+                partition: None,
                 topic,
                 key,
-                payload,
+                payload: Some(payload),
                 headers: &[],
                 timestamp_ms: None,
             })

@@ -225,9 +225,10 @@ impl SourceRunner {
         for e in &events {
             pipeline
                 .push(OutRecord {
+                    partition: None,
                     topic,
                     key: Some(e.key.as_bytes()),
-                    payload: &e.payload,
+                    payload: Some(&e.payload),
                     headers: &[],
                     timestamp_ms: None,
                 })
@@ -240,17 +241,18 @@ impl SourceRunner {
             for r in &rejects {
                 let value = FittedValue::new(&r.raw);
                 let mut headers = vec![
-                    (H_REASON, r.reason.as_bytes()),
-                    (H_ERROR, r.error.as_bytes()),
-                    (H_STAGE, stage.as_bytes()),
-                    (H_URL, r.url.as_bytes()),
+                    (H_REASON, Some(r.reason.as_bytes())),
+                    (H_ERROR, Some(r.error.as_bytes())),
+                    (H_STAGE, Some(stage.as_bytes())),
+                    (H_URL, Some(r.url.as_bytes())),
                 ];
-                headers.extend(value.headers());
+                headers.extend(value.headers().map(|(k, v)| (k, Some(v))));
                 pipeline
                     .push(OutRecord {
+                        partition: None,
                         topic: &dlq,
                         key: None,
-                        payload: value.value,
+                        payload: Some(value.value),
                         headers: &headers,
                         timestamp_ms: None,
                     })

@@ -715,9 +715,10 @@ pub(crate) async fn produce_backlog(
         chunk(start..end, &mut lines)?;
         producer
             .send_all(lines.iter().map(|(k, v)| OutRecord {
+                partition: None,
                 topic,
                 key: Some(k.as_bytes()),
-                payload: v,
+                payload: Some(v),
                 headers: &[],
                 timestamp_ms: None,
             }))
@@ -841,9 +842,10 @@ pub(crate) async fn produce_steady(
         for (key, v) in &lines[sent..due.max(sent)] {
             pipeline
                 .push(OutRecord {
+                    partition: None,
                     topic,
                     key: Some(key.as_bytes()),
-                    payload: v,
+                    payload: Some(v),
                     headers: &[],
                     timestamp_ms: None,
                 })

@@ -235,12 +235,13 @@ pub async fn send_letters(producer: &EventProducer, letters: &[Letter]) -> Resul
     if letters.is_empty() {
         return Ok(());
     }
-    let headers: Vec<Vec<(&str, &[u8])>> = letters
+    type Headers<'a> = Vec<(&'a str, Option<&'a [u8]>)>;
+    let headers: Vec<Headers<'_>> = letters
         .iter()
         .map(|l| {
             l.headers
                 .iter()
-                .map(|(k, v)| (k.as_str(), v.as_slice()))
+                .map(|(k, v)| (k.as_str(), Some(v.as_slice())))
                 .collect()
         })
         .collect();
@@ -249,9 +250,10 @@ pub async fn send_letters(producer: &EventProducer, letters: &[Letter]) -> Resul
     let mut records: Vec<OutRecord<'_>> = Vec::with_capacity(letters.len());
     for (l, h) in letters.iter().zip(&headers) {
         records.push(OutRecord {
+            partition: None,
             topic: &l.topic,
             key: l.key.as_deref(),
-            payload: &l.value,
+            payload: Some(&l.value),
             headers: h,
             timestamp_ms: l.timestamp_ms,
         });

@@ -25,12 +25,15 @@ use crate::metrics::KafkaMetrics;
 pub struct OutRecord<'a> {
     /// Destination topic.
     pub topic: &'a str,
+    /// Destination partition; `None` lets the partitioner choose from the
+    /// key (what every component does; a restore keeps the archived one).
+    pub partition: Option<i32>,
     /// Key: decides the partition, so the ordering and the spread.
     pub key: Option<&'a [u8]>,
-    /// Value bytes.
-    pub payload: &'a [u8],
-    /// Headers, in order.
-    pub headers: &'a [(&'a str, &'a [u8])],
+    /// Value bytes; `None` is a tombstone (a delete on a compacted topic).
+    pub payload: Option<&'a [u8]>,
+    /// Headers, in order; a header may have no value.
+    pub headers: &'a [(&'a str, Option<&'a [u8]>)],
     /// Timestamp in milliseconds since the epoch; `None` lets the client set it.
     pub timestamp_ms: Option<i64>,
 }
@@ -147,10 +150,15 @@ impl EventProducer {
     }
 
     fn enqueue(&self, r: &OutRecord<'_>, tag: usize) -> Result<(), rdkafka::error::KafkaError> {
-        let mut rec =
-            BaseRecord::<[u8], [u8], usize>::with_opaque_to(r.topic, tag).payload(r.payload);
+        let mut rec = BaseRecord::<[u8], [u8], usize>::with_opaque_to(r.topic, tag);
+        if let Some(v) = r.payload {
+            rec = rec.payload(v);
+        }
         if let Some(k) = r.key {
             rec = rec.key(k);
+        }
+        if let Some(p) = r.partition {
+            rec = rec.partition(p);
         }
         if let Some(ts) = r.timestamp_ms {
             rec = rec.timestamp(ts);
@@ -158,10 +166,7 @@ impl EventProducer {
         if !r.headers.is_empty() {
             let mut hs = OwnedHeaders::new_with_capacity(r.headers.len());
             for (k, v) in r.headers {
-                hs = hs.insert(Header {
-                    key: k,
-                    value: Some(*v),
-                });
+                hs = hs.insert(Header { key: k, value: *v });
             }
             rec = rec.headers(hs);
         }

@@ -207,6 +207,12 @@ impl EventProducer {
             })
             .await?;
         }
+        self.commit_produced().await
+    }
+
+    /// Commits the open transaction as it is: the records sent in it, and
+    /// no consumed offsets (a producer that reads no group: a restore).
+    pub async fn commit_produced(&self) -> Result<(), KafkaError> {
         self.retrying("committing the transaction", |p| {
             p.commit_transaction(STEP_TIMEOUT)
         })

@@ -40,12 +40,16 @@ async fn produce(bootstrap: &str, topic: &str, from: usize, n: usize) -> BTreeMa
     let keys: Vec<String> = (from..from + n).map(|i| format!("k{}", i % 13)).collect();
     let values: Vec<String> = (from..from + n).map(|i| format!("{{\"n\":{i}}}")).collect();
     let hv: Vec<String> = (from..from + n).map(|i| format!("h{i}")).collect();
-    let headers: Vec<[(&str, &[u8]); 1]> =
-        hv.iter().map(|h| [("vigie-test", h.as_bytes())]).collect();
+    type Header<'a> = (&'a str, Option<&'a [u8]>);
+    let headers: Vec<[Header<'_>; 1]> = hv
+        .iter()
+        .map(|h| [("vigie-test", Some(h.as_bytes()))])
+        .collect();
     let recs = (0..n).map(|i| OutRecord {
+        partition: None,
         topic,
         key: Some(keys[i].as_bytes()),
-        payload: values[i].as_bytes(),
+        payload: Some(values[i].as_bytes()),
         headers: &headers[i],
         timestamp_ms: None,
     });
@@ -402,9 +406,10 @@ async fn split_send(p: &EventProducer, topic: &str, from: usize, n: usize) {
         .iter()
         .zip(&values)
         .map(|(k, v)| OutRecord {
+            partition: None,
             topic,
             key: Some(k.as_bytes()),
-            payload: v.as_bytes(),
+            payload: Some(v.as_bytes()),
             headers: &[],
             timestamp_ms: None,
         })
@@ -571,9 +576,14 @@ async fn envelopes_round_trip_through_a_group_with_keys_headers_and_bytes_unchan
             ]
         })
         .collect();
-    let borrowed: Vec<Vec<(&str, &[u8])>> = headers
+    type Header<'a> = (&'a str, Option<&'a [u8]>);
+    let borrowed: Vec<Vec<Header<'_>>> = headers
         .iter()
-        .map(|hs| hs.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect())
+        .map(|hs| {
+            hs.iter()
+                .map(|(k, v)| (k.as_str(), Some(v.as_slice())))
+                .collect()
+        })
         .collect();
     let p = EventProducer::new(
         &vigie_kafka::Cluster::new(&b.bootstrap),
@@ -583,9 +593,10 @@ async fn envelopes_round_trip_through_a_group_with_keys_headers_and_bytes_unchan
     .expect("producer");
     let delivered = p
         .send_all((0..n).map(|i| OutRecord {
+            partition: None,
             topic: &topic,
             key: Some(keys[i].as_bytes()),
-            payload: &bytes[i],
+            payload: Some(&bytes[i]),
             headers: &borrowed[i],
             timestamp_ms: Some(envelopes[i].occurred_at.timestamp_millis()),
         }))
@@ -659,9 +670,10 @@ fn gives_up_after_2s(bootstrap: &str, metrics: &KafkaMetrics) -> EventProducer {
 /// A small keyed record for `topic`.
 fn record(topic: &str) -> OutRecord<'_> {
     OutRecord {
+        partition: None,
         topic,
         key: Some(b"k"),
-        payload: b"{}",
+        payload: Some(b"{}"),
         headers: &[],
         timestamp_ms: None,
     }
@@ -717,7 +729,8 @@ async fn a_failed_delivery_is_an_error_naming_the_topic() {
     let big = vec![b'x'; 1_100_000];
     let err = p
         .send(OutRecord {
-            payload: &big,
+            partition: None,
+            payload: Some(&big),
             ..record(&existing)
         })
         .await
@@ -758,9 +771,10 @@ async fn pipelines_sharing_a_producer_each_get_their_own_deliveries() {
             if i < n {
                 let payload = format!("{{\"n\":{i}}}");
                 pipe.push(OutRecord {
+                    partition: None,
                     topic,
                     key: None,
-                    payload: payload.as_bytes(),
+                    payload: Some(payload.as_bytes()),
                     headers: &[],
                     timestamp_ms: None,
                 })

@@ -28,9 +28,10 @@ async fn send(cluster: &Cluster, topic: &str) -> Result<Vec<Delivered>, KafkaErr
     )?;
     let values: Vec<String> = (0..10).map(|i| format!("{{\"n\":{i}}}")).collect();
     p.send_all(values.iter().map(|v| OutRecord {
+        partition: None,
         topic,
         key: None,
-        payload: v.as_bytes(),
+        payload: Some(v.as_bytes()),
         headers: &[],
         timestamp_ms: None,
     }))

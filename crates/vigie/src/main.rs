@@ -3,6 +3,7 @@
 //! simulate); the work is done by the library crates. The benchmarks are
 //! another binary, `vigie-bench`, which runs this one.
 
+mod archive;
 mod commands;
 mod settings;
 
@@ -42,6 +43,10 @@ enum Command {
     /// Re-drive a consumer group: move its offsets to a time, an offset, an end or by a shift.
     #[command(subcommand)]
     Replay(commands::replay::Cmd),
+    /// Write topics, or a time range of them, to compressed files with a manifest of offsets, counts and checksums.
+    Archive(commands::archive::ArchiveArgs),
+    /// Restore archived topics: checksums verified, keys, headers, timestamps and partitions kept, groups' offsets carried over.
+    Restore(commands::archive::RestoreArgs),
     /// Apply the PostgreSQL migrations of the health model (what the postgres sink does at start-up with migrate = true).
     Migrate,
     /// Schema tools.
@@ -70,6 +75,8 @@ fn main() -> ExitCode {
             Command::Topics(c) => commands::topics::run(config, c).await,
             Command::Lag(a) => commands::lag::run(config, a).await,
             Command::Offsets(c) => commands::offsets::run(config, c).await,
+            Command::Archive(a) => commands::archive::archive(config, a).await,
+            Command::Restore(a) => commands::archive::restore(config, a).await,
             Command::Migrate => commands::migrate::run(config).await,
             Command::Replay(c) => commands::replay::run(config, c).await,
             Command::Schemas(c) => commands::schemas::run(c),

@@ -571,17 +571,19 @@ impl Sink for DriftSink {
         let mut records: Vec<OutRecord<'_>> = out
             .iter()
             .map(|(k, v)| OutRecord {
+                partition: None,
                 topic: &self.config.report_topic,
                 key: Some(k.as_bytes()),
-                payload: v,
+                payload: Some(v),
                 headers: &[],
                 timestamp_ms: None,
             })
             .collect();
         records.push(OutRecord {
+            partition: None,
             topic: &self.config.state_topic,
             key: Some(self.state_key.as_bytes()),
-            payload: &state,
+            payload: Some(&state),
             headers: &[],
             timestamp_ms: None,
         });

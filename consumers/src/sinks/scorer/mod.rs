@@ -583,9 +583,10 @@ impl ScorerSink {
 fn records<'a>(topic: &'a str, out: &'a [(String, Vec<u8>)]) -> Vec<OutRecord<'a>> {
     out.iter()
         .map(|(k, v)| OutRecord {
+            partition: None,
             topic,
             key: Some(k.as_bytes()),
-            payload: v,
+            payload: Some(v),
             headers: &[],
             timestamp_ms: None,
         })

@@ -1,5 +1,6 @@
 //! One module per scenario, named after it.
 
+pub(crate) mod archive;
 pub(crate) mod drift;
 pub(crate) mod producer;
 pub(crate) mod producer_http;
@@ -20,6 +21,10 @@ use crate::common::Vigie;
 /// The scenarios.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Scenario {
+    /// `vigie archive` of a topic vs `kcat -C -e -J | zstd -3`, then
+    /// `vigie restore` of it into a new topic vs `zstd -dc | kcat -P` of
+    /// the same keys and values.
+    Archive(archive::Args),
     /// Raw envelope producer (`vigie produce`) vs `kcat -P`: the same
     /// serialized events into the same broker and topic layout.
     Producer(producer::Args),
@@ -79,6 +84,7 @@ impl Scenario {
     /// Runs the scenario and records its result.
     pub(crate) async fn run(self, vigie: &Vigie) -> anyhow::Result<()> {
         match self {
+            Self::Archive(a) => archive::run(vigie, a).await,
             Self::Producer(a) => producer::run(vigie, a).await,
             Self::ProducerPerfTest(a) => producer_perf_test::run(vigie, a).await,
             Self::ProducerHttp(a) => producer_http::run(vigie, a).await,

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub(crate) mod archive;
 pub(crate) mod config;
 pub(crate) mod consume;
 pub(crate) mod ingest;

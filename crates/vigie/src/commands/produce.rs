@@ -98,9 +98,10 @@ async fn produce_sample(
         let records: Vec<OutRecord<'_>> = events
             .iter()
             .map(|(key, value)| OutRecord {
+                partition: None,
                 topic,
                 key: Some(key.as_bytes()),
-                payload: value,
+                payload: Some(value),
                 headers: &[],
                 timestamp_ms: None,
             })

@@ -1,0 +1,276 @@
+//! Topic archives: a folder per topic holding one file per partition
+//! ([`format`]) and a manifest of partitions, offset ranges, counts,
+//! checksums and the consumer groups' committed offsets; and the map from
+//! archived offsets to restored ones.
+
+pub(crate) mod format;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, FixedOffset, Utc};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use vigie_kafka::Cluster;
+
+/// The manifest's file name in a topic's archive folder.
+pub(crate) const MANIFEST: &str = "manifest.json";
+/// The format a manifest names.
+pub(crate) const FORMAT: &str = "vigie-archive/1";
+
+/// What an archive folder holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Manifest {
+    /// [`FORMAT`].
+    pub(crate) format: String,
+    /// The Vigie version that wrote it.
+    pub(crate) vigie: String,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) topic: String,
+    /// The topic's partition count when archived.
+    pub(crate) partitions: i32,
+    /// The time range asked, if any.
+    pub(crate) from: Option<DateTime<FixedOffset>>,
+    pub(crate) to: Option<DateTime<FixedOffset>>,
+    pub(crate) files: Vec<FileEntry>,
+    /// Each archived group's committed offsets on the topic (the next
+    /// offset to read), by partition: a restore translates them.
+    pub(crate) groups: BTreeMap<String, BTreeMap<i32, i64>>,
+}
+
+/// One partition's file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileEntry {
+    /// Relative to the manifest.
+    pub(crate) path: String,
+    pub(crate) partition: i32,
+    /// The offsets read: from `start` up to, not including, `end`.
+    pub(crate) start: i64,
+    pub(crate) end: i64,
+    /// Committed records in the file (fewer than `end - start` where the
+    /// range holds transaction markers or aborted records).
+    pub(crate) records: u64,
+    pub(crate) first_offset: Option<i64>,
+    pub(crate) last_offset: Option<i64>,
+    pub(crate) bytes: u64,
+    pub(crate) sha256: String,
+}
+
+impl Manifest {
+    /// Reads `dir`'s manifest.
+    pub(crate) fn read(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join(MANIFEST);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let m: Self = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a Vigie archive manifest", path.display()))?;
+        if m.format != FORMAT {
+            bail!(
+                "{}: format {:?}, this Vigie reads {FORMAT:?}",
+                path.display(),
+                m.format
+            );
+        }
+        Ok(m)
+    }
+
+    /// Writes it to `dir`, whole or not at all (a temporary file renamed).
+    pub(crate) fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        let tmp = dir.join(format!("{MANIFEST}.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, dir.join(MANIFEST))
+            .with_context(|| format!("cannot write {}", dir.join(MANIFEST).display()))
+    }
+
+    /// Every file's size and SHA-256 against the manifest: the first that
+    /// differs (or is missing) is named with its partition and offsets.
+    pub(crate) fn verify(&self, dir: &Path) -> anyhow::Result<()> {
+        for f in &self.files {
+            let path = dir.join(&f.path);
+            let (sha, bytes) = format::file_sha256(&path)?;
+            if sha != f.sha256 || bytes != f.bytes {
+                bail!(
+                    "{}: corrupt archive file (partition {}, {} records at offsets {} to {}): its \
+                     SHA-256 is {sha} ({bytes} bytes), the manifest says {} ({} bytes); nothing \
+                     was restored",
+                    path.display(),
+                    f.partition,
+                    f.records,
+                    f.first_offset.map_or("-".into(), |o| o.to_string()),
+                    f.last_offset.map_or("-".into(), |o| o.to_string()),
+                    f.sha256,
+                    f.bytes
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A consumer outside any group reading committed records only, with the
+/// end of each partition signalled.
+pub(crate) fn reader(cluster: &Cluster) -> anyhow::Result<BaseConsumer> {
+    cluster
+        .client_config()
+        .set("group.id", "vigie-archive")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "error")
+        .create()
+        .context("cannot create the Kafka reader")
+}
+
+/// How long a read may see nothing before it gives up.
+const STALL: Duration = Duration::from_secs(60);
+
+/// Reads the committed records of `topic`'s partitions, each from its
+/// start up to its end (exclusive), handing every record to `each`; stops
+/// a partition early at its end of log (its last stable offset: a
+/// transaction still open there is not read). Returns where each
+/// partition stopped: the next offset to read.
+pub(crate) fn read_committed(
+    cluster: &Cluster,
+    topic: &str,
+    ranges: &BTreeMap<i32, (i64, i64)>,
+    mut each: impl FnMut(&BorrowedMessage<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<BTreeMap<i32, i64>> {
+    use rdkafka::Message;
+    let mut stopped: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for (&p, &(start, end)) in ranges {
+        if start < end {
+            tpl.add_partition_offset(topic, p, Offset::Offset(start))?;
+        } else {
+            stopped.insert(p, start);
+        }
+    }
+    if stopped.len() == ranges.len() {
+        return Ok(stopped);
+    }
+    let consumer = reader(cluster)?;
+    consumer.assign(&tpl)?;
+    let mut quiet_since = Instant::now();
+    while stopped.len() < ranges.len() {
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {
+                if quiet_since.elapsed() > STALL {
+                    let waiting: Vec<i32> = ranges
+                        .keys()
+                        .filter(|p| !stopped.contains_key(p))
+                        .copied()
+                        .collect();
+                    bail!(
+                        "{topic}: nothing read for {} s from partition(s) {waiting:?}",
+                        STALL.as_secs()
+                    );
+                }
+            }
+            Some(Ok(m)) => {
+                quiet_since = Instant::now();
+                let p = m.partition();
+                if stopped.contains_key(&p) {
+                    continue;
+                }
+                let end = ranges[&p].1;
+                if m.offset() < end {
+                    each(&m)?;
+                }
+                if m.offset() + 1 >= end {
+                    stopped.insert(p, end);
+                    consumer.incremental_unassign(&one(topic, p)?)?;
+                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                quiet_since = Instant::now();
+                if stopped.contains_key(&p) {
+                    continue;
+                }
+                let at = consumer
+                    .position()?
+                    .find_partition(topic, p)
+                    .and_then(|e| e.offset().to_raw())
+                    .unwrap_or(ranges[&p].0);
+                stopped.insert(p, at.min(ranges[&p].1));
+                consumer.incremental_unassign(&one(topic, p)?)?;
+            }
+            Some(Err(e)) => return Err(e).with_context(|| format!("reading {topic}")),
+        }
+    }
+    Ok(stopped)
+}
+
+fn one(topic: &str, p: i32) -> anyhow::Result<TopicPartitionList> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, p);
+    Ok(tpl)
+}
+
+/// Where each archived record went: runs of consecutive offsets,
+/// `[old, new, count]`, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct OffsetMap {
+    pub(crate) runs: Vec<[i64; 3]>,
+    /// The restored partition's next offset after the last record.
+    pub(crate) end: i64,
+}
+
+impl OffsetMap {
+    /// Adds `old` restored at `new` (both after every one added before).
+    pub(crate) fn push(&mut self, old: i64, new: i64) {
+        match self.runs.last_mut() {
+            Some([o, n, c]) if *o + *c == old && *n + *c == new => *c += 1,
+            _ => self.runs.push([old, new, 1]),
+        }
+        self.end = new + 1;
+    }
+
+    /// The restored offset to resume from for `old`, the next offset to
+    /// read in the archived topic: the new place of the first archived
+    /// record at or after it, or the end.
+    pub(crate) fn translate(&self, old: i64) -> i64 {
+        for &[o, n, c] in &self.runs {
+            if old < o + c {
+                return n + (old - o).max(0);
+            }
+        }
+        self.end
+    }
+
+    /// Records mapped.
+    pub(crate) fn len(&self) -> u64 {
+        self.runs.iter().map(|r| r[2] as u64).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_translate_to_the_next_restored_record() {
+        let mut m = OffsetMap::default();
+        // Archived 10, 11, 12, then 15, 16 (a marker at 13-14), restored
+        // at 0, 1, 2 then 4, 5 (a marker at 3).
+        for (old, new) in [(10, 0), (11, 1), (12, 2), (15, 4), (16, 5)] {
+            m.push(old, new);
+        }
+        assert_eq!(m.runs, vec![[10, 0, 3], [15, 4, 2]]);
+        assert_eq!(m.len(), 5);
+        assert_eq!(m.translate(0), 0, "before the archive: its first record");
+        assert_eq!(m.translate(10), 0);
+        assert_eq!(m.translate(12), 2);
+        assert_eq!(m.translate(13), 4, "a marker: the next record");
+        assert_eq!(m.translate(16), 5);
+        assert_eq!(m.translate(17), 6, "past the last: the end");
+        assert_eq!(m.translate(100), 6);
+    }
+}

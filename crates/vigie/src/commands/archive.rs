@@ -1,0 +1,614 @@
+//! `vigie archive` and `vigie restore`: a topic, or a time range of it, to
+//! compressed files with a manifest, and back, with keys, headers,
+//! timestamps and partitions unchanged, and the consumer groups' offsets
+//! carried over to the restored offsets.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use chrono::{DateTime, FixedOffset, Utc};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rdkafka::Message;
+use rdkafka::message::Headers;
+use serde::{Deserialize, Serialize};
+use vigie_consumers::sinks::postgres::{PostgresConfig, PostgresSink};
+use vigie_kafka::{Cluster, EventProducer, KafkaMetrics, OutRecord, TopicSpec, Transactions};
+
+use crate::archive::format::{ArchivedRecord, Reader, Writer};
+use crate::archive::{FORMAT, FileEntry, MANIFEST, Manifest, OffsetMap, read_committed};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Arguments of `vigie archive`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ArchiveArgs {
+    /// Topic to archive, repeatable: each goes to `<out>/<topic>/`.
+    #[arg(long = "topic", required = true)]
+    topics: Vec<String>,
+    /// Folder to write (created; a topic's folder must not exist yet).
+    #[arg(long)]
+    out: PathBuf,
+    /// Only records at or after this time (RFC 3339, the record timestamps).
+    #[arg(long, value_name = "RFC3339")]
+    from_datetime: Option<DateTime<FixedOffset>>,
+    /// Only records before this time.
+    #[arg(long, value_name = "RFC3339")]
+    to_datetime: Option<DateTime<FixedOffset>>,
+    /// Consumer group whose committed offsets go in the manifest, for a
+    /// restore to carry them over; repeatable.
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// zstd level (1 to 19).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    level: i32,
+    /// A JSON summary on stdout, no progress bar.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `vigie restore`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RestoreArgs {
+    /// An archived topic's folder (holding `manifest.json`), or a folder of
+    /// them (what `vigie archive --out` wrote).
+    #[arg(long)]
+    from: PathBuf,
+    /// Restore into this topic instead of the archived one's name (one
+    /// archived topic only).
+    #[arg(long)]
+    to_topic: Option<String>,
+    /// Carry this group's offsets over to the restored topic, translated
+    /// through the offset map: from the manifest (`archive --group`), or
+    /// with `--store` from the sink's own store. Repeatable.
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// The groups' sink keeps its offsets with its rows (`postgres`):
+    /// translate those, in a new epoch.
+    #[arg(long, value_enum)]
+    store: Option<super::replay::Store>,
+    /// Records per Kafka transaction: a restore stopped midway resumes
+    /// after the last committed one.
+    #[arg(long, default_value_t = 100_000)]
+    transaction_records: usize,
+    /// A JSON summary on stdout, no progress bar.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn archive(config: Option<&Path>, a: ArchiveArgs) -> anyhow::Result<ExitCode> {
+    let s = super::load(config)?;
+    let cluster = s.connect().await?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let mut summaries = Vec::new();
+    for topic in &a.topics {
+        summaries.push(archive_topic(&cluster, topic, &a).await?);
+    }
+    report(&summaries, a.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What one topic's archive or restore did.
+#[derive(Debug, Serialize)]
+struct Summary {
+    action: &'static str,
+    topic: String,
+    folder: PathBuf,
+    partitions: usize,
+    records: u64,
+    /// Restore: records already in the topic, found identical, skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    already_there: Option<u64>,
+    bytes: u64,
+    seconds: f64,
+}
+
+fn report(summaries: &[Summary], json: bool) -> anyhow::Result<()> {
+    for s in summaries {
+        if json {
+            println!("{}", serde_json::to_string(s)?);
+        } else {
+            let verb = if s.action == "archive" {
+                "archived"
+            } else {
+                "restored"
+            };
+            let skipped = s
+                .already_there
+                .filter(|n| *n > 0)
+                .map_or(String::new(), |n| format!(" ({n} already there)"));
+            println!(
+                "{verb} {} records{skipped} of {} ({} partitions, {:.1} MB of files) in {:.1} s: {}",
+                s.records,
+                s.topic,
+                s.partitions,
+                s.bytes as f64 / 1e6,
+                s.seconds,
+                s.folder.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn progress(total: u64, json: bool, what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(
+        Some(total),
+        if json {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        },
+    );
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {human_pos}/{human_len} records, {per_sec}, ETA {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+async fn archive_topic(cluster: &Cluster, topic: &str, a: &ArchiveArgs) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let dir = a.out.join(topic);
+    if dir.exists() {
+        bail!(
+            "{} exists: archive into a new folder (an archive is never overwritten)",
+            dir.display()
+        );
+    }
+    let topics = [topic.to_owned()];
+    let watermarks = vigie_kafka::group_lag(cluster, "vigie-archive", &topics, TIMEOUT).await?;
+    ensure!(!watermarks.is_empty(), "topic {topic} not found");
+    let keys: Vec<_> = watermarks
+        .iter()
+        .map(|p| (topic.to_owned(), p.partition))
+        .collect();
+    let at = |when: &Option<DateTime<FixedOffset>>| {
+        let keys = keys.clone();
+        let when = *when;
+        async move {
+            match when {
+                Some(t) => {
+                    vigie_kafka::offsets_for_time(cluster, &keys, t.timestamp_millis(), TIMEOUT)
+                        .await
+                        .map(Some)
+                }
+                None => Ok(None),
+            }
+        }
+    };
+    let (from, to) = (at(&a.from_datetime).await?, at(&a.to_datetime).await?);
+    let mut ranges = BTreeMap::new();
+    for p in &watermarks {
+        let key = (topic.to_owned(), p.partition);
+        let pick = |m: &Option<BTreeMap<_, Option<i64>>>, default: i64| {
+            m.as_ref().map_or(default, |m| {
+                m.get(&key).copied().flatten().unwrap_or(p.high_watermark)
+            })
+        };
+        let start = pick(&from, p.low_watermark);
+        let end = pick(&to, p.high_watermark).max(start);
+        ranges.insert(p.partition, (start, end));
+    }
+    let mut groups = BTreeMap::new();
+    for g in &a.groups {
+        let committed: BTreeMap<i32, i64> = vigie_kafka::group_lag(cluster, g, &topics, TIMEOUT)
+            .await?
+            .into_iter()
+            .filter_map(|p| p.committed.map(|c| (p.partition, c)))
+            .collect();
+        ensure!(
+            !committed.is_empty(),
+            "group {g} has no committed offset on {topic}"
+        );
+        groups.insert(g.clone(), committed);
+    }
+
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let total: u64 = ranges.values().map(|(s, e)| (e - s) as u64).sum();
+    let bar = progress(total, a.json, &format!("archive {topic}"));
+    let (cluster, topic_owned, level, dir2) =
+        (cluster.clone(), topic.to_owned(), a.level, dir.clone());
+    let ranges2 = ranges.clone();
+    let bar2 = bar.clone();
+    let (written, stopped) = tokio::task::spawn_blocking(move || {
+        let mut writers = BTreeMap::new();
+        for &p in ranges2.keys() {
+            writers.insert(p, Writer::create(&dir2.join(file_name(p)), level)?);
+        }
+        let stopped = read_committed(&cluster, &topic_owned, &ranges2, |m| {
+            let w = writers
+                .get_mut(&m.partition())
+                .expect("an assigned partition");
+            let headers = m.headers();
+            let hs = headers
+                .iter()
+                .flat_map(|h| h.iter())
+                .map(|h| (h.key, h.value));
+            w.push(
+                m.offset(),
+                m.timestamp().to_millis(),
+                m.key(),
+                m.payload(),
+                hs,
+            )?;
+            bar2.inc(1);
+            Ok(())
+        })?;
+        let mut written = BTreeMap::new();
+        for (p, w) in writers {
+            written.insert(p, w.finish()?);
+        }
+        anyhow::Ok((written, stopped))
+    })
+    .await??;
+    bar.finish_and_clear();
+
+    let files: Vec<FileEntry> = written
+        .into_iter()
+        .map(|(p, w)| FileEntry {
+            path: file_name(p),
+            partition: p,
+            start: ranges[&p].0,
+            end: stopped[&p],
+            records: w.records,
+            first_offset: w.first_offset,
+            last_offset: w.last_offset,
+            bytes: w.bytes,
+            sha256: w.sha256,
+        })
+        .collect();
+    let manifest = Manifest {
+        format: FORMAT.to_owned(),
+        vigie: env!("CARGO_PKG_VERSION").to_owned(),
+        created_at: Utc::now(),
+        topic: topic.to_owned(),
+        partitions: watermarks.len() as i32,
+        from: a.from_datetime,
+        to: a.to_datetime,
+        files,
+        groups,
+    };
+    manifest.write(&dir)?;
+    Ok(Summary {
+        action: "archive",
+        topic: topic.to_owned(),
+        folder: dir,
+        partitions: manifest.files.len(),
+        records: manifest.files.iter().map(|f| f.records).sum(),
+        already_there: None,
+        bytes: manifest.files.iter().map(|f| f.bytes).sum(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn file_name(partition: i32) -> String {
+    format!("p{partition:05}.vgar")
+}
+
+/// The offset map a restore writes into the archive's folder, one per
+/// topic restored to.
+#[derive(Debug, Serialize, Deserialize)]
+struct OffsetMapFile {
+    from_topic: String,
+    to_topic: String,
+    partitions: BTreeMap<i32, OffsetMap>,
+}
+
+fn map_path(dir: &Path, to_topic: &str) -> PathBuf {
+    dir.join(format!("offset-map.{to_topic}.json"))
+}
+
+pub(crate) async fn restore(config: Option<&Path>, a: RestoreArgs) -> anyhow::Result<ExitCode> {
+    let s = super::load(config)?;
+    let dirs = archive_dirs(&a.from)?;
+    ensure!(
+        a.to_topic.is_none() || dirs.len() == 1,
+        "--to-topic names one topic, and {} holds {} archived topics",
+        a.from.display(),
+        dirs.len()
+    );
+    // Every checksum first: nothing is restored from a damaged archive.
+    let mut manifests = Vec::new();
+    for d in &dirs {
+        let m = Manifest::read(d)?;
+        m.verify(d)?;
+        for g in &a.groups {
+            ensure!(
+                a.store.is_some() || m.groups.contains_key(g),
+                "group {g}: not in {} (archive it with --group {g}, or name its sink's --store)",
+                d.join(MANIFEST).display()
+            );
+        }
+        manifests.push(m);
+    }
+    let cluster = s.connect().await?;
+    for g in &a.groups {
+        let members = vigie_kafka::group_members(&cluster, g, TIMEOUT).await?;
+        ensure!(
+            members.is_empty(),
+            "group {g} has {} running member(s) ({}): stop its consumers before restoring its \
+             offsets",
+            members.len(),
+            members.join(", ")
+        );
+    }
+    let sink = match a.store {
+        Some(super::replay::Store::Postgres) => {
+            let pg = PostgresConfig::deserialize(toml::Value::Table(
+                s.consumers.sinks.section("postgres"),
+            ))
+            .context("consumers.sinks.postgres")?;
+            Some(PostgresSink::connect(&pg).await?)
+        }
+        None => None,
+    };
+    let mut summaries = Vec::new();
+    for (d, m) in dirs.iter().zip(&manifests) {
+        let to_topic = a.to_topic.clone().unwrap_or_else(|| m.topic.clone());
+        let (summary, maps) = restore_topic(&s, &cluster, d, m, &to_topic, &a).await?;
+        let file = OffsetMapFile {
+            from_topic: m.topic.clone(),
+            to_topic: to_topic.clone(),
+            partitions: maps,
+        };
+        std::fs::write(map_path(d, &to_topic), serde_json::to_vec(&file)?)
+            .with_context(|| format!("cannot write {}", map_path(d, &to_topic).display()))?;
+        for g in &a.groups {
+            carry_over(&cluster, sink.as_ref(), g, m, &file).await?;
+        }
+        summaries.push(summary);
+    }
+    report(&summaries, a.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `from` itself when it holds a manifest, else its sub-folders that do.
+fn archive_dirs(from: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if from.join(MANIFEST).is_file() {
+        return Ok(vec![from.to_owned()]);
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(from)
+        .with_context(|| format!("cannot read {}", from.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join(MANIFEST).is_file())
+        .collect();
+    dirs.sort();
+    ensure!(
+        !dirs.is_empty(),
+        "{}: no {MANIFEST} in it or in its folders: not a Vigie archive",
+        from.display()
+    );
+    Ok(dirs)
+}
+
+async fn restore_topic(
+    s: &crate::settings::Settings,
+    cluster: &Cluster,
+    dir: &Path,
+    m: &Manifest,
+    to_topic: &str,
+    a: &RestoreArgs,
+) -> anyhow::Result<(Summary, BTreeMap<i32, OffsetMap>)> {
+    let started = Instant::now();
+    let mut spec = TopicSpec::new(to_topic, m.partitions);
+    spec.dlq = false;
+    vigie_kafka::ensure_topics(cluster, &[spec]).await?;
+    let targets = [to_topic.to_owned()];
+    let watermarks = vigie_kafka::group_lag(cluster, "vigie-restore", &targets, TIMEOUT).await?;
+    let count = watermarks.len() as i32;
+    if let Some(f) = m.files.iter().find(|f| f.partition >= count) {
+        bail!(
+            "topic {to_topic} has {count} partitions, the archive has partition {}: add \
+             partitions or restore into a new topic",
+            f.partition
+        );
+    }
+    let producer = EventProducer::transactional(
+        cluster,
+        &s.kafka.producer,
+        KafkaMetrics::unregistered(),
+        &Transactions {
+            id: format!("vigie-restore-{to_topic}"),
+            timeout: Duration::from_secs(300),
+        },
+    )
+    .await?;
+    let total: u64 = m.files.iter().map(|f| f.records).sum();
+    let bar = progress(total, a.json, &format!("restore {to_topic}"));
+    // What a previous run (or anything else) left in each partition must
+    // be the archive's first records, which are kept, not sent again:
+    // every partition is checked before anything is sent.
+    let mut started_at = Vec::new();
+    let mut already = 0u64;
+    for f in &m.files {
+        let path = dir.join(&f.path);
+        let reader = Reader::open(&path)?;
+        let w = watermarks
+            .iter()
+            .find(|w| w.partition == f.partition)
+            .expect("checked above");
+        let mut ranges = BTreeMap::new();
+        ranges.insert(f.partition, (w.low_watermark, w.high_watermark));
+        let (c, t) = (cluster.clone(), to_topic.to_owned());
+        let (reader, found) = tokio::task::spawn_blocking(move || {
+            let mut reader = reader;
+            let mut found = OffsetMap::default();
+            read_committed(&c, &t, &ranges, |msg| match reader.next_record()? {
+                Some(r) if same(&r, msg) => {
+                    found.push(r.offset, msg.offset());
+                    Ok(())
+                }
+                _ => bail!(
+                    "{t}/{}: offset {} holds a record that is not the archive's next one; \
+                     nothing was restored: restore into an empty topic, or another one with \
+                     --to-topic",
+                    msg.partition(),
+                    msg.offset()
+                ),
+            })?;
+            anyhow::Ok((reader, found))
+        })
+        .await??;
+        already += found.len();
+        bar.inc(found.len());
+        started_at.push((f, path, reader, found));
+    }
+    let mut maps = BTreeMap::new();
+    for (f, path, mut reader, mut map) in started_at {
+        send_rest(
+            &producer,
+            &mut reader,
+            to_topic,
+            f.partition,
+            a.transaction_records,
+            &mut map,
+            &bar,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "restoring {} into {to_topic}/{}",
+                path.display(),
+                f.partition
+            )
+        })?;
+        ensure!(
+            map.len() == f.records,
+            "{}: {} records read, the manifest says {}",
+            path.display(),
+            map.len(),
+            f.records
+        );
+        maps.insert(f.partition, map);
+    }
+    bar.finish_and_clear();
+    Ok((
+        Summary {
+            action: "restore",
+            topic: to_topic.to_owned(),
+            folder: dir.to_owned(),
+            partitions: m.files.len(),
+            records: total - already,
+            already_there: Some(already),
+            bytes: m.files.iter().map(|f| f.bytes).sum(),
+            seconds: started.elapsed().as_secs_f64(),
+        },
+        maps,
+    ))
+}
+
+/// The archived record and the topic's are the same record: key, value,
+/// headers and timestamp.
+fn same(r: &ArchivedRecord, m: &rdkafka::message::BorrowedMessage<'_>) -> bool {
+    let headers: Vec<(&str, Option<&[u8]>)> = m
+        .headers()
+        .map(|hs| hs.iter().map(|h| (h.key, h.value)).collect())
+        .unwrap_or_default();
+    r.key.as_deref() == m.key()
+        && r.value.as_deref() == m.payload()
+        && r.timestamp_ms == m.timestamp().to_millis()
+        && r.headers.len() == headers.len()
+        && r.headers
+            .iter()
+            .zip(&headers)
+            .all(|((k, v), (k2, v2))| k == k2 && v.as_deref() == *v2)
+}
+
+/// Sends the reader's remaining records to `partition`, in transactions of
+/// `per_txn` records, adding where each landed to `map`.
+async fn send_rest(
+    producer: &EventProducer,
+    reader: &mut Reader,
+    topic: &str,
+    partition: i32,
+    per_txn: usize,
+    map: &mut OffsetMap,
+    bar: &ProgressBar,
+) -> anyhow::Result<()> {
+    let per_txn = per_txn.max(1);
+    loop {
+        let mut olds = Vec::with_capacity(per_txn.min(1 << 16));
+        producer.begin_transaction()?;
+        let mut pipeline = producer.pipeline(true);
+        while olds.len() < per_txn {
+            let Some(r) = reader.next_record()? else {
+                break;
+            };
+            let headers: Vec<(&str, Option<&[u8]>)> = r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_deref()))
+                .collect();
+            pipeline
+                .push(OutRecord {
+                    topic,
+                    partition: Some(partition),
+                    key: r.key.as_deref(),
+                    payload: r.value.as_deref(),
+                    headers: &headers,
+                    timestamp_ms: r.timestamp_ms,
+                })
+                .await?;
+            olds.push(r.offset);
+        }
+        let sent = match pipeline.finish().await {
+            Ok((_, d)) => d,
+            Err(e) => {
+                let _ = producer.abort_transaction().await;
+                return Err(e.into());
+            }
+        };
+        if olds.is_empty() {
+            producer.abort_transaction().await?;
+            return Ok(());
+        }
+        producer.commit_produced().await?;
+        for (old, d) in olds.iter().zip(&sent) {
+            map.push(*old, d.offset);
+        }
+        bar.inc(olds.len() as u64);
+    }
+}
+
+/// Commits `group`'s offsets on the restored topic: its archived ones, or
+/// its sink's stored ones, translated through the offset map.
+async fn carry_over(
+    cluster: &Cluster,
+    sink: Option<&PostgresSink>,
+    group: &str,
+    m: &Manifest,
+    map: &OffsetMapFile,
+) -> anyhow::Result<()> {
+    let old: BTreeMap<i32, i64> = match sink {
+        Some(sink) => sink
+            .offsets_of(group, &m.topic)
+            .await?
+            .into_iter()
+            .map(|(p, (o, _))| (p, o))
+            .collect(),
+        None => m.groups[group].clone(),
+    };
+    let new: BTreeMap<i32, i64> = old
+        .iter()
+        .filter_map(|(p, o)| map.partitions.get(p).map(|pm| (*p, pm.translate(*o))))
+        .collect();
+    if let Some(sink) = sink {
+        sink.reset_offsets(group, &map.to_topic, &new).await?;
+    }
+    let committed = new
+        .iter()
+        .map(|(p, o)| ((map.to_topic.clone(), *p), *o))
+        .collect();
+    vigie_kafka::commit_group_offsets(cluster, group, &committed)
+        .await
+        .with_context(|| format!("committing group {group}'s translated offsets"))?;
+    Ok(())
+}
