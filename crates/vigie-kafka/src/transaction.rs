@@ -43,6 +43,11 @@ pub struct Transactions {
     /// open before aborting it, so how long a crashed member's open
     /// transaction holds `read_committed` readers back if it never restarts.
     pub timeout: Duration,
+    /// Each transaction holds one batch and commits as soon as it is
+    /// acknowledged (a consumer's): the linger is capped at 2 ms, since a
+    /// longer one only delays the commit. Off for a bulk load (a restore),
+    /// which keeps the configured linger and so fuller batches.
+    pub latency_first: bool,
 }
 
 /// A consumer's group membership when a batch was collected: member id and
@@ -153,11 +158,19 @@ impl EventProducer {
                 "delivery.timeout.ms",
                 config.delivery_timeout_ms.min(timeout_ms).to_string(),
             )
-            // A transaction's records are handed over at once, and their
-            // acknowledgements awaited before the commit: a longer linger
-            // only delays the commit. (Waiting on librdkafka's own flush
+            // A consumer's transaction's records are handed over at once,
+            // and their acknowledgements awaited before the commit: a
+            // longer linger only delays the commit. (Waiting on librdkafka's own flush
             // instead was slower: about 120 ms per batch against 45.)
-            .set("linger.ms", config.linger_ms.min(TXN_LINGER_MS).to_string());
+            .set(
+                "linger.ms",
+                if txn.latency_first {
+                    config.linger_ms.min(TXN_LINGER_MS)
+                } else {
+                    config.linger_ms
+                }
+                .to_string(),
+            );
         // A transaction begun right after the previous one committed is
         // refused (CONCURRENT_TRANSACTIONS) until the broker has written the
         // previous one's markers, a few milliseconds; librdkafka retries

@@ -4,6 +4,7 @@
 //! in its partitions, a group's offsets carried over; a second restore
 //! changes nothing; a time range archives what it says; a damaged file is
 //! named and nothing is restored; a topic holding other records is refused.
+//! `vigie replay copy` keeps partitions, filters by source, and resumes.
 
 mod common;
 
@@ -407,4 +408,90 @@ async fn a_damaged_archive_is_named_and_nothing_is_restored() {
         [0, 0, 1],
         "nothing restored into any partition"
     );
+}
+
+/// Record `i` of partition `p` of the copy test: an envelope of source
+/// `who` for every third record, `cdc` otherwise.
+fn envelope(p: i32, i: i64) -> Rec {
+    let source = if i % 3 == 0 { "who" } else { "cdc" };
+    Rec {
+        key: Some(format!("k{i}").into_bytes()),
+        value: Some(
+            format!("{{\"schema\":\"health.case\",\"source\":\"{source}\",\"p\":{p},\"i\":{i}}}")
+                .into_bytes(),
+        ),
+        headers: vec![("h".into(), Some(format!("{i}").into_bytes()))],
+        timestamp_ms: Some(BASE_MS + i * 1000),
+    }
+}
+
+#[tokio::test]
+async fn a_copy_keeps_partitions_filters_by_source_and_resumes_where_it_stopped() {
+    let b = broker();
+    let from = unique_name("copy-from");
+    let to = unique_name("copy-to");
+    create_topic(&b.bootstrap, &from, PARTITIONS).await;
+    let p = producer(&b.bootstrap, None);
+    for part in 0..PARTITIONS {
+        for i in 0..PER_PARTITION {
+            send(&p, &from, part, &envelope(part, i));
+        }
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    let cdc: BTreeMap<i32, Vec<Rec>> = (0..PARTITIONS)
+        .map(|part| {
+            let kept = (0..PER_PARTITION)
+                .filter(|i| i % 3 != 0)
+                .map(|i| envelope(part, i))
+                .collect();
+            (part, kept)
+        })
+        .collect();
+    let per_partition = cdc[&0].len() as i64;
+
+    // A first run stopped at record 150 of each partition (by time)...
+    let cut = chrono::DateTime::from_timestamp_millis(BASE_MS + 150_000).unwrap();
+    let copy = |extra: &[&str]| {
+        let mut args = vec![
+            "replay",
+            "copy",
+            "--from-topic",
+            &from,
+            "--to-topic",
+            &to,
+            "--source",
+            "cdc",
+        ];
+        args.extend_from_slice(extra);
+        run_json(&b.bootstrap, &args).remove(0)
+    };
+    let first = copy(&["--to-datetime", &cut.to_rfc3339()]);
+    assert_eq!(first["read"], 150 * i64::from(PARTITIONS));
+    assert_eq!(first["copied"], 100 * i64::from(PARTITIONS));
+    // ...then the whole range: the first run's records are recognised.
+    let second = copy(&[]);
+    assert_eq!(second["read"], PER_PARTITION * i64::from(PARTITIONS));
+    assert_eq!(second["already_there"], 100 * i64::from(PARTITIONS));
+    assert_eq!(
+        second["copied"],
+        (per_partition - 100) * i64::from(PARTITIONS)
+    );
+    assert_eq!(without_offsets(&read(&b.bootstrap, &to)), cdc);
+
+    // Another filter over the same destination is not a copy of it.
+    let e = failed(
+        &b.bootstrap,
+        &[
+            "replay",
+            "copy",
+            "--from-topic",
+            &from,
+            "--to-topic",
+            &to,
+            "--source",
+            "who",
+        ],
+    );
+    assert!(e.contains("not a copy of this range"), "{e}");
+    assert_eq!(without_offsets(&read(&b.bootstrap, &to)), cdc, "unchanged");
 }

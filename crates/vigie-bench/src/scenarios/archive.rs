@@ -173,7 +173,7 @@ pub(crate) async fn run(vigie: &Vigie, a: Args) -> anyhow::Result<()> {
         &a.load.common.docs,
         Bar::rate(
             "restore_vs_kcat_produce",
-            "vigie restore (checksums verified, keys, headers, timestamps and partitions kept, transactions of 100,000 records) vs zstd -dc | kcat -P -K of the same keys and values, zstd, idempotent, acks=all",
+            "vigie restore (checksums verified, keys, headers, timestamps and partitions kept, transactions of 1,000,000 records) vs zstd -dc | kcat -P -K of the same keys and values, zstd, idempotent, acks=all",
             (events as f64 / rv, events as f64 / rk),
             "records/s",
             &command,

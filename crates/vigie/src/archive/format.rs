@@ -15,9 +15,12 @@
 //! Integers are little-endian. Every frame is a standard zstd frame: `zstd
 //! -d` reads one once its 20-byte header is cut off.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use anyhow::{Context, bail, ensure};
 use sha2::{Digest, Sha256};
@@ -32,7 +35,8 @@ const FRAME_BYTES: usize = 4 << 20;
 /// Bytes of a frame header.
 const HEADER_BYTES: usize = 20;
 
-/// One archived record, as read back.
+/// One archived record, owned (the tests' records).
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ArchivedRecord {
     pub(crate) offset: i64,
@@ -43,7 +47,7 @@ pub(crate) struct ArchivedRecord {
 }
 
 /// What a finished file holds, for the manifest.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Written {
     pub(crate) records: u64,
     pub(crate) first_offset: Option<i64>,
@@ -52,57 +56,47 @@ pub(crate) struct Written {
     pub(crate) sha256: String,
 }
 
-/// Writes one partition's records to a file, a frame at a time.
-pub(crate) struct Writer {
+/// One partition's frame being filled, and what its file holds so far.
+#[derive(Debug)]
+struct Frame {
+    plain: Vec<u8>,
+    records: u32,
+    first: i64,
+    written: Written,
+}
+
+/// A full frame on its way to the thread that compresses and writes.
+#[derive(Debug)]
+struct Job {
+    partition: i32,
+    plain: Vec<u8>,
+    records: u32,
+    first: i64,
+}
+
+/// A file being written, and its running SHA-256.
+struct FileOut {
     path: PathBuf,
     out: BufWriter<File>,
     hash: Sha256,
     bytes: u64,
-    compressor: zstd::bulk::Compressor<'static>,
-    plain: Vec<u8>,
-    compressed: Vec<u8>,
-    in_frame: u32,
-    frame_first: i64,
-    records: u64,
-    first_offset: Option<i64>,
-    last_offset: Option<i64>,
 }
 
-impl std::fmt::Debug for Writer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Writer {
-    /// Creates `path` (which must not exist) at zstd `level`.
-    pub(crate) fn create(path: &Path, level: i32) -> anyhow::Result<Self> {
+impl FileOut {
+    fn create(path: &Path) -> anyhow::Result<Self> {
         let file = File::options()
             .write(true)
             .create_new(true)
             .open(path)
             .with_context(|| format!("cannot create {}", path.display()))?;
-        let mut compressor =
-            zstd::bulk::Compressor::new(level).with_context(|| format!("zstd level {level}"))?;
-        compressor.include_checksum(true)?;
-        let mut w = Self {
+        let mut f = Self {
             path: path.to_owned(),
             out: BufWriter::with_capacity(1 << 20, file),
             hash: Sha256::new(),
             bytes: 0,
-            compressor,
-            plain: Vec::with_capacity(FRAME_BYTES + (64 << 10)),
-            compressed: Vec::new(),
-            in_frame: 0,
-            frame_first: 0,
-            records: 0,
-            first_offset: None,
-            last_offset: None,
         };
-        w.emit(MAGIC)?;
-        Ok(w)
+        f.emit(MAGIC)?;
+        Ok(f)
     }
 
     fn emit(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
@@ -113,19 +107,146 @@ impl Writer {
             .with_context(|| format!("cannot write {}", self.path.display()))
     }
 
-    /// Appends one record.
+    fn frame(&mut self, header: [u8; HEADER_BYTES], data: &[u8]) -> anyhow::Result<()> {
+        self.emit(&header)?;
+        self.emit(data)
+    }
+
+    /// The end mark, then the file synced: its size and SHA-256.
+    fn finish(mut self) -> anyhow::Result<(u64, String)> {
+        self.emit(&frame_header(0, 0, 0, -1))?;
+        self.out
+            .flush()
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.out
+            .get_ref()
+            .sync_all()
+            .with_context(|| format!("cannot sync {}", self.path.display()))?;
+        Ok((self.bytes, hex(&self.hash.finalize())))
+    }
+}
+
+fn frame_header(compressed: u32, plain: u32, records: u32, first: i64) -> [u8; HEADER_BYTES] {
+    let mut h = [0u8; HEADER_BYTES];
+    h[0..4].copy_from_slice(&compressed.to_le_bytes());
+    h[4..8].copy_from_slice(&plain.to_le_bytes());
+    h[8..12].copy_from_slice(&records.to_le_bytes());
+    h[12..20].copy_from_slice(&first.to_le_bytes());
+    h
+}
+
+/// Each file's size and SHA-256, by partition.
+type Sizes = BTreeMap<i32, (u64, String)>;
+
+/// Frames in the queue to the writing thread, at most.
+const QUEUED_FRAMES: usize = 8;
+
+/// Writes an archive's files, one per partition: records are encoded into
+/// their partition's frame on the caller's thread, and full frames are
+/// compressed, hashed and written on a thread of their own, so reading
+/// from Kafka and compressing overlap.
+pub(crate) struct Writer {
+    frames: BTreeMap<i32, Frame>,
+    jobs: Option<SyncSender<Job>>,
+    spare: Receiver<Vec<u8>>,
+    worker: Option<JoinHandle<anyhow::Result<Sizes>>>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("partitions", &self.frames.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// Creates each partition's file (none may exist) at zstd `level`.
+    pub(crate) fn create(files: &BTreeMap<i32, PathBuf>, level: i32) -> anyhow::Result<Self> {
+        let mut outs = BTreeMap::new();
+        for (&p, path) in files {
+            outs.insert(p, FileOut::create(path)?);
+        }
+        let mut compressor =
+            zstd::bulk::Compressor::new(level).with_context(|| format!("zstd level {level}"))?;
+        compressor.include_checksum(true)?;
+        let (jobs, queue) = sync_channel::<Job>(QUEUED_FRAMES);
+        let (give_back, spare) = sync_channel::<Vec<u8>>(QUEUED_FRAMES + 2);
+        let worker = std::thread::Builder::new()
+            .name("vigie-archive-write".into())
+            .spawn(move || {
+                let mut compressed = Vec::new();
+                for mut job in queue {
+                    let out = outs.get_mut(&job.partition).expect("a created file");
+                    compressed.clear();
+                    compressed.reserve(zstd::zstd_safe::compress_bound(job.plain.len()));
+                    compressor
+                        .compress_to_buffer(&job.plain, &mut compressed)
+                        .context("zstd compression")?;
+                    out.frame(
+                        frame_header(
+                            compressed.len() as u32,
+                            job.plain.len() as u32,
+                            job.records,
+                            job.first,
+                        ),
+                        &compressed,
+                    )?;
+                    job.plain.clear();
+                    let _ = give_back.try_send(job.plain);
+                }
+                let mut done = BTreeMap::new();
+                for (p, out) in outs {
+                    done.insert(p, out.finish()?);
+                }
+                Ok(done)
+            })
+            .context("cannot start the archive's writing thread")?;
+        Ok(Self {
+            frames: files
+                .keys()
+                .map(|&p| {
+                    (
+                        p,
+                        Frame {
+                            plain: Vec::new(),
+                            records: 0,
+                            first: 0,
+                            written: Written::default(),
+                        },
+                    )
+                })
+                .collect(),
+            jobs: Some(jobs),
+            spare,
+            worker: Some(worker),
+        })
+    }
+
+    /// Appends one record to `partition`'s file.
     pub(crate) fn push<'h>(
         &mut self,
+        partition: i32,
         offset: i64,
         timestamp_ms: Option<i64>,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         headers: impl Iterator<Item = (&'h str, Option<&'h [u8]>)>,
     ) -> anyhow::Result<()> {
-        if self.in_frame == 0 {
-            self.frame_first = offset;
+        let f = self
+            .frames
+            .get_mut(&partition)
+            .with_context(|| format!("partition {partition} has no file"))?;
+        if f.records == 0 {
+            f.first = offset;
+            if f.plain.capacity() == 0 {
+                f.plain = self
+                    .spare
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(FRAME_BYTES + (64 << 10)));
+            }
         }
-        let b = &mut self.plain;
+        let b = &mut f.plain;
         b.extend_from_slice(&offset.to_le_bytes());
         b.extend_from_slice(&timestamp_ms.unwrap_or(i64::MIN).to_le_bytes());
         put_bytes(b, key);
@@ -141,60 +262,70 @@ impl Writer {
             count = count.checked_add(1).context("over 65,535 headers")?;
         }
         b[count_at..count_at + 2].copy_from_slice(&count.to_le_bytes());
-        self.in_frame += 1;
-        self.records += 1;
-        self.first_offset.get_or_insert(offset);
-        self.last_offset = Some(offset);
-        if self.in_frame as usize >= FRAME_RECORDS || self.plain.len() >= FRAME_BYTES {
-            self.flush_frame()?;
+        f.records += 1;
+        f.written.records += 1;
+        f.written.first_offset.get_or_insert(offset);
+        f.written.last_offset = Some(offset);
+        if f.records as usize >= FRAME_RECORDS || f.plain.len() >= FRAME_BYTES {
+            self.send(partition)?;
         }
         Ok(())
     }
 
-    fn flush_frame(&mut self) -> anyhow::Result<()> {
-        if self.in_frame == 0 {
+    fn send(&mut self, partition: i32) -> anyhow::Result<()> {
+        let f = self.frames.get_mut(&partition).expect("a known partition");
+        if f.records == 0 {
             return Ok(());
         }
-        self.compressed.clear();
-        self.compressed
-            .reserve(zstd::zstd_safe::compress_bound(self.plain.len()));
-        self.compressor
-            .compress_to_buffer(&self.plain, &mut self.compressed)
-            .context("zstd compression")?;
-        let mut header = [0u8; HEADER_BYTES];
-        header[0..4].copy_from_slice(&(self.compressed.len() as u32).to_le_bytes());
-        header[4..8].copy_from_slice(&(self.plain.len() as u32).to_le_bytes());
-        header[8..12].copy_from_slice(&self.in_frame.to_le_bytes());
-        header[12..20].copy_from_slice(&self.frame_first.to_le_bytes());
-        self.emit(&header)?;
-        let compressed = std::mem::take(&mut self.compressed);
-        self.emit(&compressed)?;
-        self.compressed = compressed;
-        self.plain.clear();
-        self.in_frame = 0;
+        let job = Job {
+            partition,
+            plain: std::mem::take(&mut f.plain),
+            records: std::mem::take(&mut f.records),
+            first: f.first,
+        };
+        let sent = self.jobs.as_ref().expect("open until finished").send(job);
+        if sent.is_err() {
+            // The writing thread stopped: its error says why.
+            return Err(self
+                .join()
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("the archive's writing thread stopped")));
+        }
         Ok(())
     }
 
-    /// Writes the last frame and the end mark, syncs the file.
-    pub(crate) fn finish(mut self) -> anyhow::Result<Written> {
-        self.flush_frame()?;
-        let mut end = [0u8; HEADER_BYTES];
-        end[12..20].copy_from_slice(&(-1i64).to_le_bytes());
-        self.emit(&end)?;
-        self.out
-            .flush()
-            .with_context(|| format!("cannot write {}", self.path.display()))?;
-        self.out
-            .get_ref()
-            .sync_all()
-            .with_context(|| format!("cannot sync {}", self.path.display()))?;
-        Ok(Written {
-            records: self.records,
-            first_offset: self.first_offset,
-            last_offset: self.last_offset,
-            bytes: self.bytes,
-            sha256: hex(&self.hash.finalize()),
-        })
+    fn join(&mut self) -> anyhow::Result<Sizes> {
+        self.jobs = None;
+        match self.worker.take() {
+            Some(w) => w
+                .join()
+                .map_err(|_| anyhow::anyhow!("the archive's writing thread panicked"))?,
+            None => bail!("the archive's writing thread already stopped"),
+        }
+    }
+
+    /// Writes the last frames and the end marks, syncs the files: what
+    /// each holds.
+    pub(crate) fn finish(mut self) -> anyhow::Result<BTreeMap<i32, Written>> {
+        let partitions: Vec<i32> = self.frames.keys().copied().collect();
+        for p in partitions {
+            self.send(p)?;
+        }
+        let files = self.join()?;
+        Ok(std::mem::take(&mut self.frames)
+            .into_iter()
+            .map(|(p, f)| {
+                let (bytes, sha256) = files[&p].clone();
+                (
+                    p,
+                    Written {
+                        bytes,
+                        sha256,
+                        ..f.written
+                    },
+                )
+            })
+            .collect())
     }
 }
 
@@ -238,13 +369,28 @@ pub(crate) fn file_sha256(path: &Path) -> anyhow::Result<(String, u64)> {
     Ok((hex(&hash.finalize()), bytes))
 }
 
+/// One archived record, borrowed from its reader's frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RecordRef<'a> {
+    pub(crate) offset: i64,
+    pub(crate) timestamp_ms: Option<i64>,
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) value: Option<&'a [u8]>,
+    pub(crate) headers: Vec<(&'a str, Option<&'a [u8]>)>,
+}
+
 /// Reads one partition's records back, a frame at a time.
 pub(crate) struct Reader {
     path: PathBuf,
     input: BufReader<File>,
     decompressor: zstd::bulk::Decompressor<'static>,
     compressed: Vec<u8>,
-    frame: std::vec::IntoIter<ArchivedRecord>,
+    /// The frame read, decompressed; `pos` the next record in it.
+    plain: Vec<u8>,
+    pos: usize,
+    /// Records left in the frame.
+    left: u32,
+    frame_first: i64,
     /// The last record handed out, for the errors.
     last_offset: Option<i64>,
     done: bool,
@@ -274,7 +420,10 @@ impl Reader {
             input,
             decompressor: zstd::bulk::Decompressor::new()?,
             compressed: Vec::new(),
-            frame: Vec::new().into_iter(),
+            plain: Vec::new(),
+            pos: 0,
+            left: 0,
+            frame_first: 0,
             last_offset: None,
             done: false,
         })
@@ -288,17 +437,43 @@ impl Reader {
     }
 
     /// The next record, or `None` after the last one.
-    pub(crate) fn next_record(&mut self) -> anyhow::Result<Option<ArchivedRecord>> {
-        loop {
-            if let Some(r) = self.frame.next() {
-                self.last_offset = Some(r.offset);
-                return Ok(Some(r));
-            }
+    pub(crate) fn next_record(&mut self) -> anyhow::Result<Option<RecordRef<'_>>> {
+        while self.left == 0 {
             if self.done {
                 return Ok(None);
             }
             self.read_frame()?;
         }
+        let mut b = &self.plain[self.pos..];
+        let before = b.len();
+        let r = decode(&mut b).with_context(|| {
+            format!(
+                "{}: frame of records from offset {}: corrupt records",
+                self.where_(),
+                self.frame_first
+            )
+        })?;
+        if let Some(prev) = self.last_offset {
+            ensure!(
+                r.offset > prev,
+                "{}: offset {} after {prev}",
+                self.path.display(),
+                r.offset
+            );
+        }
+        self.left -= 1;
+        if self.left == 0 {
+            ensure!(
+                b.is_empty(),
+                "{}: frame of records from offset {}: {} bytes after its last record",
+                self.path.display(),
+                self.frame_first,
+                b.len()
+            );
+        }
+        self.pos += before - b.len();
+        self.last_offset = Some(r.offset);
+        Ok(Some(r))
     }
 
     fn read_frame(&mut self) -> anyhow::Result<()> {
@@ -325,75 +500,77 @@ impl Reader {
         );
         ensure!(
             plen as usize <= FRAME_BYTES + (64 << 20) && clen > 0 && records > 0,
-            "{frame}: corrupt frame header (after offset {:?})",
-            self.last_offset
+            "{frame}: corrupt frame header ({})",
+            self.where_()
         );
         self.compressed.resize(clen as usize, 0);
         self.input
             .read_exact(&mut self.compressed)
             .with_context(|| format!("{frame}: the file is cut short"))?;
-        let plain = self
-            .decompressor
-            .decompress(&self.compressed, plen as usize)
+        self.plain.clear();
+        self.plain.reserve(plen as usize);
+        self.decompressor
+            .decompress_to_buffer(&self.compressed, &mut self.plain)
             .with_context(|| format!("{frame}: corrupt data"))?;
-        let decoded =
-            decode_frame(&plain, records).with_context(|| format!("{frame}: corrupt records"))?;
         ensure!(
-            decoded.first().map(|r| r.offset) == Some(first),
+            self.plain.len() == plen as usize,
+            "{frame}: {} bytes decompressed, its header says {plen}",
+            self.plain.len()
+        );
+        ensure!(
+            self.plain
+                .get(..8)
+                .map(|o| i64::from_le_bytes(o.try_into().expect("8 bytes")))
+                == Some(first),
             "{frame}: its first record has another offset"
         );
-        self.frame = decoded.into_iter();
+        self.pos = 0;
+        self.left = records;
+        self.frame_first = first;
         Ok(())
     }
 }
 
-fn decode_frame(mut b: &[u8], records: u32) -> anyhow::Result<Vec<ArchivedRecord>> {
-    fn take<'a>(b: &mut &'a [u8], n: usize) -> anyhow::Result<&'a [u8]> {
-        ensure!(b.len() >= n, "cut short");
-        let (head, tail) = b.split_at(n);
-        *b = tail;
-        Ok(head)
+fn take<'a>(b: &mut &'a [u8], n: usize) -> anyhow::Result<&'a [u8]> {
+    ensure!(b.len() >= n, "cut short");
+    let (head, tail) = b.split_at(n);
+    *b = tail;
+    Ok(head)
+}
+
+fn int<const N: usize>(b: &mut &[u8]) -> anyhow::Result<[u8; N]> {
+    Ok(take(b, N)?.try_into().expect("N bytes"))
+}
+
+fn bytes<'a>(b: &mut &'a [u8]) -> anyhow::Result<Option<&'a [u8]>> {
+    let n = i32::from_le_bytes(int(b)?);
+    if n == -1 {
+        return Ok(None);
     }
-    fn int<const N: usize>(b: &mut &[u8]) -> anyhow::Result<[u8; N]> {
-        Ok(take(b, N)?.try_into().expect("N bytes"))
+    ensure!(n >= 0, "a negative length");
+    Ok(Some(take(b, n as usize)?))
+}
+
+/// One record from the front of `b`, which moves past it.
+fn decode<'a>(b: &mut &'a [u8]) -> anyhow::Result<RecordRef<'a>> {
+    let offset = i64::from_le_bytes(int(b)?);
+    let ts = i64::from_le_bytes(int(b)?);
+    let key = bytes(b)?;
+    let value = bytes(b)?;
+    let count = u16::from_le_bytes(int(b)?);
+    let mut headers = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let n = u16::from_le_bytes(int(b)?) as usize;
+        let name = std::str::from_utf8(take(b, n)?).context("a header name that is not UTF-8")?;
+        headers.push((name, bytes(b)?));
     }
-    fn bytes(b: &mut &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
-        let n = i32::from_le_bytes(int(b)?);
-        if n == -1 {
-            return Ok(None);
-        }
-        ensure!(n >= 0, "a negative length");
-        Ok(Some(take(b, n as usize)?.to_vec()))
-    }
-    let mut out = Vec::with_capacity(records as usize);
-    for _ in 0..records {
-        let offset = i64::from_le_bytes(int(&mut b)?);
-        let ts = i64::from_le_bytes(int(&mut b)?);
-        let key = bytes(&mut b)?;
-        let value = bytes(&mut b)?;
-        let count = u16::from_le_bytes(int(&mut b)?);
-        let mut headers = Vec::with_capacity(count as usize);
-        for _ in 0..count {
-            let n = u16::from_le_bytes(int(&mut b)?) as usize;
-            let name = String::from_utf8(take(&mut b, n)?.to_vec())
-                .context("a header name that is not UTF-8")?;
-            headers.push((name, bytes(&mut b)?));
-        }
-        if let Some(prev) = out.last().map(|r: &ArchivedRecord| r.offset) {
-            ensure!(offset > prev, "offset {offset} after {prev}");
-        }
-        out.push(ArchivedRecord {
-            offset,
-            timestamp_ms: (ts != i64::MIN).then_some(ts),
-            key,
-            value,
-            headers,
-        });
-    }
-    if !b.is_empty() {
-        bail!("{} bytes after its last record", b.len());
-    }
-    Ok(out)
+    Ok(RecordRef {
+        offset,
+        timestamp_ms: (ts != i64::MIN).then_some(ts),
+        key,
+        value,
+        headers,
+    })
 }
 
 #[cfg(test)]
@@ -415,9 +592,10 @@ mod tests {
     }
 
     fn write(path: &Path, records: &[ArchivedRecord]) -> Written {
-        let mut w = Writer::create(path, 3).unwrap();
+        let mut w = Writer::create(&BTreeMap::from([(0, path.to_owned())]), 3).unwrap();
         for r in records {
             w.push(
+                0,
                 r.offset,
                 r.timestamp_ms,
                 r.key.as_deref(),
@@ -426,14 +604,24 @@ mod tests {
             )
             .unwrap();
         }
-        w.finish().unwrap()
+        w.finish().unwrap().remove(&0).unwrap()
     }
 
     fn read_all(path: &Path) -> anyhow::Result<Vec<ArchivedRecord>> {
         let mut r = Reader::open(path)?;
         let mut out = Vec::new();
         while let Some(rec) = r.next_record()? {
-            out.push(rec);
+            out.push(ArchivedRecord {
+                offset: rec.offset,
+                timestamp_ms: rec.timestamp_ms,
+                key: rec.key.map(<[u8]>::to_vec),
+                value: rec.value.map(<[u8]>::to_vec),
+                headers: rec
+                    .headers
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.map(<[u8]>::to_vec)))
+                    .collect(),
+            });
         }
         Ok(out)
     }

@@ -1,5 +1,5 @@
 //! Topic archives: a folder per topic holding one file per partition
-//! ([`format`]) and a manifest of partitions, offset ranges, counts,
+//! ([`mod@format`]) and a manifest of partitions, offset ranges, counts,
 //! checksums and the consumer groups' committed offsets; and the map from
 //! archived offsets to restored ones.
 
@@ -206,6 +206,51 @@ pub(crate) fn read_committed(
         }
     }
     Ok(stopped)
+}
+
+/// How long an admin request may take.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `topic`'s partition count and each partition's offsets to read, `(start,
+/// end)`: from its low watermark, or its first record at or after `from`,
+/// up to its high watermark, or its first record at or after `to`.
+pub(crate) async fn ranges(
+    cluster: &Cluster,
+    topic: &str,
+    from: Option<DateTime<FixedOffset>>,
+    to: Option<DateTime<FixedOffset>>,
+) -> anyhow::Result<(i32, BTreeMap<i32, (i64, i64)>)> {
+    let topics = [topic.to_owned()];
+    let watermarks = vigie_kafka::group_lag(cluster, "vigie-archive", &topics, TIMEOUT)
+        .await
+        .with_context(|| format!("topic {topic}: no such topic, or the cluster did not answer"))?;
+    let keys: Vec<_> = watermarks
+        .iter()
+        .map(|p| (topic.to_owned(), p.partition))
+        .collect();
+    let mut at = Vec::new();
+    for when in [from, to] {
+        at.push(match when {
+            Some(t) => Some(
+                vigie_kafka::offsets_for_time(cluster, &keys, t.timestamp_millis(), TIMEOUT)
+                    .await?,
+            ),
+            None => None,
+        });
+    }
+    let mut ranges = BTreeMap::new();
+    for p in &watermarks {
+        let key = (topic.to_owned(), p.partition);
+        let pick = |m: &Option<BTreeMap<_, Option<i64>>>, default: i64| {
+            m.as_ref().map_or(default, |m| {
+                m.get(&key).copied().flatten().unwrap_or(p.high_watermark)
+            })
+        };
+        let start = pick(&at[0], p.low_watermark);
+        let end = pick(&at[1], p.high_watermark).max(start);
+        ranges.insert(p.partition, (start, end));
+    }
+    Ok((watermarks.len() as i32, ranges))
 }
 
 fn one(topic: &str, p: i32) -> anyhow::Result<TopicPartitionList> {

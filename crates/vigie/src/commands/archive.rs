@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use vigie_consumers::sinks::postgres::{PostgresConfig, PostgresSink};
 use vigie_kafka::{Cluster, EventProducer, KafkaMetrics, OutRecord, TopicSpec, Transactions};
 
-use crate::archive::format::{ArchivedRecord, Reader, Writer};
+use crate::archive::format::{Reader, RecordRef, Writer};
 use crate::archive::{FORMAT, FileEntry, MANIFEST, Manifest, OffsetMap, read_committed};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,8 +70,9 @@ pub(crate) struct RestoreArgs {
     #[arg(long, value_enum)]
     store: Option<super::replay::Store>,
     /// Records per Kafka transaction: a restore stopped midway resumes
-    /// after the last committed one.
-    #[arg(long, default_value_t = 100_000)]
+    /// after the last committed one. Each commit waits for every record
+    /// in flight: 1,000,000 restored 10^6 cases in 3.2 s, 100,000 in 3.6 s.
+    #[arg(long, default_value_t = 1_000_000)]
     transaction_records: usize,
     /// A JSON summary on stdout, no progress bar.
     #[arg(long)]
@@ -164,39 +165,8 @@ async fn archive_topic(cluster: &Cluster, topic: &str, a: &ArchiveArgs) -> anyho
         );
     }
     let topics = [topic.to_owned()];
-    let watermarks = vigie_kafka::group_lag(cluster, "vigie-archive", &topics, TIMEOUT).await?;
-    ensure!(!watermarks.is_empty(), "topic {topic} not found");
-    let keys: Vec<_> = watermarks
-        .iter()
-        .map(|p| (topic.to_owned(), p.partition))
-        .collect();
-    let at = |when: &Option<DateTime<FixedOffset>>| {
-        let keys = keys.clone();
-        let when = *when;
-        async move {
-            match when {
-                Some(t) => {
-                    vigie_kafka::offsets_for_time(cluster, &keys, t.timestamp_millis(), TIMEOUT)
-                        .await
-                        .map(Some)
-                }
-                None => Ok(None),
-            }
-        }
-    };
-    let (from, to) = (at(&a.from_datetime).await?, at(&a.to_datetime).await?);
-    let mut ranges = BTreeMap::new();
-    for p in &watermarks {
-        let key = (topic.to_owned(), p.partition);
-        let pick = |m: &Option<BTreeMap<_, Option<i64>>>, default: i64| {
-            m.as_ref().map_or(default, |m| {
-                m.get(&key).copied().flatten().unwrap_or(p.high_watermark)
-            })
-        };
-        let start = pick(&from, p.low_watermark);
-        let end = pick(&to, p.high_watermark).max(start);
-        ranges.insert(p.partition, (start, end));
-    }
+    let (partitions, ranges) =
+        crate::archive::ranges(cluster, topic, a.from_datetime, a.to_datetime).await?;
     let mut groups = BTreeMap::new();
     for g in &a.groups {
         let committed: BTreeMap<i32, i64> = vigie_kafka::group_lag(cluster, g, &topics, TIMEOUT)
@@ -219,20 +189,19 @@ async fn archive_topic(cluster: &Cluster, topic: &str, a: &ArchiveArgs) -> anyho
     let ranges2 = ranges.clone();
     let bar2 = bar.clone();
     let (written, stopped) = tokio::task::spawn_blocking(move || {
-        let mut writers = BTreeMap::new();
-        for &p in ranges2.keys() {
-            writers.insert(p, Writer::create(&dir2.join(file_name(p)), level)?);
-        }
+        let files = ranges2
+            .keys()
+            .map(|&p| (p, dir2.join(file_name(p))))
+            .collect();
+        let mut writer = Writer::create(&files, level)?;
         let stopped = read_committed(&cluster, &topic_owned, &ranges2, |m| {
-            let w = writers
-                .get_mut(&m.partition())
-                .expect("an assigned partition");
             let headers = m.headers();
             let hs = headers
                 .iter()
                 .flat_map(|h| h.iter())
                 .map(|h| (h.key, h.value));
-            w.push(
+            writer.push(
+                m.partition(),
                 m.offset(),
                 m.timestamp().to_millis(),
                 m.key(),
@@ -242,10 +211,7 @@ async fn archive_topic(cluster: &Cluster, topic: &str, a: &ArchiveArgs) -> anyho
             bar2.inc(1);
             Ok(())
         })?;
-        let mut written = BTreeMap::new();
-        for (p, w) in writers {
-            written.insert(p, w.finish()?);
-        }
+        let written = writer.finish()?;
         anyhow::Ok((written, stopped))
     })
     .await??;
@@ -270,7 +236,7 @@ async fn archive_topic(cluster: &Cluster, topic: &str, a: &ArchiveArgs) -> anyho
         vigie: env!("CARGO_PKG_VERSION").to_owned(),
         created_at: Utc::now(),
         topic: topic.to_owned(),
-        partitions: watermarks.len() as i32,
+        partitions,
         from: a.from_datetime,
         to: a.to_datetime,
         files,
@@ -418,6 +384,7 @@ async fn restore_topic(
         &Transactions {
             id: format!("vigie-restore-{to_topic}"),
             timeout: Duration::from_secs(300),
+            latency_first: false,
         },
     )
     .await?;
@@ -461,25 +428,17 @@ async fn restore_topic(
         bar.inc(found.len());
         started_at.push((f, path, reader, found));
     }
+    send_rest(
+        &producer,
+        to_topic,
+        &mut started_at,
+        a.transaction_records,
+        &bar,
+    )
+    .await
+    .with_context(|| format!("restoring {} into {to_topic}", dir.display()))?;
     let mut maps = BTreeMap::new();
-    for (f, path, mut reader, mut map) in started_at {
-        send_rest(
-            &producer,
-            &mut reader,
-            to_topic,
-            f.partition,
-            a.transaction_records,
-            &mut map,
-            &bar,
-        )
-        .await
-        .with_context(|| {
-            format!(
-                "restoring {} into {to_topic}/{}",
-                path.display(),
-                f.partition
-            )
-        })?;
+    for (f, path, _, map) in started_at {
         ensure!(
             map.len() == f.records,
             "{}: {} records read, the manifest says {}",
@@ -507,75 +466,84 @@ async fn restore_topic(
 
 /// The archived record and the topic's are the same record: key, value,
 /// headers and timestamp.
-fn same(r: &ArchivedRecord, m: &rdkafka::message::BorrowedMessage<'_>) -> bool {
+fn same(r: &RecordRef<'_>, m: &rdkafka::message::BorrowedMessage<'_>) -> bool {
     let headers: Vec<(&str, Option<&[u8]>)> = m
         .headers()
         .map(|hs| hs.iter().map(|h| (h.key, h.value)).collect())
         .unwrap_or_default();
-    r.key.as_deref() == m.key()
-        && r.value.as_deref() == m.payload()
+    r.key == m.key()
+        && r.value == m.payload()
         && r.timestamp_ms == m.timestamp().to_millis()
-        && r.headers.len() == headers.len()
-        && r.headers
-            .iter()
-            .zip(&headers)
-            .all(|((k, v), (k2, v2))| k == k2 && v.as_deref() == *v2)
+        && r.headers == headers
 }
 
-/// Sends the reader's remaining records to `partition`, in transactions of
-/// `per_txn` records, adding where each landed to `map`.
+/// Records taken from one partition's file at a time, so that every
+/// partition has records in flight.
+const ROUND: usize = 500;
+
+/// Sends every reader's remaining records to its partition, in
+/// transactions of `per_txn` records that take from each partition in
+/// turn, adding where each record landed to its partition's map.
 async fn send_rest(
     producer: &EventProducer,
-    reader: &mut Reader,
     topic: &str,
-    partition: i32,
+    parts: &mut [(&FileEntry, PathBuf, Reader, OffsetMap)],
     per_txn: usize,
-    map: &mut OffsetMap,
     bar: &ProgressBar,
 ) -> anyhow::Result<()> {
     let per_txn = per_txn.max(1);
-    loop {
-        let mut olds = Vec::with_capacity(per_txn.min(1 << 16));
+    let mut open: Vec<usize> = (0..parts.len()).collect();
+    while !open.is_empty() {
+        // (index in `parts`, archived offset) of each record sent, in order.
+        let mut sent: Vec<(usize, i64)> = Vec::with_capacity(per_txn.min(1 << 17));
         producer.begin_transaction()?;
         let mut pipeline = producer.pipeline(true);
-        while olds.len() < per_txn {
-            let Some(r) = reader.next_record()? else {
-                break;
-            };
-            let headers: Vec<(&str, Option<&[u8]>)> = r
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_deref()))
-                .collect();
-            pipeline
-                .push(OutRecord {
-                    topic,
-                    partition: Some(partition),
-                    key: r.key.as_deref(),
-                    payload: r.value.as_deref(),
-                    headers: &headers,
-                    timestamp_ms: r.timestamp_ms,
-                })
-                .await?;
-            olds.push(r.offset);
+        let mut turn = 0;
+        while sent.len() < per_txn && !open.is_empty() {
+            let i = open[turn % open.len()];
+            let (f, _, reader, _) = &mut parts[i];
+            let mut taken = 0;
+            while taken < ROUND && sent.len() < per_txn {
+                let Some(r) = reader.next_record()? else {
+                    break;
+                };
+                pipeline
+                    .push(OutRecord {
+                        topic,
+                        partition: Some(f.partition),
+                        key: r.key,
+                        payload: r.value,
+                        headers: &r.headers,
+                        timestamp_ms: r.timestamp_ms,
+                    })
+                    .await?;
+                sent.push((i, r.offset));
+                taken += 1;
+            }
+            if taken < ROUND && sent.len() < per_txn {
+                open.retain(|&j| j != i);
+            } else {
+                turn += 1;
+            }
         }
-        let sent = match pipeline.finish().await {
+        let delivered = match pipeline.finish().await {
             Ok((_, d)) => d,
             Err(e) => {
                 let _ = producer.abort_transaction().await;
                 return Err(e.into());
             }
         };
-        if olds.is_empty() {
+        if sent.is_empty() {
             producer.abort_transaction().await?;
             return Ok(());
         }
         producer.commit_produced().await?;
-        for (old, d) in olds.iter().zip(&sent) {
-            map.push(*old, d.offset);
+        for ((i, old), d) in sent.iter().zip(&delivered) {
+            parts[*i].3.push(*old, d.offset);
         }
-        bar.inc(olds.len() as u64);
+        bar.inc(sent.len() as u64);
     }
+    Ok(())
 }
 
 /// Commits `group`'s offsets on the restored topic: its archived ones, or

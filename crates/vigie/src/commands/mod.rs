@@ -3,6 +3,7 @@
 pub(crate) mod archive;
 pub(crate) mod config;
 pub(crate) mod consume;
+pub(crate) mod copy;
 pub(crate) mod ingest;
 pub(crate) mod lag;
 pub(crate) mod migrate;

@@ -1,7 +1,8 @@
 //! `vigie replay`: re-drives a consumer group from a point of its topics,
 //! as `kafka-consumer-groups --reset-offsets` does, and also where a sink
 //! keeps its offsets with its rows (the PostgreSQL sink), so that the sink
-//! really reads again.
+//! really reads again; and copies a topic's range to another
+//! ([`copy`](super::copy)).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,6 +21,8 @@ use vigie_kafka::PartitionLag;
 pub(crate) enum Cmd {
     /// Move a consumer group's offsets to a point (a plan unless --execute); refused while the group has members.
     ResetGroup(ResetArgs),
+    /// Copy a topic's committed records, or a time range of them, to another topic: same partitions, keys, headers and timestamps; filter by source or schema; resumable.
+    Copy(super::copy::CopyArgs),
 }
 
 /// Where a reset moves each partition.
@@ -92,6 +95,7 @@ pub(crate) async fn run(config: Option<&Path>, cmd: Cmd) -> anyhow::Result<ExitC
             )
             .await?;
         }
+        Cmd::Copy(a) => super::copy::copy(&super::load(config)?, a).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
