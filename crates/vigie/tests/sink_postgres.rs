@@ -392,3 +392,188 @@ async fn a_stale_member_frozen_mid_batch_is_fenced_when_it_resumes() {
         "each case written once: the stale batch was rolled back"
     );
 }
+
+/// Waits until `n` case writes have been counted.
+async fn wait_writes(pool: &sqlx::PgPool, n: i64) {
+    wait_for(&format!("{n} case writes"), DEADLINE, || async move {
+        Some(writes(pool).await).filter(|(w, _)| *w >= n)
+    })
+    .await;
+}
+
+/// Runs `vigie` with `args` on the shared broker and the test database;
+/// returns its standard output.
+fn vigie_ok(bootstrap: &str, db: &TestDb, args: &[&str]) -> String {
+    let out = common::vigie()
+        .args(args)
+        .env("VIGIE__KAFKA__BROKERS", bootstrap)
+        .env("VIGIE__CONSUMERS__SINKS__POSTGRES__URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_replay_by_time_rereads_from_then_and_a_restore_resumes_the_sink_at_its_place() {
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+
+    let b = broker();
+    let topic = unique_name("health.case.v1");
+    create_topic_and_dlq(&b.bootstrap, &topic, 4).await;
+    produce_sample(&b.bootstrap, &topic, 3_000, 5);
+    // An aborted transaction between the two loads: the archived offsets
+    // have a gap that the restored ones do not.
+    let txn: ThreadedProducer<_> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &b.bootstrap)
+        .set("transactional.id", unique_name("aborted"))
+        .create_with_context(rdkafka::producer::DefaultProducerContext)
+        .unwrap();
+    txn.init_transactions(DEADLINE).unwrap();
+    txn.begin_transaction().unwrap();
+    for p in 0..4 {
+        for _ in 0..25 {
+            txn.send(BaseRecord::<(), str>::to(&topic).partition(p).payload("{}"))
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+    }
+    txn.flush(DEADLINE).unwrap();
+    txn.abort_transaction(DEADLINE).unwrap();
+    let then = chrono::Utc::now();
+    produce_sample(&b.bootstrap, &topic, 2_000, 6);
+
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    count_writes(&pool).await;
+    let group = unique_name("g");
+    let child = start_sink(&b.bootstrap, &topic, &group, &db, free_port());
+    wait_rows(&pool, 5_000).await;
+    stop(child);
+    assert_eq!(writes(&pool).await, (5_000, 5_000));
+    let content = checksum(&pool).await;
+
+    // Replay from `then`: the 2,000 cases produced after it, again.
+    let plan = vigie_ok(
+        &b.bootstrap,
+        &db,
+        &[
+            "replay",
+            "reset-group",
+            "--group",
+            &group,
+            "--topic",
+            &topic,
+            "--store",
+            "postgres",
+            "--to-datetime",
+            &then.to_rfc3339(),
+            "--execute",
+            "--json",
+        ],
+    );
+    let again: i64 = plan
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["again"]
+                .as_i64()
+                .unwrap()
+        })
+        .sum();
+    // Offsets, not cases: the abort markers, written by the transaction
+    // coordinator once the abort is acknowledged, may carry a timestamp
+    // after `then` (one a partition).
+    assert!((2_000..=2_004).contains(&again), "{plan}");
+    let child = start_sink(&b.bootstrap, &topic, &group, &db, free_port());
+    wait_writes(&pool, 7_000).await;
+    stop(child);
+    assert_eq!(
+        writes(&pool).await,
+        (7_000, 5_000),
+        "the 2,000 cases from then on re-read once, no other"
+    );
+    assert_eq!(checksum(&pool).await, content, "the rows converge");
+    reconcile_offsets(&pool, &group, &topic, &b.bootstrap).await;
+
+    // Archive, delete the topic, restore it with the sink's stored offsets
+    // translated: the restored offsets lack the aborted transaction's.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    vigie_ok(
+        &b.bootstrap,
+        &db,
+        &["archive", "--topic", &topic, "--out", out],
+    );
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &b.bootstrap)
+            .create()
+            .unwrap();
+    admin
+        .delete_topics(&[topic.as_str()], &rdkafka::admin::AdminOptions::new())
+        .await
+        .unwrap();
+    wait_for("the topic's deletion", DEADLINE, || async {
+        vigie_kafka::group_lag(
+            &vigie_kafka::Cluster::new(&b.bootstrap),
+            "probe",
+            std::slice::from_ref(&topic),
+            Duration::from_secs(5),
+        )
+        .await
+        .is_err()
+        .then_some(())
+    })
+    .await;
+    vigie_ok(
+        &b.bootstrap,
+        &db,
+        &[
+            "restore", "--from", out, "--group", &group, "--store", "postgres",
+        ],
+    );
+    // 500 new cases: the sink, resumed at its translated offsets, writes
+    // exactly those (stale offsets past the end would skip some).
+    produce_sample(&b.bootstrap, &topic, 500, 7);
+    let child = start_sink(&b.bootstrap, &topic, &group, &db, free_port());
+    wait_rows(&pool, 5_500).await;
+    wait_writes(&pool, 7_500).await;
+    stop(child);
+    assert_eq!(writes(&pool).await, (7_500, 5_500), "each new case once");
+    reconcile_offsets(&pool, &group, &topic, &b.bootstrap).await;
+}
+
+/// The sink's stored offsets are its partitions' ends: the high watermark,
+/// or one before it where the last record is a transaction marker.
+async fn reconcile_offsets(pool: &sqlx::PgPool, group: &str, topic: &str, bootstrap: &str) {
+    let stored: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT partition, next_offset FROM sink_offsets WHERE consumer_group = $1 AND topic = $2
+         ORDER BY partition",
+    )
+    .bind(group)
+    .bind(topic)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let ends = vigie_kafka::group_lag(
+        &vigie_kafka::Cluster::new(bootstrap),
+        group,
+        &[topic.to_owned()],
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored.len(), ends.len(), "{stored:?}");
+    for ((p, next), end) in stored.iter().zip(&ends) {
+        assert_eq!(*p, end.partition);
+        assert!(
+            (end.high_watermark - 1..=end.high_watermark).contains(next),
+            "partition {p}: stored {next}, high watermark {}",
+            end.high_watermark
+        );
+    }
+}
