@@ -894,3 +894,58 @@ async fn migrate_applies_every_migration_once() {
         String::from_utf8_lossy(&unreachable.stderr)
     );
 }
+
+#[tokio::test]
+async fn topics_create_sets_the_replication_and_min_insync_replicas_asked() {
+    let b = broker();
+    let topic = unique_name("replicated");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vigie.toml");
+    std::fs::write(
+        &file,
+        format!("[[topics]]\nname = \"{topic}\"\npartitions = 2\ndlq = false\n"),
+    )
+    .unwrap();
+    let create = |args: &[&str]| {
+        vigie()
+            .arg("--config")
+            .arg(&file)
+            .args(["topics", "create"])
+            .args(args)
+            .env("VIGIE__KAFKA__BROKERS", &b.bootstrap)
+            .output()
+            .unwrap()
+    };
+    // One broker: three replicas are refused by Kafka, naming why.
+    let out = create(&["--replication", "3"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.to_lowercase().contains("replication factor"), "{err}");
+    // More in-sync replicas than replicas: refused before asking Kafka.
+    let out = create(&["--min-insync-replicas", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("more than topic {topic}'s 1 replicas")),
+        "{err}"
+    );
+    let out = create(&["--replication", "1", "--min-insync-replicas", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("created {topic}")));
+    // Set on the topic itself (kafka-configs lists only what was set).
+    let described = vigie_testkit::kafka_tool(
+        &b.bootstrap,
+        "kafka-configs",
+        &[
+            "--describe",
+            "--entity-type",
+            "topics",
+            "--entity-name",
+            &topic,
+        ],
+    );
+    assert!(described.contains("min.insync.replicas=1"), "{described}");
+}
