@@ -33,7 +33,6 @@ pub fn member_transactions(
     vigie_kafka::Transactions {
         id,
         timeout: std::time::Duration::from_millis(timeout_ms),
-        latency_first: true,
     }
 }
 

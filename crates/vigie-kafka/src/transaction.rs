@@ -43,11 +43,6 @@ pub struct Transactions {
     /// open before aborting it, so how long a crashed member's open
     /// transaction holds `read_committed` readers back if it never restarts.
     pub timeout: Duration,
-    /// Each transaction holds one batch and commits as soon as it is
-    /// acknowledged (a consumer's): the linger is capped at 2 ms, since a
-    /// longer one only delays the commit. Off for a bulk load (a restore),
-    /// which keeps the configured linger and so fuller batches.
-    pub latency_first: bool,
 }
 
 /// A consumer's group membership when a batch was collected: member id and
@@ -158,19 +153,11 @@ impl EventProducer {
                 "delivery.timeout.ms",
                 config.delivery_timeout_ms.min(timeout_ms).to_string(),
             )
-            // A consumer's transaction's records are handed over at once,
-            // and their acknowledgements awaited before the commit: a
-            // longer linger only delays the commit. (Waiting on librdkafka's own flush
+            // A transaction's records are handed over at once, and their
+            // acknowledgements awaited before the commit: a longer linger
+            // only delays the commit. (Waiting on librdkafka's own flush
             // instead was slower: about 120 ms per batch against 45.)
-            .set(
-                "linger.ms",
-                if txn.latency_first {
-                    config.linger_ms.min(TXN_LINGER_MS)
-                } else {
-                    config.linger_ms
-                }
-                .to_string(),
-            );
+            .set("linger.ms", config.linger_ms.min(TXN_LINGER_MS).to_string());
         // A transaction begun right after the previous one committed is
         // refused (CONCURRENT_TRANSACTIONS) until the broker has written the
         // previous one's markers, a few milliseconds; librdkafka retries
@@ -220,12 +207,6 @@ impl EventProducer {
             })
             .await?;
         }
-        self.commit_produced().await
-    }
-
-    /// Commits the open transaction as it is: the records sent in it, and
-    /// no consumed offsets (a producer that reads no group: a restore).
-    pub async fn commit_produced(&self) -> Result<(), KafkaError> {
         self.retrying("committing the transaction", |p| {
             p.commit_transaction(STEP_TIMEOUT)
         })

@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 use vigie_testkit::{broker, create_topic, unique_name, wait_for};
 
@@ -143,21 +143,14 @@ fn read(bootstrap: &str, topic: &str) -> BTreeMap<i32, Vec<(i64, Rec)>> {
     while ended.len() < PARTITIONS as usize {
         match c.poll(Duration::from_secs(30)).expect("a record or an end") {
             Ok(m) => {
-                let headers = m
-                    .headers()
-                    .map(|hs| {
-                        hs.iter()
-                            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.get_mut(&m.partition()).unwrap().push((
-                    m.offset(),
+                let r = vigie_kafka::Record::from_message(&m);
+                out.get_mut(&r.partition).unwrap().push((
+                    r.offset,
                     Rec {
-                        key: m.key().map(<[u8]>::to_vec),
-                        value: m.payload().map(<[u8]>::to_vec),
-                        headers,
-                        timestamp_ms: m.timestamp().to_millis(),
+                        key: r.key,
+                        value: r.payload,
+                        headers: r.headers,
+                        timestamp_ms: r.timestamp_ms,
                     },
                 ));
             }
@@ -253,20 +246,16 @@ async fn a_topic_archived_deleted_and_restored_is_the_same_record_for_record() {
     let old_committed: BTreeMap<i32, i64> = (0..PARTITIONS)
         .map(|p| (p, before[&p][read_so_far[p as usize]].0))
         .collect();
-    {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &b.bootstrap)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in &old_committed {
-            tpl.add_partition_offset(&topic, *p, Offset::Offset(*o))
-                .unwrap();
-        }
-        c.commit(&tpl, CommitMode::Sync).unwrap();
-    }
+    vigie_kafka::commit_group_offsets(
+        &vigie_kafka::Cluster::new(&b.bootstrap),
+        &group,
+        &old_committed
+            .iter()
+            .map(|(p, o)| ((topic.clone(), *p), *o))
+            .collect(),
+    )
+    .await
+    .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("backup");
@@ -280,6 +269,19 @@ async fn a_topic_archived_deleted_and_restored_is_the_same_record_for_record() {
     assert_eq!(archived.len(), 1);
     let total = PER_PARTITION * i64::from(PARTITIONS);
     assert_eq!(archived[0]["records"], total, "committed records only");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(out.join(&topic).join("manifest.json")).unwrap())
+            .unwrap();
+    for f in manifest["files"].as_array().unwrap() {
+        let p = f["partition"].as_i64().unwrap() as i32;
+        let last = before[&p].last().unwrap().0;
+        assert_eq!(f["records"], PER_PARTITION, "{f}");
+        assert_eq!(f["start"], 0, "{f}");
+        assert_eq!(f["first_offset"], 0, "{f}");
+        assert_eq!(f["last_offset"], last, "{f}");
+        // The commit marker after the last record is not part of it.
+        assert_eq!(f["end"], last + 1, "{f}");
+    }
     // Archiving into the same folder again is refused: nothing overwritten.
     let e = failed(
         &b.bootstrap,
@@ -288,9 +290,18 @@ async fn a_topic_archived_deleted_and_restored_is_the_same_record_for_record() {
     assert!(e.contains("exists"), "{e}");
 
     delete_topic(&b.bootstrap, &topic).await;
+    // In chunks of 97 records: many, each from one partition or two.
     let restored = run_json(
         &b.bootstrap,
-        &["restore", "--from", out_s, "--group", &group],
+        &[
+            "restore",
+            "--from",
+            out_s,
+            "--group",
+            &group,
+            "--chunk-records",
+            "97",
+        ],
     );
     assert_eq!(restored[0]["records"], total);
     assert_eq!(restored[0]["already_there"], 0);
@@ -451,19 +462,22 @@ async fn a_copy_keeps_partitions_filters_by_source_and_resumes_where_it_stopped(
 
     // A first run stopped at record 150 of each partition (by time)...
     let cut = chrono::DateTime::from_timestamp_millis(BASE_MS + 150_000).unwrap();
+    let args = |source: &str, extra: &[&str]| -> Vec<String> {
+        let fixed = ["replay", "copy", "--from-topic", &from, "--to-topic", &to];
+        fixed
+            .iter()
+            .chain(&["--source", source])
+            .chain(extra)
+            .map(|a| (*a).to_owned())
+            .collect()
+    };
     let copy = |extra: &[&str]| {
-        let mut args = vec![
-            "replay",
-            "copy",
-            "--from-topic",
-            &from,
-            "--to-topic",
-            &to,
-            "--source",
-            "cdc",
-        ];
-        args.extend_from_slice(extra);
-        run_json(&b.bootstrap, &args).remove(0)
+        let a = args("cdc", extra);
+        run_json(
+            &b.bootstrap,
+            &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .remove(0)
     };
     let first = copy(&["--to-datetime", &cut.to_rfc3339()]);
     assert_eq!(first["read"], 150 * i64::from(PARTITIONS));
@@ -479,18 +493,10 @@ async fn a_copy_keeps_partitions_filters_by_source_and_resumes_where_it_stopped(
     assert_eq!(without_offsets(&read(&b.bootstrap, &to)), cdc);
 
     // Another filter over the same destination is not a copy of it.
+    let who = args("who", &[]);
     let e = failed(
         &b.bootstrap,
-        &[
-            "replay",
-            "copy",
-            "--from-topic",
-            &from,
-            "--to-topic",
-            &to,
-            "--source",
-            "who",
-        ],
+        &who.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     assert!(e.contains("not a copy of this range"), "{e}");
     assert_eq!(without_offsets(&read(&b.bootstrap, &to)), cdc, "unchanged");

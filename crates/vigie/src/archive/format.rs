@@ -32,6 +32,8 @@ pub(crate) const MAGIC: &[u8; 8] = b"VIGIEAR1";
 const FRAME_RECORDS: usize = 4096;
 /// ...or uncompressed bytes per frame, whichever comes first.
 const FRAME_BYTES: usize = 4 << 20;
+/// Largest record archived, in bytes (Kafka's default limit is 1 MiB).
+const MAX_RECORD_BYTES: usize = 64 << 20;
 /// Bytes of a frame header.
 const HEADER_BYTES: usize = 20;
 
@@ -262,6 +264,12 @@ impl Writer {
             count = count.checked_add(1).context("over 65,535 headers")?;
         }
         b[count_at..count_at + 2].copy_from_slice(&count.to_le_bytes());
+        // What a reader accepts in one frame.
+        ensure!(
+            b.len() <= FRAME_BYTES + MAX_RECORD_BYTES,
+            "the record at offset {offset} of partition {partition} is over {} MiB",
+            MAX_RECORD_BYTES >> 20
+        );
         f.records += 1;
         f.written.records += 1;
         f.written.first_offset.get_or_insert(offset);
@@ -499,7 +507,7 @@ impl Reader {
             self.path.display()
         );
         ensure!(
-            plen as usize <= FRAME_BYTES + (64 << 20) && clen > 0 && records > 0,
+            plen as usize <= FRAME_BYTES + MAX_RECORD_BYTES && clen > 0 && records > 0,
             "{frame}: corrupt frame header ({})",
             self.where_()
         );
@@ -511,7 +519,7 @@ impl Reader {
         self.plain.reserve(plen as usize);
         self.decompressor
             .decompress_to_buffer(&self.compressed, &mut self.plain)
-            .with_context(|| format!("{frame}: corrupt data"))?;
+            .with_context(|| format!("{frame}: corrupt data ({})", self.where_()))?;
         ensure!(
             self.plain.len() == plen as usize,
             "{frame}: {} bytes decompressed, its header says {plen}",

@@ -77,6 +77,32 @@ impl Manifest {
                 m.format
             );
         }
+        let mut seen = std::collections::BTreeSet::new();
+        for f in &m.files {
+            let inside = |o: Option<i64>| o.is_none_or(|o| (f.start..f.end).contains(&o));
+            if f.partition < 0
+                || f.partition >= m.partitions
+                || !seen.insert(f.partition)
+                || f.start > f.end
+                || !inside(f.first_offset)
+                || !inside(f.last_offset)
+                || f.records > (f.end - f.start) as u64
+                || f.path.contains('/')
+                || f.path.contains("..")
+            {
+                bail!(
+                    "{}: the entry of {} is inconsistent (partition {} of {}, offsets {} to {}, \
+                     {} records): the manifest was changed",
+                    path.display(),
+                    f.path,
+                    f.partition,
+                    m.partitions,
+                    f.start,
+                    f.end,
+                    f.records
+                );
+            }
+        }
         Ok(m)
     }
 
@@ -132,21 +158,35 @@ pub(crate) fn reader(cluster: &Cluster) -> anyhow::Result<BaseConsumer> {
 /// How long a read may see nothing before it gives up.
 const STALL: Duration = Duration::from_secs(60);
 
+/// What the handler of a record wants next from its partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// The partition's next record.
+    More,
+    /// Nothing more from this partition: it stops after this record.
+    Stop,
+}
+
 /// Reads the committed records of `topic`'s partitions, each from its
 /// start up to its end (exclusive), handing every record to `each`; stops
 /// a partition early at its end of log (its last stable offset: a
-/// transaction still open there is not read). Returns where each
-/// partition stopped: the next offset to read.
+/// transaction still open there is not read), or when `each` says so.
+/// Returns where each partition stopped: the offset after the last record
+/// handed over (its start if none was), or its end once a record at or
+/// past it came.
 pub(crate) fn read_committed(
     cluster: &Cluster,
     topic: &str,
     ranges: &BTreeMap<i32, (i64, i64)>,
-    mut each: impl FnMut(&BorrowedMessage<'_>) -> anyhow::Result<()>,
+    mut each: impl FnMut(&BorrowedMessage<'_>) -> anyhow::Result<Next>,
 ) -> anyhow::Result<BTreeMap<i32, i64>> {
     use rdkafka::Message;
     let mut stopped: BTreeMap<i32, i64> = BTreeMap::new();
+    // The offset after the last record handed over, per partition.
+    let mut reached: BTreeMap<i32, i64> = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
     for (&p, &(start, end)) in ranges {
+        reached.insert(p, start);
         if start < end {
             tpl.add_partition_offset(topic, p, Offset::Offset(start))?;
         } else {
@@ -181,11 +221,17 @@ pub(crate) fn read_committed(
                     continue;
                 }
                 let end = ranges[&p].1;
+                let mut next = Next::More;
                 if m.offset() < end {
-                    each(&m)?;
+                    next = each(&m)?;
+                    reached.insert(p, m.offset() + 1);
                 }
-                if m.offset() + 1 >= end {
-                    stopped.insert(p, end);
+                let stop = match next {
+                    Next::Stop => Some(reached[&p]),
+                    Next::More => (m.offset() + 1 >= end).then_some(end),
+                };
+                if let Some(at) = stop {
+                    stopped.insert(p, at);
                     consumer.incremental_unassign(&one(topic, p)?)?;
                 }
             }
@@ -194,12 +240,7 @@ pub(crate) fn read_committed(
                 if stopped.contains_key(&p) {
                     continue;
                 }
-                let at = consumer
-                    .position()?
-                    .find_partition(topic, p)
-                    .and_then(|e| e.offset().to_raw())
-                    .unwrap_or(ranges[&p].0);
-                stopped.insert(p, at.min(ranges[&p].1));
+                stopped.insert(p, reached[&p]);
                 consumer.incremental_unassign(&one(topic, p)?)?;
             }
             Some(Err(e)) => return Err(e).with_context(|| format!("reading {topic}")),

@@ -1,11 +1,11 @@
 //! `vigie replay copy`: a topic's committed records, or a range of them by
 //! time, into another topic, each in the same partition with its key,
-//! headers and timestamp, optionally only some sources or schemas; in
-//! Kafka transactions, and resumable: what the destination already holds
-//! of the copy is recognised and not sent again.
+//! headers and timestamp, optionally only some sources or schemas;
+//! resumable: what the destination already holds of the copy is
+//! recognised and not sent again.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail, ensure};
 use chrono::{DateTime, FixedOffset};
@@ -14,9 +14,9 @@ use rdkafka::message::{BorrowedMessage, Headers};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use vigie_kafka::{EventProducer, KafkaMetrics, OutRecord, TopicSpec, Transactions};
+use vigie_kafka::{EventProducer, KafkaMetrics, OutRecord, TopicSpec};
 
-use crate::archive::read_committed;
+use crate::archive::{Next, read_committed};
 
 /// Arguments of `vigie replay copy`.
 #[derive(Debug, clap::Args)]
@@ -41,9 +41,6 @@ pub(crate) struct CopyArgs {
     /// `health.case`), repeatable.
     #[arg(long = "schema")]
     schemas: Vec<String>,
-    /// Records per Kafka transaction.
-    #[arg(long, default_value_t = 1_000_000)]
-    transaction_records: usize,
     /// A JSON summary on stdout.
     #[arg(long)]
     json: bool,
@@ -72,15 +69,6 @@ struct Summary {
     /// Records sent now.
     copied: u64,
     seconds: f64,
-}
-
-/// A record on its way from the reading thread to the producer.
-struct Owned {
-    partition: i32,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: Vec<(String, Option<Vec<u8>>)>,
-    timestamp_ms: Option<i64>,
 }
 
 /// A digest of what a copy keeps of a record: key, value, headers and
@@ -138,7 +126,7 @@ pub(crate) async fn copy(s: &crate::settings::Settings, a: CopyArgs) -> anyhow::
     let mut spec = TopicSpec::new(&a.to_topic, count);
     spec.dlq = false;
     vigie_kafka::ensure_topics(&cluster, &[spec]).await?;
-    let (dest_count, dest) = crate::archive::ranges(&cluster, &a.to_topic, None, None).await?;
+    let (dest_count, _) = crate::archive::ranges(&cluster, &a.to_topic, None, None).await?;
     ensure!(
         dest_count >= count,
         "topic {} has {dest_count} partitions, fewer than {}'s {count}: each record keeps its \
@@ -146,8 +134,12 @@ pub(crate) async fn copy(s: &crate::settings::Settings, a: CopyArgs) -> anyhow::
         a.to_topic,
         a.from_topic
     );
-    // What the destination holds already, per partition, as digests: it
-    // must be the copy's first records.
+    // The idempotent producer, not transactions (whose markers carry the
+    // time of their commit, and would answer time lookups on the copy of
+    // old records): each partition's records land in order with no gap, so
+    // a copy stopped midway leaves a prefix of the range, found below.
+    let producer = EventProducer::new(&cluster, &s.kafka.producer, KafkaMetrics::unregistered())?;
+    let (_, dest) = crate::archive::ranges(&cluster, &a.to_topic, None, None).await?;
     let (c, t) = (cluster.clone(), a.to_topic.clone());
     let dest_ranges: BTreeMap<i32, (i64, i64)> = dest
         .into_iter()
@@ -157,144 +149,139 @@ pub(crate) async fn copy(s: &crate::settings::Settings, a: CopyArgs) -> anyhow::
         let mut held: BTreeMap<i32, Vec<[u8; 32]>> = BTreeMap::new();
         read_committed(&c, &t, &dest_ranges, |m| {
             held.entry(m.partition()).or_default().push(digest(m));
-            Ok(())
+            Ok(Next::More)
         })?;
         anyhow::Ok(held)
     })
     .await??;
+    // Every partition's records there must be the copy's first ones:
+    // checked for all before anything is sent. Each partition then resumes
+    // after the source record its last one copies.
+    let (c, from, to, sources, schemas) = (
+        cluster.clone(),
+        a.from_topic.clone(),
+        a.to_topic.clone(),
+        a.sources.clone(),
+        a.schemas.clone(),
+    );
+    let prefix_ranges: BTreeMap<i32, (i64, i64)> = ranges
+        .iter()
+        .filter(|(p, _)| held.contains_key(p))
+        .map(|(p, r)| (*p, *r))
+        .collect();
+    let (resume, skipped, held) = tokio::task::spawn_blocking(move || {
+        let mut matched: BTreeMap<i32, usize> = BTreeMap::new();
+        let mut read = 0u64;
+        let resume = read_committed(&c, &from, &prefix_ranges, |m| {
+            read += 1;
+            if !keep(m, &sources, &schemas) {
+                return Ok(Next::More);
+            }
+            let p = m.partition();
+            let prefix = &held[&p];
+            let at = matched.entry(p).or_default();
+            if prefix[*at] != digest(m) {
+                bail!(
+                    "{to}/{p} holds, as its record {}, another record than {from}/{p} at offset \
+                     {}: not a copy of this range; nothing was copied (copy into an empty topic)",
+                    *at,
+                    m.offset()
+                );
+            }
+            *at += 1;
+            Ok(if *at == prefix.len() {
+                Next::Stop
+            } else {
+                Next::More
+            })
+        })?;
+        for (p, h) in &held {
+            let at = matched.get(p).copied().unwrap_or(0);
+            ensure!(
+                at == h.len(),
+                "{to}/{p} holds {} records, more than the {at} the range has: not a copy of this \
+                 range; nothing was copied",
+                h.len()
+            );
+        }
+        anyhow::Ok((resume, read, held))
+    })
+    .await??;
+    let already_there: u64 = held.values().map(|h| h.len() as u64).sum();
+    let rest: BTreeMap<i32, (i64, i64)> = ranges
+        .iter()
+        .map(|(p, (start, end))| (*p, (resume.get(p).copied().unwrap_or(*start), *end)))
+        .collect();
 
-    let producer = EventProducer::transactional(
-        &cluster,
-        &s.kafka.producer,
-        KafkaMetrics::unregistered(),
-        &Transactions {
-            id: format!("vigie-copy-{}", a.to_topic),
-            timeout: Duration::from_secs(300),
-            latency_first: false,
-        },
-    )
-    .await?;
-    let (tx, mut rx) = mpsc::channel::<anyhow::Result<Owned>>(10_000);
+    let (tx, mut rx) = mpsc::channel::<anyhow::Result<vigie_kafka::Record>>(10_000);
     let (c, from, sources, schemas) = (
         cluster.clone(),
         a.from_topic.clone(),
         a.sources.clone(),
         a.schemas.clone(),
     );
-    let to = a.to_topic.clone();
     let reader = tokio::task::spawn_blocking(move || {
-        let held = held;
-        let mut matched: BTreeMap<i32, usize> = BTreeMap::new();
-        let (mut read, mut kept) = (0u64, 0u64);
-        let outcome = read_committed(&c, &from, &ranges, |m| {
+        let (mut read, mut kept) = (skipped, already_there);
+        let outcome = read_committed(&c, &from, &rest, |m| {
             read += 1;
             if !keep(m, &sources, &schemas) {
-                return Ok(());
+                return Ok(Next::More);
             }
             kept += 1;
-            let p = m.partition();
-            let at = matched.entry(p).or_default();
-            if let Some(prefix) = held.get(&p).filter(|h| *at < h.len()) {
-                if prefix[*at] != digest(m) {
-                    bail!(
-                        "{to}/{p} holds, at its record {}, another record than {from}/{p} at \
-                         offset {}: not a copy of this range (copy into an empty topic)",
-                        *at,
-                        m.offset()
-                    );
-                }
-                *at += 1;
-                return Ok(());
-            }
-            let owned = Owned {
-                partition: p,
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec),
-                headers: m
-                    .headers()
-                    .map(|hs| {
-                        hs.iter()
-                            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                timestamp_ms: m.timestamp().to_millis(),
-            };
+            let owned = vigie_kafka::Record::from_message(m);
             tx.blocking_send(Ok(owned))
                 .map_err(|_| anyhow::anyhow!("the producer stopped"))?;
-            Ok(())
+            Ok(Next::More)
         });
         if let Err(e) = outcome {
             let _ = tx.blocking_send(Err(e));
-            return Ok((read, kept, 0));
         }
-        for (p, h) in &held {
-            let at = matched.get(p).copied().unwrap_or(0);
-            if at < h.len() {
-                let _ = tx.blocking_send(Err(anyhow::anyhow!(
-                    "{to}/{p} holds {} records, more than the {at} the range has: not a copy of \
-                     this range",
-                    h.len()
-                )));
-            }
-        }
-        anyhow::Ok((read, kept, matched.values().sum::<usize>() as u64))
+        (read, kept)
     });
 
-    let mut copied = 0u64;
-    let mut ended = false;
-    while !ended {
-        producer.begin_transaction()?;
-        let mut pipeline = producer.pipeline(false);
-        let mut in_txn = 0usize;
-        let mut failure = None;
-        while in_txn < a.transaction_records.max(1) {
-            match rx.recv().await {
-                None => {
-                    ended = true;
-                    break;
-                }
-                Some(Err(e)) => {
-                    failure = Some(e);
-                    break;
-                }
-                Some(Ok(r)) => {
-                    let headers: Vec<(&str, Option<&[u8]>)> = r
-                        .headers
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), v.as_deref()))
-                        .collect();
-                    if let Err(e) = pipeline
-                        .push(OutRecord {
-                            topic: &a.to_topic,
-                            partition: Some(r.partition),
-                            key: r.key.as_deref(),
-                            payload: r.value.as_deref(),
-                            headers: &headers,
-                            timestamp_ms: r.timestamp_ms,
-                        })
-                        .await
-                    {
-                        failure = Some(e.into());
-                        break;
-                    }
-                    in_txn += 1;
-                }
+    let mut pipeline = producer.pipeline(false);
+    let mut sent = 0u64;
+    let mut failure = None;
+    while let Some(next) = rx.recv().await {
+        let r = match next {
+            Ok(r) => r,
+            Err(e) => {
+                failure = Some(e);
+                break;
             }
+        };
+        let headers: Vec<(&str, Option<&[u8]>)> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+            .collect();
+        if let Err(e) = pipeline
+            .push(OutRecord {
+                topic: &a.to_topic,
+                partition: Some(r.partition),
+                key: r.key.as_deref(),
+                payload: r.payload.as_deref(),
+                headers: &headers,
+                timestamp_ms: r.timestamp_ms,
+            })
+            .await
+        {
+            failure = Some(e.into());
+            break;
         }
-        let finished = pipeline.finish().await;
-        if let Some(e) = failure.or(finished.err().map(Into::into)) {
-            let _ = producer.abort_transaction().await;
-            return Err(e).context(format!(
-                "copying {} into {}: the open transaction is aborted; run the copy again to \
-                 resume",
-                a.from_topic, a.to_topic
-            ));
-        }
-        producer.commit_produced().await?;
-        copied += in_txn as u64;
+        sent += 1;
     }
-    let (read, kept, already_there) = reader.await??;
+    drop(rx);
+    let finished = pipeline.finish().await;
+    if let Some(e) = failure.or(finished.as_ref().err().map(|e| anyhow::anyhow!("{e}"))) {
+        return Err(e).context(format!(
+            "copying {} into {}: what Kafka acknowledged stays; run the copy again to resume",
+            a.from_topic, a.to_topic
+        ));
+    }
+    let copied = finished.map(|(acked, _)| acked)?;
+    debug_assert_eq!(copied, sent);
+    let (read, kept) = reader.await?;
     let summary = Summary {
         from_topic: a.from_topic,
         to_topic: a.to_topic,
