@@ -501,3 +501,82 @@ async fn a_copy_keeps_partitions_filters_by_source_and_resumes_where_it_stopped(
     assert!(e.contains("not a copy of this range"), "{e}");
     assert_eq!(without_offsets(&read(&b.bootstrap, &to)), cdc, "unchanged");
 }
+
+#[tokio::test]
+async fn a_restore_killed_midway_leaves_a_prefix_and_the_next_run_completes_it() {
+    let b = broker();
+    let topic = unique_name("archive-kill");
+    create_topic(&b.bootstrap, &topic, PARTITIONS).await;
+    let total: u64 = 100_000;
+    common::produce_sample(&b.bootstrap, &topic, total, 21);
+    let source = without_offsets(&read(&b.bootstrap, &topic));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    run_json(&b.bootstrap, &["archive", "--topic", &topic, "--out", out]);
+    let target = unique_name("archive-kill-target");
+    let from = dir.path().join(&topic);
+
+    // Small chunks: the restore waits for acknowledgements often, and is
+    // caught midway.
+    let mut restore = vigie()
+        .args([
+            "restore",
+            "--json",
+            "--chunk-records",
+            "1000",
+            "--to-topic",
+            &target,
+        ])
+        .arg("--from")
+        .arg(&from)
+        .env("VIGIE__KAFKA__BROKERS", &b.bootstrap)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the restore to write 10,000 records",
+        Duration::from_secs(120),
+        || async {
+            let n: i64 = vigie_testkit::end_offsets(&b.bootstrap, &target)
+                .iter()
+                .map(|(_, o)| o)
+                .sum();
+            (n >= 10_000).then_some(())
+        },
+    )
+    .await;
+    restore.kill().unwrap(); // SIGKILL
+    restore.wait().unwrap();
+    let partial = without_offsets(&read(&b.bootstrap, &target));
+    let written: usize = partial.values().map(Vec::len).sum();
+    assert!(
+        (written as u64) < total,
+        "the restore finished before it was killed: nothing tested"
+    );
+    for (p, records) in &partial {
+        assert_eq!(
+            records[..],
+            source[p][..records.len()],
+            "partition {p}: a prefix of the archive"
+        );
+    }
+
+    let again = run_json(
+        &b.bootstrap,
+        &[
+            "restore",
+            "--from",
+            from.to_str().unwrap(),
+            "--to-topic",
+            &target,
+        ],
+    );
+    assert_eq!(again[0]["already_there"], written as u64);
+    assert_eq!(again[0]["records"], total - written as u64);
+    assert_eq!(
+        without_offsets(&read(&b.bootstrap, &target)),
+        source,
+        "every record once, in its partition and order"
+    );
+}

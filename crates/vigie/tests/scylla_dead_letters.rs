@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use vigie_testkit::{
     RawInput, broker, create_topic_and_dlq, dlq_origin, produce_raw, read_to_end, unique_name,
-    wait_for,
 };
 
 const ROUNDS: u64 = 6;
@@ -119,13 +118,16 @@ impl Written {
 
     /// Waits until more letters than `since` are written; polls without a
     /// pause: the window between a batch's letters and its commit lasts
-    /// milliseconds.
-    fn wait_past(&self, since: i64) -> i64 {
+    /// milliseconds. Fails at once if `run` exits meanwhile.
+    fn wait_past(&self, since: i64, run: &mut Reaped) -> i64 {
         let start = std::time::Instant::now();
         loop {
             let now = self.now();
             if now > since {
                 return now;
+            }
+            if let Some(status) = run.try_wait().unwrap() {
+                panic!("the sink exited ({status}) before writing a letter past {since}");
             }
             assert!(
                 start.elapsed() < DEADLINE,
@@ -149,17 +151,25 @@ async fn drain_with_kills(exactly_once: bool) -> (BTreeMap<(String, String), usi
     let mut last = 0;
     for _ in 0..KILLS {
         let mut run = sink(&topic, &group, &keyspace, exactly_once);
-        last = written.wait_past(last);
+        last = written.wait_past(last, &mut run);
         run.kill().unwrap();
         run.wait().unwrap();
         // A killed member's open transaction holds its group's offsets
         // (unstable) until the next member's registration aborts it.
     }
     let mut run = sink(&topic, &group, &keyspace, exactly_once);
-    wait_for("every record committed", DEADLINE, || async {
-        committed(&group, &topic).await.filter(|n| *n == total)
-    })
-    .await;
+    // As `wait_for`, but failing at once if the sink exits.
+    let start = std::time::Instant::now();
+    while committed(&group, &topic).await != Some(total) {
+        if let Some(status) = run.try_wait().unwrap() {
+            panic!("the sink exited ({status}) before committing every record");
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for every record committed"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &run.id().to_string()])
         .status()
