@@ -82,6 +82,7 @@ impl Manifest {
             let inside = |o: Option<i64>| o.is_none_or(|o| (f.start..f.end).contains(&o));
             if f.partition < 0
                 || f.partition >= m.partitions
+                || f.start < 0
                 || !seen.insert(f.partition)
                 || f.start > f.end
                 || !inside(f.first_offset)
@@ -247,6 +248,41 @@ pub(crate) fn read_committed(
         }
     }
     Ok(stopped)
+}
+
+/// The producer of a restore or a copy: the configured one (idempotent),
+/// with `enable.gapless.guarantee`: a batch that fails for good stops the
+/// producer, instead of later batches landing after the gap. What lands
+/// in each partition is then always a prefix of what was sent, which the
+/// next run finds and resumes after.
+pub(crate) fn gapless_producer(
+    cluster: &Cluster,
+    config: &vigie_kafka::ProducerConfig,
+) -> anyhow::Result<vigie_kafka::EventProducer> {
+    let mut config = config.clone();
+    config
+        .extra
+        .insert("enable.gapless.guarantee".into(), "true".into());
+    Ok(vigie_kafka::EventProducer::new(
+        cluster,
+        &config,
+        vigie_kafka::KafkaMetrics::unregistered(),
+    )?)
+}
+
+/// Creates `topic` with `partitions` if it is missing, keeping its records
+/// forever (`retention.ms=-1`): restored or copied records keep their old
+/// timestamps, which a time retention would delete at once.
+pub(crate) async fn ensure_target(
+    cluster: &Cluster,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<()> {
+    let mut spec = vigie_kafka::TopicSpec::new(topic, partitions);
+    spec.dlq = false;
+    spec.retention_ms = Some(-1);
+    vigie_kafka::ensure_topics(cluster, &[spec]).await?;
+    Ok(())
 }
 
 /// How long an admin request may take.

@@ -15,7 +15,7 @@ use rdkafka::Message;
 use rdkafka::message::Headers;
 use serde::{Deserialize, Serialize};
 use vigie_consumers::sinks::postgres::{PostgresConfig, PostgresSink};
-use vigie_kafka::{Cluster, EventProducer, KafkaMetrics, OutRecord, TopicSpec};
+use vigie_kafka::{Cluster, EventProducer, OutRecord};
 
 use crate::archive::format::{Reader, RecordRef, Writer};
 use crate::archive::{FORMAT, FileEntry, MANIFEST, Manifest, Next, OffsetMap, read_committed};
@@ -280,8 +280,8 @@ fn file_name(partition: i32) -> String {
     format!("p{partition:05}.vgar")
 }
 
-/// The offset map a restore writes into the archive's folder, one per
-/// topic restored to.
+/// The offset map a restore writes, one per topic restored to: into the
+/// archive's folder, or the `--offset-map` folder.
 #[derive(Debug, Serialize, Deserialize)]
 struct OffsetMapFile {
     from_topic: String,
@@ -399,9 +399,7 @@ async fn restore_topic(
     a: &RestoreArgs,
 ) -> anyhow::Result<(Summary, BTreeMap<i32, OffsetMap>)> {
     let started = Instant::now();
-    let mut spec = TopicSpec::new(to_topic, m.partitions);
-    spec.dlq = false;
-    vigie_kafka::ensure_topics(cluster, &[spec]).await?;
+    crate::archive::ensure_target(cluster, to_topic, m.partitions).await?;
     let targets = [to_topic.to_owned()];
     let watermarks = vigie_kafka::group_lag(cluster, "vigie-restore", &targets, TIMEOUT).await?;
     let count = watermarks.len() as i32;
@@ -415,10 +413,10 @@ async fn restore_topic(
     // The idempotent producer, not transactions: a transaction's marker
     // carries the time of its commit, and old records restored behind
     // markers of today would answer every time lookup (`--to-datetime`)
-    // with the first marker. Idempotence alone keeps each partition's
-    // records in order with no gap, so a restore killed midway leaves a
-    // prefix of the archive, which the next run finds and keeps.
-    let producer = EventProducer::new(cluster, &s.kafka.producer, KafkaMetrics::unregistered())?;
+    // with the first marker. Idempotence with the gapless guarantee keeps
+    // each partition's records in order with no gap, so a restore stopped
+    // midway leaves a prefix of the archive, which the next run keeps.
+    let producer = crate::archive::gapless_producer(cluster, &s.kafka.producer)?;
     let total: u64 = m.files.iter().map(|f| f.records).sum();
     let bar = progress(total, a.json, &format!("restore {to_topic}"));
     // What a previous run (or anything else) left in each partition must
@@ -435,10 +433,16 @@ async fn restore_topic(
             .with_context(|| format!("topic {to_topic} has no partition {}", f.partition))?;
         let mut ranges = BTreeMap::new();
         ranges.insert(f.partition, (w.low_watermark, w.high_watermark));
+        let high = w.high_watermark;
         let (c, t) = (cluster.clone(), to_topic.to_owned());
         let (reader, found) = tokio::task::spawn_blocking(move || {
             let mut reader = reader;
-            let mut found = OffsetMap::default();
+            // Where the partition's next record goes: a group's offset past
+            // the archive translates to it even when nothing is sent.
+            let mut found = OffsetMap {
+                runs: Vec::new(),
+                end: high,
+            };
             read_committed(&c, &t, &ranges, |msg| match reader.next_record()? {
                 Some(r) if same(&r, msg) => {
                     found.push(r.offset, msg.offset());

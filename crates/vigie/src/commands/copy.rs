@@ -14,7 +14,7 @@ use rdkafka::message::{BorrowedMessage, Headers};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use vigie_kafka::{EventProducer, KafkaMetrics, OutRecord, TopicSpec};
+use vigie_kafka::OutRecord;
 
 use crate::archive::{Next, read_committed};
 
@@ -123,9 +123,7 @@ pub(crate) async fn copy(s: &crate::settings::Settings, a: CopyArgs) -> anyhow::
     let cluster = s.connect().await?;
     let (count, ranges) =
         crate::archive::ranges(&cluster, &a.from_topic, a.from_datetime, a.to_datetime).await?;
-    let mut spec = TopicSpec::new(&a.to_topic, count);
-    spec.dlq = false;
-    vigie_kafka::ensure_topics(&cluster, &[spec]).await?;
+    crate::archive::ensure_target(&cluster, &a.to_topic, count).await?;
     let (dest_count, _) = crate::archive::ranges(&cluster, &a.to_topic, None, None).await?;
     ensure!(
         dest_count >= count,
@@ -134,11 +132,12 @@ pub(crate) async fn copy(s: &crate::settings::Settings, a: CopyArgs) -> anyhow::
         a.to_topic,
         a.from_topic
     );
-    // The idempotent producer, not transactions (whose markers carry the
-    // time of their commit, and would answer time lookups on the copy of
-    // old records): each partition's records land in order with no gap, so
-    // a copy stopped midway leaves a prefix of the range, found below.
-    let producer = EventProducer::new(&cluster, &s.kafka.producer, KafkaMetrics::unregistered())?;
+    // The idempotent producer with the gapless guarantee, not transactions
+    // (whose markers carry the time of their commit, and would answer time
+    // lookups on the copy of old records): each partition's records land
+    // in order with no gap, so a copy stopped midway leaves a prefix of
+    // the range, found below.
+    let producer = crate::archive::gapless_producer(&cluster, &s.kafka.producer)?;
     let (_, dest) = crate::archive::ranges(&cluster, &a.to_topic, None, None).await?;
     let (c, t) = (cluster.clone(), a.to_topic.clone());
     let dest_ranges: BTreeMap<i32, (i64, i64)> = dest
