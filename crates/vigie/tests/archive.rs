@@ -183,13 +183,7 @@ fn run_json(bootstrap: &str, args: &[&str]) -> Vec<Value> {
 }
 
 fn failed(bootstrap: &str, args: &[&str]) -> String {
-    let out = vigie()
-        .args(args)
-        .env("VIGIE__KAFKA__BROKERS", bootstrap)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "{args:?} succeeded");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    common::stderr_of_failure(vigie().args(args).env("VIGIE__KAFKA__BROKERS", bootstrap))
 }
 
 async fn topic_exists(bootstrap: &str, topic: &str) -> bool {

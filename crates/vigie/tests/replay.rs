@@ -89,14 +89,12 @@ fn group_consumer(bootstrap: &str, group: &str) -> BaseConsumer {
 
 /// The error of a `vigie replay reset-group` run that must fail.
 fn refused(bootstrap: &str, group: &str, topic: &str, args: &[&str]) -> String {
-    let out = vigie()
-        .args(["replay", "reset-group", "--group", group, "--topic", topic])
-        .args(args)
-        .env("VIGIE__KAFKA__BROKERS", bootstrap)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "{args:?} succeeded");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    common::stderr_of_failure(
+        vigie()
+            .args(["replay", "reset-group", "--group", group, "--topic", topic])
+            .args(args)
+            .env("VIGIE__KAFKA__BROKERS", bootstrap),
+    )
 }
 
 async fn committed(bootstrap: &str, group: &str, topic: &str) -> BTreeMap<i32, Option<i64>> {

@@ -285,17 +285,31 @@ pub(crate) async fn ensure_target(
     Ok(())
 }
 
+/// `--from-datetime` and `--to-datetime`: a range of a topic by record
+/// timestamp, as offsets (Kafka's `ListOffsets` by time).
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub(crate) struct TimeRange {
+    /// From each partition's first record with a timestamp at or after
+    /// this time (RFC 3339; with timestamps out of order, later records
+    /// older than it are included too).
+    #[arg(long, value_name = "RFC3339")]
+    pub(crate) from_datetime: Option<DateTime<FixedOffset>>,
+    /// Up to each partition's first record at or after this time, excluded.
+    #[arg(long, value_name = "RFC3339")]
+    pub(crate) to_datetime: Option<DateTime<FixedOffset>>,
+}
+
 /// How long an admin request may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `topic`'s partition count and each partition's offsets to read, `(start,
-/// end)`: from its low watermark, or its first record at or after `from`,
-/// up to its high watermark, or its first record at or after `to`.
+/// end)`: from its low watermark, or its first record at or after
+/// `from_datetime`, up to its high watermark, or its first record at or
+/// after `to_datetime`.
 pub(crate) async fn ranges(
     cluster: &Cluster,
     topic: &str,
-    from: Option<DateTime<FixedOffset>>,
-    to: Option<DateTime<FixedOffset>>,
+    range: TimeRange,
 ) -> anyhow::Result<(i32, BTreeMap<i32, (i64, i64)>)> {
     let topics = [topic.to_owned()];
     let watermarks = vigie_kafka::group_lag(cluster, "vigie-archive", &topics, TIMEOUT)
@@ -306,7 +320,7 @@ pub(crate) async fn ranges(
         .map(|p| (topic.to_owned(), p.partition))
         .collect();
     let mut at = Vec::new();
-    for when in [from, to] {
+    for when in [range.from_datetime, range.to_datetime] {
         at.push(match when {
             Some(t) => Some(
                 vigie_kafka::offsets_for_time(cluster, &keys, t.timestamp_millis(), TIMEOUT)

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::Utc;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rdkafka::Message;
 use rdkafka::message::Headers;
@@ -18,7 +18,9 @@ use vigie_consumers::sinks::postgres::{PostgresConfig, PostgresSink};
 use vigie_kafka::{Cluster, EventProducer, OutRecord};
 
 use crate::archive::format::{Reader, RecordRef, Writer};
-use crate::archive::{FORMAT, FileEntry, MANIFEST, Manifest, Next, OffsetMap, read_committed};
+use crate::archive::{
+    FORMAT, FileEntry, MANIFEST, Manifest, Next, OffsetMap, TimeRange, read_committed,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -31,14 +33,8 @@ pub(crate) struct ArchiveArgs {
     /// Folder to write (created; a topic's folder must not exist yet).
     #[arg(long)]
     out: PathBuf,
-    /// From each partition's first record with a timestamp at or after
-    /// this time (RFC 3339; Kafka's `ListOffsets` by time: with timestamps
-    /// out of order, later records older than it are archived too).
-    #[arg(long, value_name = "RFC3339")]
-    from_datetime: Option<DateTime<FixedOffset>>,
-    /// Up to each partition's first record at or after this time, excluded.
-    #[arg(long, value_name = "RFC3339")]
-    to_datetime: Option<DateTime<FixedOffset>>,
+    #[command(flatten)]
+    range: TimeRange,
     /// Consumer group whose committed offsets go in the manifest, for a
     /// restore to carry them over; repeatable.
     #[arg(long = "group")]
@@ -183,8 +179,7 @@ async fn archive_topic(cluster: &Cluster, topic: &str, a: &ArchiveArgs) -> anyho
         })?;
     }
     let topics = [topic.to_owned()];
-    let (partitions, ranges) =
-        crate::archive::ranges(cluster, topic, a.from_datetime, a.to_datetime).await?;
+    let (partitions, ranges) = crate::archive::ranges(cluster, topic, a.range).await?;
     let mut groups = BTreeMap::new();
     for g in &a.groups {
         let committed: BTreeMap<i32, i64> = vigie_kafka::group_lag(cluster, g, &topics, TIMEOUT)
@@ -256,8 +251,8 @@ async fn archive_topic(cluster: &Cluster, topic: &str, a: &ArchiveArgs) -> anyho
         created_at: Utc::now(),
         topic: topic.to_owned(),
         partitions,
-        from: a.from_datetime,
-        to: a.to_datetime,
+        from: a.range.from_datetime,
+        to: a.range.to_datetime,
         files,
         groups,
     };

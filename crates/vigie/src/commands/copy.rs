@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, bail, ensure};
-use chrono::{DateTime, FixedOffset};
 use rdkafka::Message;
 use rdkafka::message::{BorrowedMessage, Headers};
 use serde::{Deserialize, Serialize};
@@ -16,7 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use vigie_kafka::OutRecord;
 
-use crate::archive::{Next, read_committed};
+use crate::archive::{Next, TimeRange, read_committed};
 
 /// Arguments of `vigie replay copy`.
 #[derive(Debug, clap::Args)]
@@ -28,12 +27,8 @@ pub(crate) struct CopyArgs {
     /// missing; else it needs at least as many partitions).
     #[arg(long)]
     to_topic: String,
-    /// Only records at or after this time (RFC 3339, record timestamps).
-    #[arg(long, value_name = "RFC3339")]
-    from_datetime: Option<DateTime<FixedOffset>>,
-    /// Only records before this time.
-    #[arg(long, value_name = "RFC3339")]
-    to_datetime: Option<DateTime<FixedOffset>>,
+    #[command(flatten)]
+    range: TimeRange,
     /// Only events of this source (the envelope's `source`), repeatable.
     #[arg(long = "source")]
     sources: Vec<String>,
@@ -121,10 +116,10 @@ pub(crate) async fn copy(s: &crate::settings::Settings, a: CopyArgs) -> anyhow::
         a.from_topic
     );
     let cluster = s.connect().await?;
-    let (count, ranges) =
-        crate::archive::ranges(&cluster, &a.from_topic, a.from_datetime, a.to_datetime).await?;
+    let (count, ranges) = crate::archive::ranges(&cluster, &a.from_topic, a.range).await?;
     crate::archive::ensure_target(&cluster, &a.to_topic, count).await?;
-    let (dest_count, _) = crate::archive::ranges(&cluster, &a.to_topic, None, None).await?;
+    let (dest_count, dest) =
+        crate::archive::ranges(&cluster, &a.to_topic, TimeRange::default()).await?;
     ensure!(
         dest_count >= count,
         "topic {} has {dest_count} partitions, fewer than {}'s {count}: each record keeps its \
@@ -138,7 +133,6 @@ pub(crate) async fn copy(s: &crate::settings::Settings, a: CopyArgs) -> anyhow::
     // in order with no gap, so a copy stopped midway leaves a prefix of
     // the range, found below.
     let producer = crate::archive::gapless_producer(&cluster, &s.kafka.producer)?;
-    let (_, dest) = crate::archive::ranges(&cluster, &a.to_topic, None, None).await?;
     let (c, t) = (cluster.clone(), a.to_topic.clone());
     let dest_ranges: BTreeMap<i32, (i64, i64)> = dest
         .into_iter()

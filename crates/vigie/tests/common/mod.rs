@@ -32,6 +32,17 @@ pub(crate) fn stdout_of(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs `cmd`, which must fail, and returns its standard error.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all use it"
+)]
+pub(crate) fn stderr_of_failure(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "{cmd:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Appends `count` sample cases of generator `seed` to `topic` with
 /// `vigie produce --sample cases` (seeds give distinct ids).
 #[allow(
